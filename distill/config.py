@@ -1,0 +1,142 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Every group option under `configs/` is merged into one of these dataclasses, so a misspelt key or a value of
+the wrong type fails when the config is composed, naming the key. Import this module before composing a
+config (the entry points in `scripts/` and `tests/conftest.py` do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+
+@dataclass
+class PathsConfig:
+    output_root: str = "${project_root:}/outputs"
+    workspace: str = "${paths.output_root}/${data.name}"
+    data_root: str = "${project_root:}/data"
+    shared_data: str = "${oc.env:DISTILL_SHARED_DATA,${project_root:}/../shared/data}"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # beir | sample | trec | smart | flagembedding | msmarco | hf
+    format: str = "beir"
+    # The dataset folder (beir, sample) or the source files' folder (converted formats).
+    path: str = MISSING
+    # raise: the first bad row stops the run; drop: bad rows are dropped, counted and reported by reason.
+    on_error: str = "raise"
+    # Formats without splits: the fraction of judged queries put in the test split (the rest is train).
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    # Format-specific options, checked by the converter (unknown keys are an error).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 100
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    method: str = "lucene"
+    k1: float = 1.5
+    b: float = 0.75
+    # A PyStemmer language ("english") or null for none.
+    stemmer: str | None = "english"
+    # "en", another bm25s stop-word language, or null for none.
+    stopwords: str | None = "en"
+    lowercase: bool = True
+    # Which document fields are indexed (concatenated).
+    fields: list[str] = field(default_factory=lambda: ["title", "text"])
+
+
+@dataclass
+class TeacherConfig:
+    # A Hugging Face model id, a local model folder, or "trained" for the workspace's trained teacher.
+    model: str = "trained"
+    revision: str | None = None
+    max_length: int = 256
+    # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA with bf16 support, fp32 otherwise)
+    dtype: str = "fp32"
+    # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
+    batch_tokens: int = 16384
+    shard_size: int = 50000
+    device: str = "auto"
+    # Several teachers in one run; the combined score is the mean of normalised scores.
+    ensemble: list[str] = field(default_factory=list)
+    # zscore | minmax | rank | none
+    ensemble_norm: str = "zscore"
+    compile: bool = False
+    num_threads: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FeaturesConfig:
+    names: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    # wandb | none
+    backend: str = "wandb"
+    # offline | online | disabled
+    mode: str = "offline"
+    project: str = "distill"
+    entity: str | None = None
+    dir: str = "${paths.workspace}"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # Students differ in their options: each student/*.yaml names its own schema.
+    student: Any = None
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="paths", name="paths_schema", node=PathsConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)
+    cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
+    cs.store(group="features", name="features_schema", node=FeaturesConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+register()
+
+
+def to_container(cfg: DictConfig | Any) -> Any:
+    """The resolved config as plain Python objects."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def config_hash(*nodes: Any) -> str:
+    """A short stable hash of resolved config nodes (used to tell whether a stage's output is stale)."""
+    payload = json.dumps([to_container(n) for n in nodes], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Datasets: BEIR layout loading and validation, converters, the sample world, simulated clicks."""

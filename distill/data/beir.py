@@ -1,0 +1,368 @@
+"""The project's one dataset layout, BEIR's, with validation.
+
+    corpus.jsonl            {"_id", "title", "text", "timestamp"?: ISO-8601, other fields kept as columns}
+    queries.jsonl           {"_id", "text", "timestamp"?}
+    qrels/<split>.tsv       header "query-id corpus-id score", then one judgement per line (integer grade)
+    logs/impressions.parquet optional click log: qid, docid, position, clicked, dwell_s, timestamp
+
+Every problem is reported with the file and line at fault; with `on_error="drop"` bad rows are dropped and
+counted by reason instead (`Dataset.quarantine`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from distill.data.quarantine import Quarantine
+from distill.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CLICK_COLUMNS = {
+    "qid": "string",
+    "docid": "string",
+    "position": "int",
+    "clicked": "bool",
+    "dwell_s": "float",
+    "timestamp": "datetime",
+}
+
+
+@dataclass
+class Dataset:
+    """A loaded, validated collection. Ids are strings; `corpus` and `queries` are indexed by id."""
+
+    name: str
+    corpus: pd.DataFrame  # index docid; columns title, text, timestamp (UTC, NaT when absent), extra fields
+    queries: pd.DataFrame  # index qid; columns text, timestamp
+    qrels: dict[str, pd.DataFrame]  # split -> columns qid, docid, relevance (int)
+    clicks: pd.DataFrame | None = None
+    quarantine: Quarantine = field(default_factory=Quarantine)
+
+    def split_qids(self, split: str) -> list[str]:
+        """Queries of a split that have at least one judgement, in qrels order."""
+        if split not in self.qrels:
+            raise DataError(
+                f"dataset {self.name!r} has no split {split!r} (found: {sorted(self.qrels)}); "
+                f"add qrels/{split}.tsv or choose another split"
+            )
+        qids = list(dict.fromkeys(self.qrels[split]["qid"]))
+        if not qids:
+            raise DataError(f"qrels/{split}.tsv of dataset {self.name!r} is empty: it has no judged query")
+        return qids
+
+    def doc_texts(self, docids: Iterable[str], fields: Iterable[str] = ("title", "text")) -> list[str]:
+        """Document text for the model and BM25: the fields joined by a space, empty fields skipped."""
+        cols = [self.corpus[f] for f in fields if f in self.corpus]
+        sub = [c.reindex(list(docids)).fillna("").astype(str) for c in cols]
+        if not sub:
+            return ["" for _ in docids]
+        joined = sub[0]
+        for s in sub[1:]:
+            joined = joined + " " + s
+        return [t.strip() for t in joined.tolist()]
+
+    def stats(self) -> dict:
+        return {
+            "docs": len(self.corpus),
+            "queries": len(self.queries),
+            **{
+                f"qrels/{s}": {"queries": int(q.qid.nunique()), "judgements": len(q)}
+                for s, q in self.qrels.items()
+            },
+            "clicks": 0 if self.clicks is None else len(self.clicks),
+        }
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def _lines(path: Path, q: Quarantine) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) for each non-blank line; invalid UTF-8 is reported per line."""
+    with path.open("rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                q.bad(
+                    path.name,
+                    no,
+                    "invalid UTF-8",
+                    f"invalid UTF-8 byte 0x{raw[e.start]:02x} at byte {e.start}",
+                    "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                )
+                continue
+            if line.strip():
+                yield no, line
+
+
+def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
+    """Records of a corpus/queries JSONL file as a DataFrame indexed by `_id`, with a `_line` column."""
+    if not path.is_file():
+        raise DataError(
+            f"{path}: file not found. A BEIR dataset folder needs corpus.jsonl, queries.jsonl and "
+            f"qrels/<split>.tsv"
+        )
+    records: list[dict] = []
+    first_line: dict[str, int] = {}
+    for no, line in _lines(path, q):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            q.bad(
+                path.name,
+                no,
+                "malformed JSON",
+                f"malformed JSON ({e.msg} at column {e.colno})",
+                "Fix or remove the line: each line must be one JSON object",
+            )
+            continue
+        if not isinstance(rec, dict):
+            q.bad(
+                path.name,
+                no,
+                "malformed JSON",
+                f"expected a JSON object, got {type(rec).__name__}",
+                "Each line must be one JSON object",
+            )
+            continue
+        if "_id" not in rec or rec["_id"] is None or str(rec["_id"]).strip() == "":
+            q.bad(path.name, no, "missing _id", 'missing or empty "_id"', f'Give every {kind} a unique "_id"')
+            continue
+        rid = str(rec["_id"]).strip()
+        text = rec.get("text")
+        title = rec.get("title") if kind == "document" else None
+        if (text is not None and not isinstance(text, str)) or (
+            title is not None and not isinstance(title, str)
+        ):
+            q.bad(
+                path.name,
+                no,
+                "non-string text",
+                f'{kind} {rid!r}: "text"/"title" must be strings',
+                "Store text as a JSON string",
+            )
+            continue
+        if not (text or "").strip() and not (title or "").strip():
+            q.bad(
+                path.name,
+                no,
+                "empty text",
+                f"{kind} {rid!r} has empty text",
+                f"Give the {kind} some text or remove it",
+            )
+            continue
+        if rid in first_line:
+            q.bad(
+                path.name,
+                no,
+                "duplicate _id",
+                f"duplicate _id {rid!r} (first seen on line {first_line[rid]})",
+                "Make ids unique or remove the duplicate",
+            )
+            continue
+        first_line[rid] = no
+        rec["_id"] = rid
+        rec["text"] = text or ""
+        if kind == "document":
+            rec["title"] = title or ""
+        rec["_line"] = no
+        records.append(rec)
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        raise DataError(f"{path}: no valid {kind} in the file")
+    df = df.rename(columns={"_id": "docid" if kind == "document" else "qid"}).set_index(
+        "docid" if kind == "document" else "qid"
+    )
+    df["timestamp"] = _parse_timestamps(df, path, q)
+    df = df[df["_keep"]].drop(columns=["_keep"]) if "_keep" in df else df
+    return df
+
+
+def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> pd.Series:
+    """UTC timestamps from an optional ISO-8601 `timestamp` field; unparsable values are bad rows."""
+    if "timestamp" not in df:
+        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
+    raw = df["timestamp"]
+    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna() & raw.notna()
+    keep = pd.Series(True, index=df.index)
+    for rid in df.index[bad.to_numpy()]:
+        q.bad(
+            path.name,
+            int(df.at[rid, "_line"]),
+            "bad timestamp",
+            f"unparsable timestamp {df.at[rid, 'timestamp']!r}",
+            "Use ISO-8601, e.g. 2024-05-01T12:00:00Z",
+        )
+        keep[rid] = False
+    df["_keep"] = keep
+    return parsed
+
+
+def _read_qrels(path: Path, corpus_ids: pd.Index, query_ids: pd.Index, q: Quarantine) -> pd.DataFrame:
+    rows: list[tuple[str, str, int]] = []
+    seen: dict[tuple[str, str], int] = {}
+    name = f"qrels/{path.name}"
+    lines = _lines(path, q)
+    first = next(lines, None)
+    if first is None:
+        raise DataError(
+            f"{path}: empty qrels file; it needs the header 'query-id corpus-id score' and judgements"
+        )
+    no, header = first
+    if header.split()[:1] != ["query-id"]:
+        raise DataError(
+            f"{path}:{no}: expected the header line 'query-id<TAB>corpus-id<TAB>score', got "
+            f"{header.strip()[:60]!r}. Add the header (BEIR layout)"
+        )
+    for no, line in lines:
+        parts = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if len(parts) != 3:
+            q.bad(
+                name,
+                no,
+                "wrong column count",
+                f"expected 3 columns (query-id corpus-id score), got {len(parts)}",
+                "Use one judgement per line, tab-separated",
+            )
+            continue
+        qid, docid, score = (p.strip() for p in parts)
+        try:
+            rel_f = float(score)
+        except ValueError:
+            q.bad(
+                name,
+                no,
+                "non-numeric relevance",
+                f"non-numeric relevance {score!r}",
+                "Relevance must be an integer grade such as 0, 1, 2",
+            )
+            continue
+        if not math.isfinite(rel_f) or rel_f != int(rel_f):
+            q.bad(
+                name,
+                no,
+                "non-integer relevance",
+                f"relevance {score!r} is not an integer grade",
+                "Relevance must be an integer grade such as 0, 1, 2",
+            )
+            continue
+        if qid not in query_ids:
+            q.bad(
+                name,
+                no,
+                "unknown query id",
+                f"query-id {qid!r} is not in queries.jsonl",
+                "Add the query to queries.jsonl or remove the judgement",
+            )
+            continue
+        if docid not in corpus_ids:
+            q.bad(
+                name,
+                no,
+                "unknown corpus id",
+                f"corpus-id {docid!r} is not in corpus.jsonl",
+                "Add the document to corpus.jsonl or remove the judgement",
+            )
+            continue
+        if (qid, docid) in seen:
+            q.bad(
+                name,
+                no,
+                "duplicate judgement",
+                f"duplicate judgement for ({qid!r}, {docid!r}) (first on line {seen[(qid, docid)]})",
+                "Keep one judgement per query-document pair",
+            )
+            continue
+        seen[(qid, docid)] = no
+        rows.append((qid, docid, int(rel_f)))
+    return pd.DataFrame(rows, columns=["qid", "docid", "relevance"]).astype(
+        {"qid": "string", "docid": "string", "relevance": "int64"}
+    )
+
+
+def _read_clicks(path: Path, q: Quarantine) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise DataError(f"{path}: not a readable Parquet file ({e}). Rewrite the click log as Parquet") from e
+    missing = [c for c in CLICK_COLUMNS if c not in df]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; a click log needs {list(CLICK_COLUMNS)}")
+    df = df.copy()
+    df["qid"] = df["qid"].astype(str).astype("string")
+    df["docid"] = df["docid"].astype(str).astype("string")
+    for col in ("position", "dwell_s"):
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            raise DataError(f"{path}: column {col!r} must be numeric, got {df[col].dtype}")
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce")
+    bad = df["timestamp"].isna()
+    for idx in np.flatnonzero(bad.to_numpy())[:1000]:
+        q.bad(
+            path.name,
+            int(idx),
+            "bad timestamp",
+            "missing or unparsable timestamp",
+            "Give each row a timestamp",
+        )
+    df = df[~bad]
+    df["clicked"] = df["clicked"].astype(bool)
+    return df.reset_index(drop=True)
+
+
+def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise") -> Dataset:
+    """Load and validate a dataset folder in BEIR layout."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: dataset folder not found. Point data.path at a folder with corpus.jsonl, "
+            f"queries.jsonl and qrels/<split>.tsv"
+        )
+    q = Quarantine(on_error)
+    corpus = _read_jsonl(root / "corpus.jsonl", "document", q).drop(columns=["_line"])
+    queries = _read_jsonl(root / "queries.jsonl", "query", q).drop(columns=["_line"])
+    qrels_dir = root / "qrels"
+    files = sorted(qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    if not files:
+        raise DataError(
+            f"{qrels_dir}: no qrels/<split>.tsv file. Add at least one split, e.g. qrels/test.tsv"
+        )
+    qrels = {f.stem: _read_qrels(f, corpus.index, queries.index, q) for f in files}
+    clicks_path = root / "logs" / "impressions.parquet"
+    clicks = _read_clicks(clicks_path, q) if clicks_path.exists() else None
+    ds = Dataset(name or root.name, corpus, queries, qrels, clicks, q)
+    q.report()
+    return ds
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def write_beir(
+    root: str | Path,
+    corpus: Iterable[dict],
+    queries: Iterable[dict],
+    qrels: Mapping[str, Iterable[tuple[str, str, int]]],
+) -> Path:
+    """Write a dataset in BEIR layout. `corpus`/`queries` are dicts with `_id`, `text` (+ `title`, `timestamp`...)."""
+    root = Path(root)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    for fname, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
+        with (root / fname).open("w", encoding="utf-8") as fh:
+            for rec in rows:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    for split, judgements in qrels.items():
+        with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as fh:
+            fh.write("query-id\tcorpus-id\tscore\n")
+            for qid, docid, rel in judgements:
+                fh.write(f"{qid}\t{docid}\t{int(rel)}\n")
+    return root

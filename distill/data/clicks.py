@@ -1,0 +1,80 @@
+"""Simulated click logs: a position-based click model (PBM) over a logged ranking.
+
+Works on any dataset with qrels (the clicks are SIMULATED, not real behaviour). The PBM (Craswell et al., 2008;
+Joachims et al., 2017, "Unbiased Learning-to-Rank with Biased Feedback") clicks a shown document when the user
+examines its position, with probability (1/position)^eta, and finds it attractive, with a probability that
+grows with its relevance grade (plus per-document noise). Each session lightly shuffles the logged ranking
+(random adjacent swaps), which is what lets examination propensities be estimated from the log later.
+Dwell times are log-normal, longer for relevant documents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def simulate_clicks(
+    ranking: pd.DataFrame,
+    qrels: pd.DataFrame,
+    *,
+    sessions_per_query: int = 20,
+    eta: float = 1.0,
+    attractiveness: tuple[float, ...] = (0.04, 0.3, 0.65, 0.85),
+    p_swap: float = 0.3,
+    seed: int = 0,
+    start: str = "2025-01-01",
+    end: str = "2026-01-01",
+) -> pd.DataFrame:
+    """One row per impression: session, qid, docid, position (1-based), clicked, dwell_s, timestamp.
+
+    `ranking` has columns qid, docid, rank (the logged ranking, e.g. BM25's top 10);
+    `qrels` has qid, docid, relevance (missing pairs count as grade 0).
+    """
+    rng = np.random.default_rng(seed)
+    ranking = ranking.sort_values(["qid", "rank"], kind="stable")
+    qids, q_idx = np.unique(ranking["qid"].astype(str).to_numpy(), return_inverse=True)
+    n_per_q = np.bincount(q_idx, minlength=len(qids))
+    slot = ranking.groupby("qid", sort=False).cumcount().to_numpy()
+    width = int(n_per_q.max()) if len(qids) else 0
+    rel = qrels.set_index([qrels["qid"].astype(str), qrels["docid"].astype(str)])["relevance"]
+    pairs = pd.MultiIndex.from_arrays([ranking["qid"].astype(str), ranking["docid"].astype(str)])
+    grades = np.clip(rel.reindex(pairs).fillna(0).to_numpy(int), 0, len(attractiveness) - 1)
+    # Per (query, document) attractiveness, with fixed per-pair noise shared by all its sessions.
+    attract = np.clip(np.asarray(attractiveness)[grades] + rng.normal(0, 0.08, len(grades)), 0.01, 0.95)
+    doc_m = np.full((len(qids), width), -1)
+    doc_m[q_idx, slot] = np.arange(len(ranking))
+
+    n = len(qids) * sessions_per_query
+    sess_q = np.repeat(np.arange(len(qids)), sessions_per_query)
+    order = np.tile(np.arange(width), (n, 1))
+    rows = np.arange(n)
+    for i in range(width - 1):  # sequential adjacent swaps, vectorised over all sessions
+        swap = (rng.random(n) < p_swap) & (i + 1 < n_per_q[sess_q])
+        a, b = order[rows[swap], i].copy(), order[rows[swap], i + 1].copy()
+        order[rows[swap], i], order[rows[swap], i + 1] = b, a
+    shown = doc_m[sess_q[:, None], order]
+    valid = shown >= 0
+    pos = np.broadcast_to(np.arange(1, width + 1), shown.shape)
+    examined = rng.random(shown.shape) < (1.0 / pos) ** eta
+    clicked = examined & (rng.random(shown.shape) < attract[np.where(valid, shown, 0)])
+    g = grades[np.where(valid, shown, 0)]
+    dwell = np.where(clicked, rng.lognormal(np.log(8 + 25 * g), 0.6), 0.0)
+    t0 = pd.Timestamp(start, tz="UTC").value // 10**9
+    t1 = pd.Timestamp(end, tz="UTC").value // 10**9
+    ts = rng.integers(t0, t1, size=n)
+    flat = shown[valid]
+    out = pd.DataFrame(
+        {
+            "session": np.broadcast_to(rows[:, None], shown.shape)[valid],
+            "qid": ranking["qid"].astype(str).to_numpy()[flat],
+            "docid": ranking["docid"].astype(str).to_numpy()[flat],
+            "position": pos[valid],
+            "clicked": clicked[valid],
+            "dwell_s": dwell[valid].round(1),
+            "timestamp": pd.to_datetime(np.broadcast_to(ts[:, None], shown.shape)[valid], unit="s", utc=True),
+        }
+    )
+    out["qid"] = out["qid"].astype("string")
+    out["docid"] = out["docid"].astype("string")
+    return out

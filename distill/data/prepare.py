@@ -1,0 +1,90 @@
+"""Turn `cfg.data` into a validated `Dataset`: generate the sample world, convert other formats, or read BEIR.
+
+Converted and generated folders are cached under `paths.data_root` with a stamp of what produced them; they
+are rebuilt when the source files or the options change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from distill.config import to_container
+from distill.data.beir import Dataset, load_beir
+from distill.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STAMP = ".distill-source.json"
+FORMATS = ("beir", "sample", "trec", "smart", "flagembedding", "msmarco", "hf")
+
+
+def _fingerprint(src: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else []
+    return {
+        "source": str(src),
+        "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files],
+        **extra,
+    }
+
+
+def _fresh(dest: Path, stamp: dict[str, Any]) -> bool:
+    f = dest / STAMP
+    return f.is_file() and json.loads(f.read_text()) == json.loads(json.dumps(stamp))
+
+
+def _build(dest: Path, stamp: dict[str, Any], build) -> None:
+    """Build into a temp folder next to `dest`, then swap it in, so a crash never leaves a half dataset."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def dataset_dir(cfg: DictConfig) -> Path:
+    """The BEIR folder that `cfg.data` resolves to, generating or converting it first when needed."""
+    d = cfg.data
+    if d.format not in FORMATS:
+        raise ConfigError(f"data.format={d.format!r} is not one of {FORMATS}")
+    options = to_container(d.options) or {}
+    if d.format == "beir":
+        return Path(d.path)
+    if d.format == "sample":
+        from distill.data.sample import SampleOptions, generate
+
+        dest = Path(d.path)
+        opts = SampleOptions.from_dict(options)
+        stamp = {"generator": "sample", "version": SampleOptions.VERSION, **opts.__dict__}
+        if not _fresh(dest, stamp):
+            log.info("generating the sample world into %s", dest)
+            _build(dest, stamp, lambda tmp: generate(tmp, opts))
+        return dest
+    from distill.data.convert import convert
+
+    src = Path(d.path)
+    dest = Path(cfg.paths.data_root) / d.name
+    stamp = _fingerprint(
+        src,
+        {
+            "format": d.format,
+            "options": options,
+            "test_fraction": d.test_fraction,
+            "split_seed": d.split_seed,
+        },
+    )
+    if not _fresh(dest, stamp):
+        log.info("converting %s (%s) into %s", src, d.format, dest)
+        _build(dest, stamp, lambda tmp: convert(d.format, src, tmp, options, d.test_fraction, d.split_seed))
+    return dest
+
+
+def load_dataset(cfg: DictConfig) -> Dataset:
+    return load_beir(dataset_dir(cfg), name=cfg.data.name, on_error=cfg.data.on_error)

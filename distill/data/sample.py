@@ -1,0 +1,293 @@
+"""The embedded sample world: a synthetic search collection generated deterministically in seconds.
+
+It is built so that the ranking signals the framework exploits matter the way they do in real search:
+
+- Vocabulary mismatch. Every concept has the word documents use and one or two synonyms that queries use
+  instead (most of the time). BM25 only sees the shared words; a cross-encoder trained on the train split
+  can learn the synonyms, so it clearly beats BM25.
+- Ambiguity. Some document words belong to two topics, so exact term matches also pull in off-topic documents.
+- Freshness. Documents have timestamps; some queries ask for recent material ("latest ..."), and for those,
+  documents older than `fresh_days` at the query's time lose one relevance grade.
+- Behaviour. A click log from a position-based click model over a (lightly shuffled) logged BM25 ranking:
+  noisy, position-biased clicks with dwell times (`distill.data.clicks`).
+
+Relevance is graded: 2 when a document of the query's topic covers every concept the query asks about,
+1 when it covers some of them, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from distill.data.beir import write_beir
+from distill.errors import ConfigError
+
+_CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
+_VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]
+FRESH_WORDS = ["latest", "newest", "recent", "current"]
+
+
+@dataclass
+class SampleOptions:
+    VERSION: ClassVar[int] = 1
+    seed: int = 13
+    n_docs: int = 6000
+    n_train: int = 600
+    n_test: int = 250
+    n_topics: int = 120
+    concepts_per_topic: int = 10
+    n_background: int = 800
+    # Chance that a query writes a concept with a synonym instead of the documents' word.
+    p_synonym: float = 0.7
+    # Fraction of a topic's concepts whose document word also belongs to another topic.
+    p_ambiguous: float = 0.25
+    # Fraction of topics whose broad topic word is shared with another topic.
+    p_ambiguous_topic: float = 0.5
+    # Chance that a query names its broad topic word (which documents use).
+    p_topic_word: float = 0.85
+    p_fresh_query: float = 0.2
+    fresh_days: int = 365
+    sessions_per_query: int = 20
+    start: str = "2022-01-01"
+    log_start: str = "2025-01-01"
+    cutoff: str = "2026-01-01"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"data.options: unknown key(s) {unknown} for the sample world; known: {sorted(known)}"
+            )
+        opts = cls(**d)
+        if opts.n_docs < 10 * opts.n_topics**0 or opts.n_train < 1 or opts.n_test < 1:
+            raise ConfigError("data.options: n_docs, n_train and n_test must be positive")
+        return opts
+
+
+def _words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
+    """n new pronounceable pseudo-words of 2-3 syllables, none in `taken`."""
+    out: list[str] = []
+    while len(out) < n:
+        k = rng.choice([2, 3], p=[0.45, 0.55])
+        w = "".join(rng.choice(_CONS) + rng.choice(_VOWS) for _ in range(k)) + rng.choice(
+            ["", "n", "r", "l", "x"]
+        )
+        if w not in taken and w not in FRESH_WORDS:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+@dataclass
+class World:
+    doc_word: np.ndarray  # concept -> document word
+    synonyms: list[list[str]]  # concept -> query synonyms
+    topic_concepts: list[np.ndarray]  # topic -> concept ids (its own, plus ambiguous words' concepts)
+    background: list[str]
+    background_p: np.ndarray
+    topic_word: np.ndarray  # topic -> its broad word (shared by two topics for some topics)
+
+
+def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
+    taken: set[str] = set()
+    n_concepts = o.n_topics * o.concepts_per_topic
+    doc_word = np.array(_words(rng, n_concepts, taken), dtype=object)
+    # Ambiguous concepts reuse another topic's document word (BM25 cannot tell the two apart).
+    amb = rng.random(n_concepts) < o.p_ambiguous
+    for c in np.flatnonzero(amb):
+        other = rng.integers(n_concepts)
+        if other // o.concepts_per_topic != c // o.concepts_per_topic:
+            doc_word[c] = doc_word[other]
+    n_syn = rng.choice([1, 2], size=n_concepts, p=[0.5, 0.5])
+    synonyms = [_words(rng, int(n), taken) for n in n_syn]
+    topic_concepts = [
+        np.arange(t * o.concepts_per_topic, (t + 1) * o.concepts_per_topic) for t in range(o.n_topics)
+    ]
+    background = _words(rng, o.n_background, taken)
+    p = 1.0 / np.arange(1, o.n_background + 1) ** 1.1
+    topic_word = np.array(_words(rng, o.n_topics, taken), dtype=object)
+    for t in np.flatnonzero(rng.random(o.n_topics) < o.p_ambiguous_topic):
+        topic_word[t] = topic_word[rng.integers(o.n_topics)]
+    return World(doc_word, synonyms, topic_concepts, background, p / p.sum(), topic_word)
+
+
+def _docs(
+    o: SampleOptions, w: World, rng: np.random.Generator
+) -> tuple[list[dict], np.ndarray, list[set[int]]]:
+    """Documents; returns (records, topic per doc, focus concepts per doc)."""
+    topic_p = rng.dirichlet(np.full(o.n_topics, 2.0))
+    topics = rng.choice(o.n_topics, size=o.n_docs, p=topic_p)
+    start = pd.Timestamp(o.start, tz="UTC")
+    span_days = (pd.Timestamp(o.cutoff, tz="UTC") - start).days
+    days = rng.integers(0, span_days, size=o.n_docs)
+    records, focus_sets = [], []
+    for i, t in enumerate(topics):
+        concepts = w.topic_concepts[t]
+        focus = rng.choice(concepts, size=rng.integers(2, 5), replace=False)
+        length = int(np.clip(rng.lognormal(np.log(45), 0.5), 12, 300))
+        n_focus = max(3, int(length * rng.uniform(0.2, 0.35)))
+        n_topic = max(1, int(length * 0.1))
+        n_noise = rng.integers(0, 3)
+        toks = [w.topic_word[t]] * int(rng.integers(1, 4))
+        toks += list(w.doc_word[rng.choice(focus, size=n_focus)])
+        toks += list(w.doc_word[rng.choice(concepts, size=n_topic)])
+        toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
+        toks += list(rng.choice(w.background, size=length - len(toks), p=w.background_p))
+        rng.shuffle(toks)
+        title = list(w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)])
+        title += list(rng.choice(w.background, size=rng.integers(1, 3), p=w.background_p))
+        ts = (start + pd.Timedelta(days=int(days[i]), seconds=int(rng.integers(86400)))).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        records.append({"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks), "timestamp": ts})
+        focus_sets.append(set(int(c) for c in focus))
+    return records, topics, focus_sets
+
+
+def _queries(
+    o: SampleOptions,
+    w: World,
+    rng: np.random.Generator,
+    doc_topics: np.ndarray,
+    focus: list[set[int]],
+    doc_days: np.ndarray,
+) -> tuple[list[dict], list[tuple[str, str, int]], list[str]]:
+    """Queries with graded qrels. Returns (records, qrels, split per query)."""
+    n = o.n_train + o.n_test
+    by_topic = [np.flatnonzero(doc_topics == t) for t in range(o.n_topics)]
+    # Concept popularity in queries follows how often documents focus on it (head and tail concepts).
+    concept_docs: dict[int, list[int]] = {}
+    for d, f in enumerate(focus):
+        for c in f:
+            concept_docs.setdefault(c, []).append(d)
+    cutoff = pd.Timestamp(o.cutoff, tz="UTC")
+    start = pd.Timestamp(o.start, tz="UTC")
+    records: list[dict] = []
+    qrels: list[tuple[str, str, int]] = []
+    splits: list[str] = []
+    qi = 0
+    while len(records) < n:
+        split = "train" if len(records) < o.n_train else "test"
+        topic = int(rng.integers(o.n_topics))
+        docs_t = by_topic[topic]
+        if len(docs_t) < 3:
+            continue
+        cands = [c for c in w.topic_concepts[topic] if len(concept_docs.get(int(c), [])) >= 1]
+        k = int(min(len(cands), rng.choice([1, 2, 3], p=[0.3, 0.5, 0.2])))
+        if k == 0:
+            continue
+        weights = np.array([len(concept_docs[int(c)]) for c in cands], dtype=float)
+        asked = rng.choice(cands, size=k, replace=False, p=weights / weights.sum())
+        words = []
+        for c in asked:
+            if rng.random() < o.p_synonym:
+                words.append(str(rng.choice(w.synonyms[int(c)])))
+            else:
+                words.append(str(w.doc_word[c]))
+        words += list(rng.choice(w.background, size=rng.integers(0, 3), p=w.background_p))
+        if rng.random() < o.p_topic_word:
+            words.append(str(w.topic_word[topic]))
+        fresh = rng.random() < o.p_fresh_query
+        if fresh:
+            words.insert(0, str(rng.choice(FRESH_WORDS)))
+        # Train queries come from the months before the cut-off, test queries from the months after it.
+        offset = int(rng.integers(0, 90 * 86400))
+        qtime = (
+            cutoff - pd.Timedelta(seconds=offset + 1)
+            if split == "train"
+            else cutoff + pd.Timedelta(seconds=offset)
+        )
+        qday = (qtime - start).days
+        rows = []
+        asked_set = set(int(c) for c in asked)
+        for d in docs_t.tolist():
+            hit = len(asked_set & focus[d])
+            grade: int = 2 if hit == len(asked_set) else (1 if hit > 0 else 0)
+            if fresh and grade > 0 and qday - doc_days[d] > o.fresh_days:
+                grade = grade - 1
+            if grade > 0 and doc_days[d] <= qday:
+                rows.append((f"d{d}", grade))
+        if not rows or not any(g == 2 for _, g in rows) and rng.random() < 0.7:
+            continue
+        qid = f"q{qi}"
+        qi += 1
+        rng.shuffle(words)
+        records.append(
+            {"_id": qid, "text": " ".join(words), "timestamp": qtime.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        )
+        qrels += [(qid, d, g) for d, g in rows]
+        splits.append(split)
+    return records, qrels, splits
+
+
+def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, Any]:
+    """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`."""
+    from distill.data.clicks import simulate_clicks
+    from distill.retrieval.bm25 import BM25Index
+
+    o = opts or SampleOptions()
+    rng = np.random.default_rng(o.seed)
+    world = _build_world(o, rng)
+    docs, doc_topics, focus = _docs(o, world, rng)
+    start = pd.Timestamp(o.start, tz="UTC")
+    doc_days = np.array([(pd.Timestamp(d["timestamp"]) - start).days for d in docs])
+    queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days)
+    split_of = {q["_id"]: s for q, s in zip(queries, splits, strict=True)}
+    by_split: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
+    for qid, did, g in qrels:
+        by_split[split_of[qid]].append((qid, did, g))
+    dest = Path(dest)
+    write_beir(dest, docs, queries, dict(by_split))
+
+    # The logged ranking: BM25 top 10 of every query, as the production system would have shown it.
+    index = BM25Index([f"{d['title']} {d['text']}" for d in docs], stemmer=None)
+    positions, _ = index.search([q["text"] for q in queries], k=10)
+    logged = pd.DataFrame(
+        [
+            (q["_id"], docs[int(p)]["_id"], r + 1)
+            for q, ps in zip(queries, positions, strict=True)
+            for r, p in enumerate(ps)
+        ],
+        columns=["qid", "docid", "rank"],
+    )
+    qrels_df = pd.DataFrame(qrels, columns=["qid", "docid", "relevance"])
+    clicks = simulate_clicks(
+        logged,
+        qrels_df,
+        sessions_per_query=o.sessions_per_query,
+        seed=o.seed,
+        start=o.log_start,
+        end=o.cutoff,
+    )
+    (dest / "logs").mkdir(exist_ok=True)
+    clicks.to_parquet(dest / "logs" / "impressions.parquet", index=False)
+    info = {
+        "docs": len(docs),
+        "queries": len(queries),
+        "train_queries": splits.count("train"),
+        "test_queries": splits.count("test"),
+        "qrels": len(qrels),
+        "impressions": len(clicks),
+        "clicks": int(clicks["clicked"].sum()),
+        "log_cutoff": o.cutoff,
+        "fresh_queries": sum(
+            q["text"].split()[0] in FRESH_WORDS or any(f in q["text"].split() for f in FRESH_WORDS)
+            for q in queries
+        ),
+    }
+    (dest / "README.md").write_text(
+        "Generated by distill.data.sample (do not edit; regenerate with `make data`).\n\n"
+        "Click log: SIMULATED clicks (position-based model over a logged BM25 ranking).\n\n"
+        + "```json\n"
+        + json.dumps(info, indent=1)
+        + "\n```\n"
+    )
+    return info

@@ -1,0 +1,84 @@
+"""BM25 over a corpus with bm25s; tokenisation, stemming and stop words configurable."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import bm25s
+import numpy as np
+
+from distill.errors import ConfigError
+
+log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+def _stemmer(language: str | None):
+    if not language:
+        return None
+    import Stemmer  # PyStemmer
+
+    try:
+        return Stemmer.Stemmer(language).stemWords
+    except KeyError as e:
+        raise ConfigError(
+            f"retrieval.stemmer={language!r} is not a PyStemmer language; "
+            f"choose one of {Stemmer.algorithms()} or null"
+        ) from e
+
+
+class BM25Index:
+    """A bm25s index over `texts`; `search` returns, per query, the matching doc positions and scores.
+
+    Documents that share no term with a query are never returned, so a query can get fewer than k results.
+    """
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+        lowercase: bool = True,
+    ):
+        self.stem = _stemmer(stemmer)
+        self.stopwords: str | list[str] = stopwords or []
+        self.lowercase = lowercase
+        self.n_docs = len(texts)
+        self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
+        tokens = self._tokenize(texts)
+        self.retriever.index(tokens, show_progress=False)
+
+    def _tokenize(self, texts: Sequence[str], ids: bool = True):
+        return bm25s.tokenize(
+            list(texts),
+            lower=self.lowercase,
+            stopwords=self.stopwords,
+            stemmer=self.stem,
+            return_ids=ids,
+            show_progress=False,
+        )
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(doc positions, scores) per query, best first, zero-score (non-matching) documents removed."""
+        if k < 1:
+            raise ConfigError(f"retrieval.k={k} must be at least 1")
+        k = min(k, self.n_docs)
+        vocab = self.retriever.vocab_dict
+        qtokens = [[t for t in q if t in vocab] for q in self._tokenize(queries, ids=False)]
+        out_ids: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(queries)
+        out_scores: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(queries)
+        nonempty = [i for i, t in enumerate(qtokens) if t]
+        if nonempty:
+            docs, scores = self.retriever.retrieve(
+                [qtokens[i] for i in nonempty], k=k, show_progress=False, n_threads=0
+            )
+            for row, i in enumerate(nonempty):
+                keep = scores[row] > 0
+                out_ids[i] = docs[row][keep].astype(np.int64)
+                out_scores[i] = scores[row][keep].astype(np.float32)
+        return out_ids, out_scores

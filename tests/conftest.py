@@ -1,0 +1,101 @@
+"""Shared fixtures: config composition, tiny datasets in tmp dirs, the real collections in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import distill.config  # noqa: F401  (registers the config schemas)
+from distill.config import CONFIG_DIR, PROJECT_ROOT
+
+SHARED = Path(os.environ.get("DISTILL_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data; missing -> skip on a user's clone, fail on CI (CI=true)."""
+    if not SHARED.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the shared data folder {SHARED} is missing")
+        pytest.skip(f"the shared data folder {SHARED} is not beside this checkout")
+    return SHARED
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose the project config with overrides; outputs and generated data go under tmp_path."""
+
+    def _make(*overrides: str):
+        base = [
+            f"paths.output_root={tmp_path / 'outputs'}",
+            f"paths.data_root={tmp_path / 'data'}",
+            "logger=none",
+        ]
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose("config", overrides=base + list(overrides))
+
+    return _make
+
+
+TINY_SAMPLE = [
+    "data.options.n_docs=500",
+    "data.options.n_train=40",
+    "data.options.n_test=20",
+    "data.options.n_topics=12",
+    "data.options.sessions_per_query=4",
+]
+
+
+@pytest.fixture
+def tiny_sample_cfg(make_cfg, tmp_path):
+    """A small sample world (generated in about a second)."""
+    return lambda *o: make_cfg(f"data.path={tmp_path / 'sample'}", *TINY_SAMPLE, *o)
+
+
+def write_jsonl(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+@pytest.fixture
+def tiny_beir(tmp_path):
+    """A valid 4-document BEIR folder; tests corrupt copies of it."""
+
+    def _make(corpus=None, queries=None, qrels=None, name="tiny") -> Path:
+        root = tmp_path / name
+        write_jsonl(
+            root / "corpus.jsonl",
+            corpus
+            if corpus is not None
+            else [
+                {
+                    "_id": "d1",
+                    "title": "Cats",
+                    "text": "the cat sat on the mat",
+                    "timestamp": "2024-01-02T00:00:00Z",
+                },
+                {"_id": "d2", "title": "Dogs", "text": "dogs chase cats in the park"},
+                {"_id": "d3", "title": "", "text": "stock markets fell sharply today"},
+                {"_id": "d4", "title": "Fish", "text": "salmon swim upstream to spawn"},
+            ],
+        )
+        write_jsonl(
+            root / "queries.jsonl",
+            queries
+            if queries is not None
+            else [
+                {"_id": "q1", "text": "cat on a mat"},
+                {"_id": "q2", "text": "markets"},
+            ],
+        )
+        (root / "qrels").mkdir(exist_ok=True)
+        (root / "qrels" / "test.tsv").write_text(
+            qrels if qrels is not None else "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td3\t1\n"
+        )
+        return root
+
+    return _make

@@ -1,0 +1,144 @@
+import pandas as pd
+import pytest
+
+from distill.data.beir import load_beir
+from distill.errors import DataError
+from tests.conftest import write_jsonl
+
+
+def test_loads_valid_folder(tiny_beir):
+    ds = load_beir(tiny_beir())
+    assert list(ds.corpus.index) == ["d1", "d2", "d3", "d4"]
+    assert ds.corpus.loc["d1", "timestamp"] == pd.Timestamp("2024-01-02", tz="UTC")
+    assert pd.isna(ds.corpus.loc["d2", "timestamp"])
+    assert ds.split_qids("test") == ["q1", "q2"]
+    assert ds.qrels["test"]["relevance"].tolist() == [2, 1, 1]
+    assert ds.doc_texts(["d1", "d3"]) == ["Cats the cat sat on the mat", "stock markets fell sharply today"]
+
+
+def test_missing_folder_and_files(tmp_path, tiny_beir):
+    with pytest.raises(DataError, match="dataset folder not found"):
+        load_beir(tmp_path / "nope")
+    root = tiny_beir()
+    (root / "queries.jsonl").unlink()
+    with pytest.raises(DataError, match=r"queries.jsonl: file not found"):
+        load_beir(root)
+
+
+def test_missing_qrels(tiny_beir):
+    root = tiny_beir()
+    (root / "qrels" / "test.tsv").unlink()
+    with pytest.raises(DataError, match=r"no qrels/<split>.tsv"):
+        load_beir(root)
+
+
+@pytest.mark.parametrize(
+    "bad_line,match",
+    [
+        ('{"_id": "d9", "text": "broken', r"corpus.jsonl:5: malformed JSON"),
+        ('["a", "list"]', r"corpus.jsonl:5: expected a JSON object"),
+        ('{"title": "no id", "text": "x"}', r"corpus.jsonl:5: missing or empty \"_id\""),
+        ('{"_id": "d9", "title": " ", "text": "   "}', r"corpus.jsonl:5: document 'd9' has empty text"),
+        ('{"_id": "d1", "text": "again"}', r"corpus.jsonl:5: duplicate _id 'd1' \(first seen on line 1\)"),
+        ('{"_id": "d9", "text": 42}', r"corpus.jsonl:5: document 'd9': \"text\"/\"title\" must be strings"),
+        ('{"_id": "d9", "text": "x", "timestamp": "yesterday"}', r"corpus.jsonl:5: unparsable timestamp"),
+    ],
+)
+def test_bad_corpus_rows(tiny_beir, bad_line, match):
+    root = tiny_beir()
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write(bad_line + "\n")
+    with pytest.raises(DataError, match=match):
+        load_beir(root)
+
+
+def test_invalid_utf8_names_line(tiny_beir):
+    root = tiny_beir()
+    with (root / "corpus.jsonl").open("ab") as fh:
+        fh.write(b'{"_id": "d9", "text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"corpus.jsonl:5: invalid UTF-8 byte 0xe9"):
+        load_beir(root)
+
+
+def test_empty_query(tiny_beir):
+    root = tiny_beir(queries=[{"_id": "q1", "text": "cat"}, {"_id": "q2", "text": "  "}])
+    with pytest.raises(DataError, match=r"queries.jsonl:2: query 'q2' has empty text"):
+        load_beir(root)
+
+
+@pytest.mark.parametrize(
+    "qrels,match",
+    [
+        ("query-id\tcorpus-id\tscore\nq1\td1\thigh\n", r"qrels/test.tsv:2: non-numeric relevance 'high'"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t0.5\n", r"qrels/test.tsv:2: relevance '0.5' is not an integer"),
+        (
+            "query-id\tcorpus-id\tscore\nq7\td1\t1\n",
+            r"qrels/test.tsv:2: query-id 'q7' is not in queries.jsonl",
+        ),
+        (
+            "query-id\tcorpus-id\tscore\nq1\td7\t1\n",
+            r"qrels/test.tsv:2: corpus-id 'd7' is not in corpus.jsonl",
+        ),
+        ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t2\n", r"qrels/test.tsv:3: duplicate judgement"),
+        ("query-id\tcorpus-id\tscore\nq1\td1\n", r"qrels/test.tsv:2: expected 3 columns"),
+        ("q1\td1\t1\n", r"test.tsv:1: expected the header line"),
+        ("", r"empty qrels file"),
+    ],
+)
+def test_bad_qrels(tiny_beir, qrels, match):
+    with pytest.raises(DataError, match=match):
+        load_beir(tiny_beir(qrels=qrels))
+
+
+def test_empty_split(tiny_beir):
+    ds = load_beir(tiny_beir(qrels="query-id\tcorpus-id\tscore\n"))
+    with pytest.raises(DataError, match=r"qrels/test.tsv of dataset 'tiny' is empty"):
+        ds.split_qids("test")
+    with pytest.raises(DataError, match=r"has no split 'train'"):
+        ds.split_qids("train")
+
+
+def test_drop_mode_counts_every_bad_row(tiny_beir):
+    root = tiny_beir(qrels="query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td7\t1\nq1\td2\tx\n")
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "d9", "text": ""}\n{"_id": "d1", "text": "dup"}\nnot json\n')
+    ds = load_beir(root, on_error="drop")
+    assert len(ds.corpus) == 4 and len(ds.qrels["test"]) == 1
+    assert ds.quarantine.counts() == {
+        "corpus.jsonl: empty text": 1,
+        "corpus.jsonl: duplicate _id": 1,
+        "corpus.jsonl: malformed JSON": 1,
+        "qrels/test.tsv: unknown corpus id": 1,
+        "qrels/test.tsv: non-numeric relevance": 1,
+    }
+    assert "dropped 5 bad rows" in ds.quarantine.summary()
+
+
+def test_click_log_missing_column(tiny_beir):
+    root = tiny_beir()
+    (root / "logs").mkdir()
+    pd.DataFrame({"qid": ["q1"], "docid": ["d1"], "position": [1]}).to_parquet(
+        root / "logs" / "impressions.parquet"
+    )
+    with pytest.raises(DataError, match=r"impressions.parquet: missing column\(s\) \['clicked', 'dwell_s'"):
+        load_beir(root)
+
+
+def test_unknown_on_error_mode(tiny_beir):
+    with pytest.raises(Exception, match="data.on_error='skip'"):
+        load_beir(tiny_beir(), on_error="skip")
+
+
+def test_jsonl_extra_fields_kept(tiny_beir):
+    root = tiny_beir()
+    write_jsonl(
+        root / "corpus.jsonl",
+        [
+            {"_id": 1, "text": "a b", "popularity": 3},
+            {"_id": "d1", "text": "c"},
+            {"_id": "d2", "text": "x"},
+            {"_id": "d3", "text": "y"},
+        ],
+    )
+    ds = load_beir(root, on_error="drop")
+    assert ds.corpus.loc["1", "popularity"] == 3

@@ -1,0 +1,61 @@
+import hashlib
+
+import pandas as pd
+import pytest
+
+from distill.data.clicks import simulate_clicks
+from distill.data.prepare import dataset_dir, load_dataset
+from distill.data.sample import FRESH_WORDS, SampleOptions, generate
+from distill.errors import ConfigError
+
+
+def _digest(root):
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_sample_world_is_deterministic(tmp_path):
+    opts = SampleOptions(n_docs=400, n_train=30, n_test=10, n_topics=10, sessions_per_query=3)
+    generate(tmp_path / "a", opts)
+    generate(tmp_path / "b", opts)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def test_sample_world_shape(tiny_sample_cfg):
+    ds = load_dataset(tiny_sample_cfg())
+    assert len(ds.corpus) == 500
+    assert len(ds.split_qids("train")) == 40 and len(ds.split_qids("test")) == 20
+    assert set(ds.qrels["train"].relevance) <= {1, 2} and 2 in set(ds.qrels["train"].relevance)
+    assert ds.corpus["timestamp"].notna().all() and ds.queries["timestamp"].notna().all()
+    # train queries come before the log cut-off, test queries after it
+    cutoff = pd.Timestamp("2026-01-01", tz="UTC")
+    assert (ds.queries.loc[ds.split_qids("train"), "timestamp"] < cutoff).all()
+    assert (ds.queries.loc[ds.split_qids("test"), "timestamp"] >= cutoff).all()
+    assert ds.clicks is not None and (ds.clicks["timestamp"] < cutoff).all()
+    assert any(set(t.split()) & set(FRESH_WORDS) for t in ds.queries.text)
+
+
+def test_regenerates_only_when_options_change(tiny_sample_cfg):
+    cfg = tiny_sample_cfg()
+    path = dataset_dir(cfg)
+    mtime = (path / "corpus.jsonl").stat().st_mtime_ns
+    assert (dataset_dir(cfg) / "corpus.jsonl").stat().st_mtime_ns == mtime
+    dataset_dir(tiny_sample_cfg("data.options.seed=5"))
+    assert (path / "corpus.jsonl").stat().st_mtime_ns != mtime
+
+
+def test_unknown_sample_option(tiny_sample_cfg):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['n_dogs'\]"):
+        dataset_dir(tiny_sample_cfg("+data.options.n_dogs=3"))
+
+
+def test_click_model_is_position_biased_and_relevance_driven():
+    ranking = pd.DataFrame({"qid": ["q"] * 10, "docid": [f"d{i}" for i in range(10)], "rank": range(1, 11)})
+    qrels = pd.DataFrame({"qid": ["q", "q"], "docid": ["d0", "d5"], "relevance": [2, 2]})
+    log = simulate_clicks(ranking, qrels, sessions_per_query=4000, p_swap=0.0, seed=1)
+    ctr = log.groupby("docid")["clicked"].mean()
+    assert ctr["d0"] > 2 * ctr["d5"] > 0  # same relevance, lower position: fewer clicks
+    assert ctr["d5"] > 2 * ctr["d6"]  # same position neighbourhood, relevant: more clicks
+    assert (log.loc[log.clicked, "dwell_s"] > 0).all() and (log.loc[~log.clicked, "dwell_s"] == 0).all()
+    assert len(log) == 40000 and set(log.position) == set(range(1, 11))
