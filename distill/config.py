@@ -70,7 +70,7 @@ class TeacherConfig:
     revision: str | None = None
     max_length: int = 256
     # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA with bf16 support, fp32 otherwise)
-    dtype: str = "fp32"
+    dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
     batch_tokens: int = 16384
     shard_size: int = 50000
@@ -80,7 +80,10 @@ class TeacherConfig:
     # zscore | minmax | rank | none
     ensemble_norm: str = "zscore"
     compile: bool = False
+    # Delete earlier soft labels instead of resuming them.
+    overwrite: bool = False
     num_threads: int | None = None
+    # `make train-teacher` options (distill.teacher.train.TeacherTrainConfig).
     train: dict[str, Any] = field(default_factory=dict)
 
 

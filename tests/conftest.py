@@ -99,3 +99,35 @@ def tiny_beir(tmp_path):
         return root
 
     return _make
+
+
+TINY_TEXTS = [
+    "the cat sat on the mat",
+    "dogs chase cats in the park",
+    "stock markets fell sharply today",
+    "salmon swim upstream to spawn",
+    "cat on a mat",
+    "markets",
+    "a quick brown fox jumps",
+] * 5
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny one-logit BERT cross-encoder (tokenizer trained on a few sentences), saved with save_pretrained."""
+    from distill.teacher.train import TeacherTrainConfig, build_scratch_model
+
+    tc = TeacherTrainConfig(
+        vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64, seed=0
+    )
+    return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce"))
+
+
+@pytest.fixture(scope="session")
+def tiny_two_label_dir(tmp_path_factory):
+    from distill.teacher.train import TeacherTrainConfig, build_scratch_model
+
+    tc = TeacherTrainConfig(
+        vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64, seed=1
+    )
+    return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce2"), num_labels=2)

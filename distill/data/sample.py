@@ -2,9 +2,11 @@
 
 It is built so that the ranking signals the framework exploits matter the way they do in real search:
 
-- Vocabulary mismatch. Every concept has the word documents use and one or two synonyms that queries use
-  instead (most of the time). BM25 only sees the shared words; a cross-encoder trained on the train split
-  can learn the synonyms, so it clearly beats BM25.
+- Vocabulary mismatch. Every concept has the word documents use and a synonym that queries use instead
+  (most of the time): usually a morphological variant (document word + a suffix no stemmer strips), sometimes
+  an unrelated word. BM25 only sees identical words; a cross-encoder with a subword tokenizer trained on the
+  corpus sees the shared stem of variants and can learn true synonyms from the train split, so it clearly
+  beats BM25.
 - Ambiguity. Some document words belong to two topics, so exact term matches also pull in off-topic documents.
 - Freshness. Documents have timestamps; some queries ask for recent material ("latest ..."), and for those,
   documents older than `fresh_days` at the query's time lose one relevance grade.
@@ -31,11 +33,12 @@ from distill.errors import ConfigError
 _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
 _VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]
 FRESH_WORDS = ["latest", "newest", "recent", "current"]
+_SUFFIXES = ["ox", "iq", "uv", "eth", "azo", "imo"]
 
 
 @dataclass
 class SampleOptions:
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     seed: int = 13
     n_docs: int = 6000
     n_train: int = 600
@@ -45,6 +48,8 @@ class SampleOptions:
     n_background: int = 800
     # Chance that a query writes a concept with a synonym instead of the documents' word.
     p_synonym: float = 0.7
+    # Chance that a concept's synonym is a morphological variant of the document word (else an unrelated word).
+    p_morph: float = 0.7
     # Fraction of a topic's concepts whose document word also belongs to another topic.
     p_ambiguous: float = 0.25
     # Fraction of topics whose broad topic word is shared with another topic.
@@ -106,8 +111,17 @@ def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
         other = rng.integers(n_concepts)
         if other // o.concepts_per_topic != c // o.concepts_per_topic:
             doc_word[c] = doc_word[other]
-    n_syn = rng.choice([1, 2], size=n_concepts, p=[0.5, 0.5])
-    synonyms = [_words(rng, int(n), taken) for n in n_syn]
+    # A concept's query synonyms: mostly morphological variants (the document word plus a suffix that
+    # stemmers do not strip, so BM25 misses them while a subword tokenizer sees the shared stem), sometimes
+    # unrelated words (true synonyms, which only training data can teach).
+    synonyms = []
+    for ci in range(n_concepts):
+        if rng.random() < o.p_morph:
+            syn = [str(doc_word[ci]) + str(rng.choice(_SUFFIXES))]
+        else:
+            syn = _words(rng, 1, taken)
+        taken.update(syn)
+        synonyms.append(syn)
     topic_concepts = [
         np.arange(t * o.concepts_per_topic, (t + 1) * o.concepts_per_topic) for t in range(o.n_topics)
     ]
@@ -142,7 +156,9 @@ def _docs(
         toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
         toks += list(rng.choice(w.background, size=length - len(toks), p=w.background_p))
         rng.shuffle(toks)
-        title = list(w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)])
+        title = list(
+            w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)]
+        )
         title += list(rng.choice(w.background, size=rng.integers(1, 3), p=w.background_p))
         ts = (start + pd.Timedelta(days=int(days[i]), seconds=int(rng.integers(86400)))).strftime(
             "%Y-%m-%dT%H:%M:%SZ"

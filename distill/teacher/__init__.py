@@ -1,0 +1,1 @@
+"""The teacher: loading cross-encoders, the fast scoring engine, sharded soft labels, training, ensembles."""

@@ -1,0 +1,335 @@
+"""`make teacher-score`: score candidates.parquet with the teacher(s) into resumable, crash-safe shards.
+
+Shards are consecutive candidate rows, about `teacher.shard_size` pairs each and always ending at a query
+boundary (so per-query ensemble normalisation stays inside a shard). Each shard is written to a temp file,
+fsynced and renamed; the manifest records finished shards with their checksum. A re-run skips finished
+shards, deletes temp files, re-validates parts the manifest does not list (e.g. after a kill between the
+rename and the manifest update) and redoes truncated or corrupted ones, so the result is exactly that of an
+uninterrupted run. Resuming with another teacher, revision, max_length or dtype is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from distill.config import config_hash
+from distill.data.beir import Dataset
+from distill.data.prepare import load_dataset
+from distill.errors import DataError, DistillError, StageNotReadyError
+from distill.teacher.engine import ScoringEngine
+from distill.teacher.ensemble import combine
+from distill.teacher.model import CrossEncoderModel, load_cross_encoder
+from distill.teacher.soft_labels import (
+    SCHEMA_VERSION,
+    file_sha256,
+    part_identity,
+    part_name,
+    read_manifest,
+    write_manifest,
+    write_part,
+)
+from distill.tracking import start_run
+from distill.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def teacher_names(cfg: DictConfig) -> list[str]:
+    return list(cfg.teacher.ensemble) or [cfg.teacher.model]
+
+
+def resolve_teacher(name: str, ws: Workspace) -> str:
+    """ "trained" -> the workspace's trained teacher folder (which must exist)."""
+    if name != "trained":
+        return name
+    path = ws.model("teacher")
+    if not (path / "config.json").is_file():
+        raise StageNotReadyError(
+            f"teacher.model=trained but {path} has no model: run `make train-teacher` "
+            f"first, or set teacher.model=HUB_ID_OR_FOLDER"
+        )
+    return str(path)
+
+
+def column_name(name: str) -> str:
+    return "score_" + re.sub(r"[^0-9A-Za-z]+", "_", Path(name).name if Path(name).exists() else name).strip(
+        "_"
+    )
+
+
+def iter_shards(path: Path, shard_size: int) -> Iterator[pd.DataFrame]:
+    """Consecutive shards of (qid, docid) of a candidates file, streamed, each ending at a query boundary."""
+    pf = pq.ParquetFile(path)
+    missing = {"qid", "docid"} - set(pf.schema_arrow.names)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; candidates need qid and docid")
+    buf: list[pd.DataFrame] = []
+    n = 0
+    seen: set[str] = set()
+    row = 0
+    for batch in pf.iter_batches(batch_size=65536, columns=["qid", "docid"]):
+        df = batch.to_pandas().astype({"qid": "string", "docid": "string"})
+        df.index = pd.RangeIndex(row, row + len(df))
+        row += len(df)
+        # Queries must be contiguous: a qid that reappears after another one means the file is not grouped.
+        q_arr = df.qid.to_numpy(dtype=object)
+        starts = np.r_[True, q_arr[1:] != q_arr[:-1]] if len(q_arr) else np.zeros(0, dtype=bool)
+        if buf and df.qid.iloc[0] == buf[-1].qid.iloc[-1]:
+            starts[0] = False
+        for i in np.flatnonzero(starts):
+            q = df.qid.iloc[i]
+            if q in seen:
+                raise DataError(
+                    f"{path}: row {df.index[i]}: qid {q!r} appears again after other queries; "
+                    f"candidates must be grouped by qid (sort the file by qid, rank)"
+                )
+            seen.add(q)
+        buf.append(df)
+        n += len(df)
+        while n >= shard_size:
+            cat = pd.concat(buf)
+            qids = cat.qid.to_numpy(dtype=object)
+            cut = shard_size
+            while cut < len(cat) and qids[cut] == qids[cut - 1]:
+                cut += 1
+            if cut == len(cat):  # the query continues into the next batch: read more first
+                buf, n = [cat], len(cat)
+                break
+            yield cat.iloc[:cut]
+            rest = cat.iloc[cut:]
+            buf, n = [rest], len(rest)
+    if n:
+        yield pd.concat(buf)
+
+
+def dedupe(shard: pd.DataFrame, where: str) -> tuple[pd.DataFrame, int]:
+    dup = shard.duplicated(["qid", "docid"])
+    if dup.any():
+        first = shard[dup].iloc[0]
+        log.warning(
+            "%s: dropped %d duplicate (qid, docid) pair(s), first (%s, %s) at row %d",
+            where,
+            int(dup.sum()),
+            first.qid,
+            first.docid,
+            int(shard.index[dup][0]),
+        )
+    return shard[~dup], int(dup.sum())
+
+
+def texts_for(ds: Dataset, shard: pd.DataFrame, where: str) -> tuple[list[str], list[str]]:
+    unknown_q = ~shard.qid.isin(ds.queries.index)
+    unknown_d = ~shard.docid.isin(ds.corpus.index)
+    for mask, col, src in ((unknown_q, "qid", "queries.jsonl"), (unknown_d, "docid", "corpus.jsonl")):
+        if mask.any():
+            i = shard.index[mask.to_numpy()][0]
+            raise DataError(
+                f"{where}: row {i}: {col} {shard.loc[i, col]!r} is not in {src} of dataset "
+                f"{ds.name!r}; candidates and dataset do not match (re-run `make candidates`)"
+            )
+    return ds.queries.loc[shard.qid, "text"].tolist(), ds.doc_texts(shard.docid)
+
+
+class TeacherScorer:
+    """Scores shards with one or more teachers and writes the soft-label parts."""
+
+    def __init__(self, models: list[CrossEncoderModel], cfg: DictConfig):
+        self.models = models
+        self.engines = [ScoringEngine(m, batch_tokens=cfg.teacher.batch_tokens) for m in models]
+        self.norm = cfg.teacher.ensemble_norm
+        self.columns = [column_name(m.name) for m in models]
+
+    def score(self, shard: pd.DataFrame, queries: list[str], docs: list[str], progress=None) -> pd.DataFrame:
+        out = pd.DataFrame({"qid": shard.qid.to_numpy(), "docid": shard.docid.to_numpy()}).astype(
+            {"qid": "string", "docid": "string"}
+        )
+        raw = [e.score(queries, docs, progress=progress) for e in self.engines]
+        if len(raw) == 1:
+            out["score"] = raw[0]
+        else:
+            for col, r in zip(self.columns, raw, strict=True):
+                out[col] = r
+            out["score"] = combine(raw, out.qid, self.norm)
+        return out
+
+
+def identity_of(cfg: DictConfig, models: list[CrossEncoderModel], candidates: Path) -> dict[str, Any]:
+    return {
+        "teachers": [{"id": m.name, "revision": m.revision} for m in models],
+        "max_length": models[0].max_length,
+        "dtype": models[0].dtype,
+        "ensemble_norm": cfg.teacher.ensemble_norm if len(models) > 1 else None,
+        "shard_size": int(cfg.teacher.shard_size),
+        "candidates": {"rows": pq.ParquetFile(candidates).metadata.num_rows},
+        "config_hash": config_hash(cfg.data, cfg.retrieval),
+    }
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a == b
+
+
+def describe(identity: dict[str, Any]) -> str:
+    t = ", ".join(f"{x['id']}@{x['revision']}" for x in identity["teachers"])
+    return f"teacher {t}, max_length {identity['max_length']}, dtype {identity['dtype']}"
+
+
+def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """The manifest to resume from (a fresh one when starting over); refuses a mismatching earlier run."""
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for tmp in root.glob("*.tmp"):
+        tmp.unlink()
+    manifest = read_manifest(root)
+    parts = sorted(root.glob("part-*.parquet"))
+    if manifest is None and (root / "manifest.json").exists():
+        log.warning("%s/manifest.json is unreadable: rebuilding it from the parts on disk", root)
+    old = (
+        manifest["identity"]
+        if manifest
+        else next((i for p in parts if (i := part_identity(p)) is not None), None)
+    )
+    if old is not None:
+        old = {k: v for k, v in old.items() if k not in ("created", "schema_version")}
+        if not _same_run(old, identity):
+            raise DistillError(
+                f"{root} holds soft labels from another run ({describe(old)}; now {describe(identity)}"
+                f"{'' if old.get('config_hash') == identity['config_hash'] else '; data/retrieval config changed'}"
+                f"{'' if old.get('candidates') == identity['candidates'] else '; candidates changed'}). To start "
+                f"fresh: teacher.overwrite=true (or delete {root}), or write elsewhere with paths.workspace=DIR"
+            )
+    if manifest is None:
+        manifest = {"schema_version": SCHEMA_VERSION, "identity": identity, "shards": {}, "complete": False}
+    return manifest
+
+
+def shard_is_done(root: Path, manifest: dict[str, Any], i: int, shard: pd.DataFrame, identity: dict) -> bool:
+    """A shard counts as done when its part matches the manifest checksum, or (not yet listed) when the part
+    on disk holds exactly this shard's pairs, with this run's identity and finite scores."""
+    f = root / part_name(i)
+    entry = manifest["shards"].get(f"{i:05d}")
+    if not f.is_file():
+        return False
+    if entry is not None and entry.get("sha256") == file_sha256(f):
+        return True
+    ident = part_identity(f)
+    if (
+        ident is None
+        or {k: v for k, v in ident.items() if k not in ("created", "schema_version")} != identity
+    ):
+        return False
+    try:
+        df = pd.read_parquet(f)
+    except Exception:
+        return False
+    ok = (
+        len(df) == len(shard)
+        and (df.qid.to_numpy() == shard.qid.to_numpy()).all()
+        and (df.docid.to_numpy() == shard.docid.to_numpy()).all()
+        and np.isfinite(df.score.to_numpy()).all()
+    )
+    if ok:
+        manifest["shards"][f"{i:05d}"] = {"file": f.name, "rows": len(df), "sha256": file_sha256(f)}
+    return bool(ok)
+
+
+def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
+    cand_path = ws.require(ws.candidates, "candidates")
+    models = [
+        load_cross_encoder(
+            resolve_teacher(n, ws),
+            revision=cfg.teacher.revision,
+            max_length=cfg.teacher.max_length,
+            dtype=cfg.teacher.dtype,
+            device=cfg.teacher.device,
+        )
+        for n in teacher_names(cfg)
+    ]
+    if cfg.teacher.num_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.teacher.num_threads))
+    identity = identity_of(cfg, models, cand_path)
+    root = ws.soft_labels
+    manifest = prepare_dir(root, identity, bool(cfg.teacher.overwrite))
+    scorer = TeacherScorer(models, cfg)
+    total = identity["candidates"]["rows"]
+    t0 = time.perf_counter()
+    scored = skipped = dropped = 0
+    keep = set()
+    with tqdm(total=total, unit="pair", desc="teacher-score", dynamic_ncols=True, mininterval=1.0) as bar:
+        for i, shard in enumerate(iter_shards(cand_path, int(cfg.teacher.shard_size))):
+            keep.add(part_name(i))
+            shard, n_dup = dedupe(shard, str(cand_path))
+            dropped += n_dup
+            if shard_is_done(root, manifest, i, shard, identity):
+                skipped += len(shard)
+                bar.update(len(shard) + n_dup)
+                continue
+            queries, docs = texts_for(ds, shard, str(cand_path))
+            out = scorer.score(shard, queries, docs, progress=bar)
+            bar.update(n_dup)
+            sha = write_part(out, root / part_name(i), identity)
+            manifest["shards"][f"{i:05d}"] = {
+                "file": part_name(i),
+                "rows": len(out),
+                "sha256": sha,
+                "duplicates_dropped": n_dup,
+            }
+            write_manifest(root, manifest)
+            scored += len(out)
+            if tracker is not None:
+                tracker.log(
+                    {
+                        "teacher_score/pairs_per_s": scorer.engines[0].stats.pairs_per_s,
+                        "teacher_score/shards_done": len(manifest["shards"]),
+                    }
+                )
+    for stray in root.glob("part-*.parquet"):
+        if stray.name not in keep:
+            stray.unlink()
+    manifest["shards"] = {k: v for k, v in manifest["shards"].items() if v["file"] in keep}
+    manifest["complete"] = True
+    seconds = time.perf_counter() - t0
+    stats = scorer.engines[0].stats
+    manifest["summary"] = {
+        "pairs": total,
+        "scored": scored,
+        "skipped": skipped,
+        "duplicates_dropped": dropped,
+        "seconds": round(seconds, 2),
+        "pairs_per_s": round(scored / seconds, 1) if seconds else 0,
+        "padding_overhead": round(stats.padding_overhead, 4),
+        "oom_retries": stats.oom_retries,
+        "shards": len(manifest["shards"]),
+    }
+    write_manifest(root, manifest)
+    return manifest["summary"]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    ws = Workspace.from_cfg(cfg)
+    with start_run(cfg, stage="teacher-score") as tracker:
+        ds = load_dataset(cfg)
+        s = score_candidates(cfg, ds, ws, tracker)
+        tracker.summary({f"teacher_score/{k}": v for k, v in s.items()})
+        tracker.artifact(ws.soft_labels / "manifest.json", type="soft-labels-manifest")
+    print(
+        f"teacher-score: {s['pairs']} pairs ({s['scored']} scored, {s['skipped']} already done) in "
+        f"{s['seconds']:.1f}s, {s['pairs_per_s']:.1f} pairs/s, padding overhead {100 * s['padding_overhead']:.1f}%"
+        f", {s['duplicates_dropped']} duplicate pairs dropped -> {ws.soft_labels}"
+    )
+    return s

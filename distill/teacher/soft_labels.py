@@ -1,0 +1,129 @@
+"""The soft-label format: `soft_labels/part-*.parquet` + `manifest.json`.
+
+Columns: `qid` (string), `docid` (string), `score` (float32; a single teacher's raw logit, or the combined
+score of an ensemble), and for ensembles one `score_<teacher>` column per teacher (raw logits).
+Each part's Arrow schema metadata (key `distill`) holds the schema version, the teachers (id and revision or
+content hash), max_length, dtype, the config hash and the creation time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.errors import DataError, StageNotReadyError
+
+SCHEMA_VERSION = 1
+META_KEY = b"distill"
+MANIFEST = "manifest.json"
+
+
+def part_name(i: int) -> str:
+    return f"part-{i:05d}.parquet"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
+    """Write one shard crash-safely: temp file, fsync, rename. Returns the file's sha256."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        **identity,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        pq.write_table(table, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return file_sha256(path)
+
+
+def part_identity(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[META_KEY])
+    except Exception:  # unreadable, truncated, foreign file: the caller redoes the shard
+        return None
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest, or None when it is missing or unreadable (a corrupted manifest is rebuilt from the parts)."""
+    f = root / MANIFEST
+    if not f.is_file():
+        return None
+    try:
+        m = json.loads(f.read_text())
+        return m if isinstance(m, dict) and "identity" in m and "shards" in m else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    tmp = root / (MANIFEST + ".tmp")
+    with tmp.open("w") as fh:
+        json.dump(manifest, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / MANIFEST)
+
+
+def read_soft_labels(root: Path, *, where: str = "soft_labels") -> pd.DataFrame:
+    """All soft labels of a finished scoring run, validated (complete, finite float scores, needed columns)."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise StageNotReadyError(f"{root}/{MANIFEST} not found: run `make teacher-score` first")
+    if not manifest.get("complete"):
+        raise StageNotReadyError(
+            f"{root}: teacher scoring is not finished ({len(manifest['shards'])} shards "
+            f"done); re-run `make teacher-score` to complete it"
+        )
+    frames = []
+    for key in sorted(manifest["shards"]):
+        f = root / manifest["shards"][key]["file"]
+        if not f.is_file():
+            raise DataError(
+                f"{f}: listed in the manifest but missing; re-run `make teacher-score` to redo it"
+            )
+        frames.append(pd.read_parquet(f))
+    df = pd.concat(frames, ignore_index=True)
+    return validate_soft_labels(df, where)
+
+
+def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [c for c in ("qid", "docid", "score") if c not in df]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; soft labels need qid, docid, score")
+    if not pd.api.types.is_float_dtype(df["score"]):
+        raise DataError(
+            f"{where}: column 'score' has type {df['score'].dtype}; soft labels must be float scores "
+            f"(cast it to float32)"
+        )
+    bad = ~np.isfinite(df["score"].to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: {int(bad.sum())} non-finite score(s) (NaN/inf), first at row {i} "
+            f"(qid {df.qid.iloc[i]!r}, docid {df.docid.iloc[i]!r}); re-score or drop those rows"
+        )
+    return df.astype({"qid": "string", "docid": "string"})

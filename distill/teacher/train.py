@@ -1,0 +1,277 @@
+"""`make train-teacher`: fine-tune a cross-encoder on the train qrels with BM25 hard negatives.
+
+Training is sentence-transformers' `CrossEncoderTrainer` with its own losses (`teacher.train.loss`):
+`bce` (BinaryCrossEntropyLoss, pointwise), `listnet` (ListNetLoss; Cao et al., 2007), `ranknet`
+(RankNetLoss; Burges et al., 2005) or `lambdaloss` (LambdaLoss; Wang et al., 2018). Each train query gives one
+list: its judged documents (graded labels) and `negatives` BM25 candidates that are not judged relevant.
+
+`teacher.train.base_model=scratch` (the sample world's default) builds a small BERT from scratch, with a
+WordPiece tokenizer trained on the corpus and the train queries; any hub id or local folder fine-tunes that
+model instead. The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from distill.config import to_container
+from distill.data.beir import Dataset
+from distill.data.prepare import load_dataset
+from distill.errors import ConfigError
+from distill.tracking import start_run
+from distill.workspace import Workspace, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("bce", "listnet", "ranknet", "lambdaloss")
+
+
+@dataclass
+class TeacherTrainConfig:
+    base_model: str = "scratch"
+    loss: str = "listnet"
+    epochs: float = 4.0
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_ratio: float = 0.1
+    negatives: int = 7
+    max_length: int = 128
+    seed: int = 0
+    # Stop after this many seconds (the schedule is planned to fit; null: no limit).
+    max_seconds: float | None = None
+    # The from-scratch model and tokenizer (base_model=scratch).
+    vocab_size: int = 8000
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    dropout: float = 0.0
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> TeacherTrainConfig:
+        d = to_container(node) or {}
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(
+                f"teacher.train: unknown key(s) {unknown}; known: {sorted(f.name for f in fields(cls))}"
+            )
+        tc = cls(**d)
+        if tc.loss not in LOSSES:
+            raise ConfigError(f"teacher.train.loss={tc.loss!r}: use one of {LOSSES}")
+        return tc
+
+
+def train_texts(ds: Dataset) -> list[str]:
+    """The tokenizer's training text: the corpus (as a pre-trained model's tokenizer would have seen)."""
+    return ds.doc_texts(ds.corpus.index)
+
+
+def build_scratch_model(texts: list[str], tc: TeacherTrainConfig, dest: Path, num_labels: int = 1) -> Path:
+    """A small randomly initialised BERT cross-encoder with a WordPiece tokenizer trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # type: ignore[attr-defined]
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=tc.vocab_size, special_tokens=specials)
+    )
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=tc.max_length)
+    torch.manual_seed(tc.seed)
+    config = BertConfig(  # type: ignore[call-arg]
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=tc.hidden_size,
+        num_hidden_layers=tc.num_layers,
+        num_attention_heads=tc.num_heads,
+        intermediate_size=tc.intermediate_size,
+        max_position_embeddings=tc.max_length,
+        num_labels=num_labels,
+        pad_token_id=0,
+        hidden_dropout_prob=tc.dropout,
+        attention_probs_dropout_prob=tc.dropout,
+    )
+    model = BertForSequenceClassification(config)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    fast.save_pretrained(dest)
+    return dest
+
+
+def build_lists(ds: Dataset, cands: pd.DataFrame, negatives: int, seed: int) -> pd.DataFrame:
+    """One row per train query: query text, its judged documents (graded) and hard BM25 negatives.
+
+    Negatives are the top BM25 candidates without a positive judgement, sampled from the top 3*negatives.
+    """
+    rng = np.random.default_rng(seed)
+    qrels = ds.qrels["train"]
+    rel = qrels[qrels.relevance > 0]
+    by_q = {q: g for q, g in rel.groupby("qid")}
+    train_c = cands[cands.split == "train"]
+    rows = []
+    for qid, group in train_c.groupby("qid", sort=False):
+        pos = by_q.get(qid)
+        if pos is None:
+            continue
+        pos = pos.sort_values("relevance", ascending=False)
+        judged = set(pos.docid)
+        pool = [d for d in group.sort_values("rank").docid if d not in judged][: 3 * negatives]
+        if not pool:
+            continue
+        negs = list(rng.choice(pool, size=min(negatives, len(pool)), replace=False))
+        # One list per positive (at most 3 per query), each with the query's top-graded positive first.
+        for _, p in pos.head(3).iterrows():
+            docs = [p.docid] + negs
+            labels = [float(p.relevance)] + [0.0] * len(negs)
+            rows.append({"qid": qid, "docs": docs, "labels": labels})
+    if not rows:
+        raise ConfigError(
+            "no train query has both a positive judgement and a BM25 candidate; run "
+            "`make candidates` with the train split (retrieval.splits=[train,test])"
+        )
+    return pd.DataFrame(rows)
+
+
+def _loss(name: str, model: Any) -> Any:
+    from sentence_transformers.cross_encoder import losses
+
+    if name == "bce":
+        return losses.BinaryCrossEntropyLoss(model)
+    if name == "listnet":
+        return losses.ListNetLoss(model)
+    if name == "ranknet":
+        return losses.RankNetLoss(model)
+    return losses.LambdaLoss(model)
+
+
+def _dataset(ds: Dataset, lists: pd.DataFrame, loss: str, max_grade: float, seed: int = 0) -> Any:
+    from datasets import Dataset as HFDataset
+
+    qtext = ds.queries["text"]
+    lists = lists.sample(frac=1.0, random_state=seed)
+    if loss == "bce":
+        q, d, y = [], [], []
+        for r in lists.itertuples():
+            texts = ds.doc_texts(r.docs)
+            q += [qtext[r.qid]] * len(texts)
+            d += texts
+            y += [min(1.0, lab / max_grade) for lab in r.labels]
+        return HFDataset.from_dict({"query": q, "passage": d, "label": y})
+    return HFDataset.from_dict(
+        {
+            "query": [qtext[q] for q in lists.qid],
+            "docs": [ds.doc_texts(d) for d in lists.docs],
+            "labels": [list(lab) for lab in lists.labels],
+        }
+    )
+
+
+class _TimeLimit:
+    """A transformers callback that stops training after `seconds`."""
+
+    def __init__(self, seconds: float | None):
+        from transformers import TrainerCallback
+
+        limit = seconds
+
+        class CB(TrainerCallback):
+            start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if limit is not None and time.perf_counter() - self.start > limit:
+                    log.warning(
+                        "teacher.train.max_seconds=%s reached at step %d: stopping", limit, state.global_step
+                    )
+                    control.should_training_stop = True
+                return control
+
+        self.callback = CB()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+
+    ws = Workspace.from_cfg(cfg)
+    tc = TeacherTrainConfig.from_cfg(cfg.teacher.train)
+    torch.manual_seed(tc.seed)
+    ds = load_dataset(cfg)
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    out = ws.model("teacher")
+    t0 = time.perf_counter()
+    base = tc.base_model
+    if base == "scratch":
+        base = str(build_scratch_model(train_texts(ds), tc, ws.root / "models" / "teacher_init"))
+    lists = build_lists(ds, cands, tc.negatives, tc.seed)
+    max_grade = float(ds.qrels["train"].relevance.max())
+    train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
+    model = CrossEncoder(
+        base,
+        num_labels=1,
+        max_length=tc.max_length,
+        activation_fn=torch.nn.Identity(),
+        device="cpu" if not torch.cuda.is_available() else None,
+    )
+    report_to = "wandb" if cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled" else "none"
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ws.root / "runs" / "teacher_trainer"),
+        num_train_epochs=tc.epochs,
+        per_device_train_batch_size=tc.batch_size if tc.loss != "bce" else tc.batch_size * (tc.negatives + 1),
+        learning_rate=tc.lr,
+        warmup_steps=tc.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=tc.seed,
+        data_seed=tc.seed,
+        save_strategy="no",
+        logging_steps=20,
+        report_to=report_to,
+        disable_tqdm=True,
+        run_name=f"{cfg.data.name}-train-teacher",
+        dataloader_num_workers=0,
+    )
+    with start_run(cfg, stage="train-teacher") as tracker:
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            loss=_loss(tc.loss, model),
+            callbacks=[_TimeLimit(tc.max_seconds).callback],
+        )
+        result = trainer.train()
+        model.save(str(out))
+        seconds = time.perf_counter() - t0
+        info = {
+            "base_model": tc.base_model,
+            "loss": tc.loss,
+            "train_lists": len(lists),
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "seconds": round(seconds, 1),
+        }
+        write_json_atomic(info, out / "distill_train.json")
+        tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+    print(
+        f"train-teacher: {info['steps']} steps on {len(lists)} lists in {seconds:.0f}s "
+        f"(loss {result.training_loss:.4f}) -> {out}"
+    )
+    return info

@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.data.prepare import load_dataset
+from distill.errors import ConfigError, DataError
+from distill.retrieval.candidates import run as run_candidates
+from distill.teacher.importers import import_flagembedding
+from distill.teacher.model import load_cross_encoder
+from distill.teacher.scoring import run as run_score
+from distill.teacher.soft_labels import read_soft_labels
+from distill.teacher.train import TeacherTrainConfig, build_lists
+from distill.teacher.train import run as run_train
+
+TINY_TRAIN = [
+    "teacher.train.vocab_size=300",
+    "teacher.train.hidden_size=32",
+    "teacher.train.num_layers=1",
+    "teacher.train.num_heads=2",
+    "teacher.train.intermediate_size=64",
+    "teacher.train.epochs=1",
+    "teacher.train.max_length=48",
+    "teacher.train.negatives=3",
+    "teacher.max_length=48",
+    "teacher.batch_tokens=1024",
+    "retrieval.k=10",
+]
+
+
+def test_train_teacher_end_to_end_then_score_with_it(tiny_sample_cfg):
+    cfg = tiny_sample_cfg(*TINY_TRAIN)
+    run_candidates(cfg)
+    info = run_train(cfg)
+    assert info["steps"] > 0 and np.isfinite(info["train_loss"])
+    model_dir = f"{cfg.paths.workspace}/models/teacher"
+    ce = load_cross_encoder(model_dir, max_length=48, device="cpu")  # a normal Hugging Face folder
+    assert ce.num_labels == 1
+    s = run_score(cfg)  # teacher.model=trained resolves to it
+    assert s["scored"] == s["pairs"] > 0
+    assert (
+        len(read_soft_labels(__import__("pathlib").Path(cfg.paths.workspace) / "soft_labels")) == s["pairs"]
+    )
+
+
+def test_build_lists_hand_example(tiny_beir, make_cfg):
+    ds = load_dataset(make_cfg("data=beir", f"data.path={tiny_beir()}"))
+    cands = pd.DataFrame(
+        {"qid": ["q1"] * 4, "docid": ["d3", "d1", "d4", "d2"], "rank": [1, 2, 3, 4], "split": ["train"] * 4}
+    )
+    ds.qrels["train"] = ds.qrels.pop("test")
+    lists = build_lists(ds, cands, negatives=2, seed=0)
+    # one list per positive, best grade first; negatives are unjudged candidates (d3, d4)
+    assert lists.docs.tolist()[0][0] == "d1" and lists.labels.tolist()[0][0] == 2.0
+    assert lists.docs.tolist()[1][0] == "d2" and lists.labels.tolist()[1][0] == 1.0
+    assert all(
+        set(d[1:]) == {"d3", "d4"} and lab[1:] == [0.0, 0.0] for d, lab in zip(lists.docs, lists.labels)
+    )
+
+
+def test_teacher_train_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['lr_rate'\]"):
+        TeacherTrainConfig.from_cfg({"lr_rate": 1})
+    with pytest.raises(ConfigError, match="teacher.train.loss='hinge'"):
+        TeacherTrainConfig.from_cfg({"loss": "hinge"})
+
+
+def test_import_flagembedding_sample(shared_data, tmp_path, make_cfg):
+    summary = import_flagembedding(
+        shared_data / "flagembedding_msmarco_sample" / "reranker_examples.jsonl", tmp_path / "soft_labels"
+    )
+    assert summary["queries"] == 10 and summary["pairs"] + summary["duplicates_dropped"] == 260
+    sl = read_soft_labels(tmp_path / "soft_labels")
+    assert sl.score.dtype == np.float32 and sl.score.between(50, 120).all()
+    # ids join the converted dataset
+    ds = load_dataset(make_cfg("data=flagembedding"))
+    assert sl.qid.isin(ds.queries.index).all() and sl.docid.isin(ds.corpus.index).all()
+
+
+def test_import_rejects_unscored_and_non_numeric(tmp_path):
+    f = tmp_path / "x.jsonl"
+    f.write_text(json.dumps({"query": "q", "pos": ["a"], "neg": ["b"]}) + "\n")
+    with pytest.raises(DataError, match=r"x.jsonl:1: no pos_scores"):
+        import_flagembedding(f, tmp_path / "out")
+    f.write_text(
+        json.dumps({"query": "q", "pos": ["a"], "neg": ["b"], "pos_scores": ["high"], "neg_scores": [1.0]})
+        + "\n"
+    )
+    with pytest.raises(DataError, match=r"x.jsonl:1: pos_scores holds 'high'"):
+        import_flagembedding(f, tmp_path / "out2")
+    f.write_text(
+        json.dumps(
+            {"query": "q", "pos": ["a"], "neg": ["b"], "pos_scores": [float("nan")], "neg_scores": [1.0]}
+        ).replace("NaN", "NaN")
+        + "\n"
+    )
+    with pytest.raises(DataError, match="non-finite score"):
+        import_flagembedding(f, tmp_path / "out3")
