@@ -55,7 +55,7 @@ demo: $(STAMP) ## the whole pipeline end to end on the embedded sample world
 	$(call stage,demo)
 
 bench: $(STAMP) ## throughput benchmarks (print JSON lines)
-	$(call stage,bench)
+	$(PY) scripts/bench.py $(ARGS)
 
 test: $(STAMP) ## the fast test suite
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -1,0 +1,121 @@
+"""Teacher-scoring throughput: the project's engine against sentence-transformers' `CrossEncoder.predict`.
+
+Same model (the MiniLM-L6 cross-encoder shape from ../shared/data with seeded random weights: it costs what
+the real model costs), same pairs (real MS MARCO passages and Vaswani abstracts with their natural length
+spread), same process and thread count. Each side is warmed up, then timed `repeats` times alternately; the
+best time of each is kept (these machines are noisy). One JSON line per setting:
+
+    fp32     engine fp32 vs CrossEncoder fp32
+    bf16     engine bf16 vs CrossEncoder loaded in bf16
+    int8     engine with dynamically quantised int8 linear layers (CPU) vs CrossEncoder fp32
+    default  engine with teacher.dtype=auto vs CrossEncoder's default (fp32)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_topics, read_flagembedding
+from distill.teacher.engine import ScoringEngine
+from distill.teacher.model import load_cross_encoder
+
+SHARED = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+
+
+def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """MS MARCO sample pairs, then Vaswani (query, judged or random abstract) pairs, shuffled, n of them."""
+    pairs = [(r["query"], p) for r in read_flagembedding(SHARED / "flagembedding_msmarco_sample" /
+                                                         "reranker_examples.jsonl") for p in r["pos"] + r["neg"]]
+    v = SHARED / "vaswani_npl"
+    docs = {d["_id"]: d["text"] for d in parse_trec_docs((v / "doc-text.trec").read_text())}
+    topics = {t["_id"]: t["text"] for t in parse_trec_topics((v / "query-text.trec").read_text())}
+    rng = np.random.default_rng(seed)
+    ids = list(docs)
+    for qid, did, _ in parse_trec_qrels((v / "qrels").read_text()):
+        pairs.append((topics[qid], docs[did]))
+        pairs.append((topics[qid], docs[ids[rng.integers(len(ids))]]))
+    order = rng.permutation(len(pairs))[:n]
+    return [pairs[i] for i in order]
+
+
+def build_model(dest: Path, seed: int = 0) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # type: ignore[attr-defined]
+
+    src = SHARED / "minilm_l6_cross_encoder_config"
+    torch.manual_seed(seed)
+    BertForSequenceClassification(BertConfig.from_pretrained(src)).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dest)
+    return dest
+
+
+def _best_time(fn, repeats: int) -> tuple[float, np.ndarray]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, np.asarray(out)
+
+
+def bench_setting(name: str, model_dir: Path, pairs: list, *, engine_dtype: str, st_dtype: torch.dtype,
+                  max_length: int, batch_tokens: int, repeats: int, device: str) -> dict:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    st = CrossEncoder(str(model_dir), activation_fn=torch.nn.Identity(), max_length=max_length, device=device,
+                      model_kwargs={"dtype": st_dtype})
+    ce = load_cross_encoder(str(model_dir), max_length=max_length, dtype=engine_dtype, device=device)
+    engine = ScoringEngine(ce, batch_tokens=batch_tokens)
+    qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
+    st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
+    engine.score(qs[:64], ds[:64])
+    t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
+    engine.stats = type(engine.stats)()
+    t_en, got = _best_time(lambda: engine.score(qs, ds), repeats)
+    res = {"setting": name, "device": str(ce.device), "threads": torch.get_num_threads(), "pairs": len(pairs),
+           "engine_dtype": ce.dtype, "st_dtype": str(st_dtype).replace("torch.", ""),
+           "engine_pairs_per_s": round(len(pairs) / t_en, 1), "st_pairs_per_s": round(len(pairs) / t_st, 1),
+           "ratio": round(t_st / t_en, 3), "max_abs_diff": float(np.abs(got - ref).max()),
+           "spearman": round(float(spearmanr(got, ref)[0]), 6),
+           "padding_overhead": round(engine.stats.padding_overhead, 4), "batch_tokens": batch_tokens}
+    if ce.device.type == "cuda":
+        res["gpu"] = torch.cuda.get_device_name()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=800)
+    ap.add_argument("--settings", default="fp32,bf16,int8,default")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    pairs = real_pairs(args.pairs)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp) / "minilm")
+        for s in args.settings.split(","):
+            kw = {"fp32": ("fp32", torch.float32), "bf16": ("bf16", torch.bfloat16), "int8": ("int8", torch.float32),
+                  "default": ("auto", torch.float32)}[s]
+            if s == "int8" and device != "cpu":
+                continue
+            print(json.dumps(bench_setting(s, model_dir, pairs, engine_dtype=kw[0], st_dtype=kw[1],
+                                           max_length=args.max_length, batch_tokens=args.batch_tokens,
+                                           repeats=args.repeats, device=device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
