@@ -28,13 +28,18 @@ from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_t
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_cross_encoder
 
-SHARED = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
+)
 
 
 def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """MS MARCO sample pairs, then Vaswani (query, judged or random abstract) pairs, shuffled, n of them."""
-    pairs = [(r["query"], p) for r in read_flagembedding(SHARED / "flagembedding_msmarco_sample" /
-                                                         "reranker_examples.jsonl") for p in r["pos"] + r["neg"]]
+    pairs = [
+        (r["query"], p)
+        for r in read_flagembedding(SHARED / "flagembedding_msmarco_sample" / "reranker_examples.jsonl")
+        for p in r["pos"] + r["neg"]
+    ]
     v = SHARED / "vaswani_npl"
     docs = {d["_id"]: d["text"] for d in parse_trec_docs((v / "doc-text.trec").read_text())}
     topics = {t["_id"]: t["text"] for t in parse_trec_topics((v / "query-text.trec").read_text())}
@@ -66,12 +71,27 @@ def _best_time(fn, repeats: int) -> tuple[float, np.ndarray]:
     return best, np.asarray(out)
 
 
-def bench_setting(name: str, model_dir: Path, pairs: list, *, engine_dtype: str, st_dtype: torch.dtype,
-                  max_length: int, batch_tokens: int, repeats: int, device: str) -> dict:
+def bench_setting(
+    name: str,
+    model_dir: Path,
+    pairs: list,
+    *,
+    engine_dtype: str,
+    st_dtype: torch.dtype,
+    max_length: int,
+    batch_tokens: int,
+    repeats: int,
+    device: str,
+) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    st = CrossEncoder(str(model_dir), activation_fn=torch.nn.Identity(), max_length=max_length, device=device,
-                      model_kwargs={"dtype": st_dtype})
+    st = CrossEncoder(
+        str(model_dir),
+        activation_fn=torch.nn.Identity(),
+        max_length=max_length,
+        device=device,
+        model_kwargs={"dtype": st_dtype},
+    )
     ce = load_cross_encoder(str(model_dir), max_length=max_length, dtype=engine_dtype, device=device)
     engine = ScoringEngine(ce, batch_tokens=batch_tokens)
     qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -80,12 +100,21 @@ def bench_setting(name: str, model_dir: Path, pairs: list, *, engine_dtype: str,
     t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
     engine.stats = type(engine.stats)()
     t_en, got = _best_time(lambda: engine.score(qs, ds), repeats)
-    res = {"setting": name, "device": str(ce.device), "threads": torch.get_num_threads(), "pairs": len(pairs),
-           "engine_dtype": ce.dtype, "st_dtype": str(st_dtype).replace("torch.", ""),
-           "engine_pairs_per_s": round(len(pairs) / t_en, 1), "st_pairs_per_s": round(len(pairs) / t_st, 1),
-           "ratio": round(t_st / t_en, 3), "max_abs_diff": float(np.abs(got - ref).max()),
-           "spearman": round(float(spearmanr(got, ref)[0]), 6),
-           "padding_overhead": round(engine.stats.padding_overhead, 4), "batch_tokens": batch_tokens}
+    res = {
+        "setting": name,
+        "device": str(ce.device),
+        "threads": torch.get_num_threads(),
+        "pairs": len(pairs),
+        "engine_dtype": ce.dtype,
+        "st_dtype": str(st_dtype).replace("torch.", ""),
+        "engine_pairs_per_s": round(len(pairs) / t_en, 1),
+        "st_pairs_per_s": round(len(pairs) / t_st, 1),
+        "ratio": round(t_st / t_en, 3),
+        "max_abs_diff": float(np.abs(got - ref).max()),
+        "spearman": round(float(spearmanr(got, ref)[0]), 6),
+        "padding_overhead": round(engine.stats.padding_overhead, 4),
+        "batch_tokens": batch_tokens,
+    }
     if ce.device.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name()
     return res
@@ -108,13 +137,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "minilm")
         for s in args.settings.split(","):
-            kw = {"fp32": ("fp32", torch.float32), "bf16": ("bf16", torch.bfloat16), "int8": ("int8", torch.float32),
-                  "default": ("auto", torch.float32)}[s]
+            kw = {
+                "fp32": ("fp32", torch.float32),
+                "bf16": ("bf16", torch.bfloat16),
+                "int8": ("int8", torch.float32),
+                "default": ("auto", torch.float32),
+            }[s]
             if s == "int8" and device != "cpu":
                 continue
-            print(json.dumps(bench_setting(s, model_dir, pairs, engine_dtype=kw[0], st_dtype=kw[1],
-                                           max_length=args.max_length, batch_tokens=args.batch_tokens,
-                                           repeats=args.repeats, device=device)), flush=True)
+            print(
+                json.dumps(
+                    bench_setting(
+                        s,
+                        model_dir,
+                        pairs,
+                        engine_dtype=kw[0],
+                        st_dtype=kw[1],
+                        max_length=args.max_length,
+                        batch_tokens=args.batch_tokens,
+                        repeats=args.repeats,
+                        device=device,
+                    )
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

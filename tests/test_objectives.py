@@ -1,0 +1,211 @@
+"""Each GBDT distillation objective: gradient and hessian against finite differences, loss against a plain
+NumPy loop on 2-3 item lists, stability on large scores, groups of size 1, and all groups at once."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from distill.objectives import OBJECTIVES, Groups, ListMLEKD, ListNetKD, MarginMSE, RankNetKD
+
+
+def sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def ref_listnet(s, t, T=1.0):
+    ps = np.exp(s) / np.exp(s).sum()
+    pt = np.exp(np.array(t) / T) / np.exp(np.array(t) / T).sum()
+    return -(pt * np.log(ps)).sum()
+
+
+def ref_ranknet(s, t, T=1.0):
+    total = 0.0
+    for i, j in itertools.combinations(range(len(s)), 2):
+        p = sig((t[i] - t[j]) / T)
+        total += -p * math.log(sig(s[i] - s[j])) - (1 - p) * math.log(sig(s[j] - s[i]))
+    return total
+
+
+def ref_margin(s, t):
+    return sum(((s[i] - s[j]) - (t[i] - t[j])) ** 2 for i, j in itertools.combinations(range(len(s)), 2))
+
+
+def ref_listmle(s, t):
+    order = sorted(range(len(s)), key=lambda i: -t[i])
+    total = 0.0
+    for k in range(len(order)):
+        rest = [s[i] for i in order[k:]]
+        total += math.log(sum(math.exp(x) for x in rest)) - s[order[k]]
+    return total
+
+
+REFS = {
+    "listnet_kd": ref_listnet,
+    "ranknet_kd": ref_ranknet,
+    "margin_mse": ref_margin,
+    "listmle_kd": ref_listmle,
+}
+CASES = [([0.3, -1.2], [2.0, 0.5]), ([0.0, 0.4, -0.7], [1.0, 3.0, -2.0]), ([1.5, 1.5, 0.2], [0.1, 0.2, 0.3])]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+@pytest.mark.parametrize("s,t", CASES)
+def test_loss_matches_numpy_reference(name, s, t):
+    g = Groups.from_sizes([len(s)])
+    assert OBJECTIVES[name]().loss(np.array(s), np.array(t), g) == pytest.approx(REFS[name](s, t), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_grad_and_hess_match_finite_differences(name):
+    rng = np.random.default_rng(0)
+    sizes = [3, 1, 5, 2]
+    g = Groups.from_sizes(sizes)
+    s, t = rng.normal(size=g.n_rows), rng.normal(size=g.n_rows) * 2
+    obj = OBJECTIVES[name]()
+    grad, hess = obj.grad_hess(s, t, g)
+    eps = 1e-5
+    for i in range(g.n_rows):
+        e = np.zeros_like(s)
+        e[i] = eps
+        num_grad = (obj.loss(s + e, t, g) - obj.loss(s - e, t, g)) / (2 * eps)
+        g_plus, _ = obj.grad_hess(s + e, t, g)
+        g_minus, _ = obj.grad_hess(s - e, t, g)
+        assert grad[i] == pytest.approx(num_grad, abs=1e-6)
+        assert hess[i] == pytest.approx((g_plus[i] - g_minus[i]) / (2 * eps), abs=1e-5)  # diagonal hessian
+
+
+def test_hand_computed_examples():
+    g = Groups.from_sizes([2])
+    s = np.zeros(2)
+    np.testing.assert_allclose(
+        ListNetKD().grad_hess(s, np.array([1.0, 0.0]), g)[0], [0.5 - sig(1), sig(1) - 0.5]
+    )
+    np.testing.assert_allclose(
+        RankNetKD().grad_hess(s, np.array([2.0, 0.0]), g)[0], [0.5 - sig(2), sig(2) - 0.5]
+    )
+    grad, hess = MarginMSE().grad_hess(s, np.array([1.0, 0.0]), g)
+    np.testing.assert_allclose(grad, [-2, 2])
+    np.testing.assert_allclose(hess, [2, 2])
+    np.testing.assert_allclose(ListMLEKD().grad_hess(s, np.array([1.0, 0.0]), g)[0], [-0.5, 0.5])
+
+
+def test_temperature_softens_teacher():
+    g = Groups.from_sizes([2])
+    s, t = np.zeros(2), np.array([4.0, 0.0])
+    sharp = ListNetKD(1.0).grad_hess(s, t, g)[0]
+    soft = ListNetKD(4.0).grad_hess(s, t, g)[0]
+    assert abs(soft[0]) < abs(sharp[0])
+    assert ListNetKD(4.0).loss(s, t, g) == pytest.approx(ref_listnet([0, 0], [4, 0], 4.0))
+    assert RankNetKD(2.0).loss(s, t, g) == pytest.approx(ref_ranknet([0, 0], [4, 0], 2.0))
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_stable_for_large_scores(name):
+    g = Groups.from_sizes([3, 2])
+    s = np.array([1e3, -1e3, 500.0, 800.0, -800.0])
+    t = np.array([900.0, -900.0, 0.0, 1e3, 1e3])
+    grad, hess = OBJECTIVES[name]().grad_hess(s, t, g)
+    assert np.isfinite(grad).all() and np.isfinite(hess).all() and (hess >= 0).all()
+    assert np.isfinite(OBJECTIVES[name]().loss(s, t, g))
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_group_of_one_has_zero_gradient(name):
+    grad, hess = OBJECTIVES[name]().grad_hess(np.array([0.7]), np.array([3.0]), Groups.from_sizes([1]))
+    assert grad[0] == pytest.approx(0.0) and hess[0] >= 0
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_groups_at_once_equal_groups_alone(name):
+    rng = np.random.default_rng(1)
+    sizes = [4, 2, 3]
+    s, t = rng.normal(size=9), rng.normal(size=9)
+    obj = OBJECTIVES[name]()
+    grad, hess = obj.grad_hess(s, t, Groups.from_sizes(sizes))
+    start = 0
+    for n in sizes:
+        gg, hh = obj.grad_hess(s[start : start + n], t[start : start + n], Groups.from_sizes([n]))
+        np.testing.assert_allclose(grad[start : start + n], gg, atol=1e-12)
+        np.testing.assert_allclose(hess[start : start + n], hh, atol=1e-12)
+        start += n
+
+
+def test_groups_validate_sizes():
+    with pytest.raises(ValueError, match="at least one row"):
+        Groups.from_sizes([2, 0])
+    with pytest.raises(ValueError, match="got 3 values for 4 rows"):
+        Groups.from_sizes([2, 2]).matrix(np.zeros(3))
+
+
+# ------------------------------------------------------------------ LightGBM / XGBoost through the adapters
+
+
+def load_rank_example(shared_data, split):
+    """LightGBM's lambdarank example (LibSVM rows + .query group sizes), real data."""
+    folder = shared_data / "lightgbm_lambdarank"
+    rows, labels = [], []
+    for line in (folder / f"rank.{split}").read_text().splitlines():
+        parts = line.split()
+        labels.append(float(parts[0]))
+        rows.append({int(k): float(v) for k, v in (p.split(":") for p in parts[1:])})
+    X = np.zeros((len(rows), 301))
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            X[i, k] = v
+    sizes = np.array([int(x) for x in (folder / f"rank.{split}.query").read_text().split()])
+    return X, np.array(labels), sizes
+
+
+@pytest.mark.parametrize("name", ["listnet_kd", "ranknet_kd", "margin_mse", "listmle_kd"])
+def test_lightgbm_and_xgboost_learn_the_same_objective(shared_data, name):
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    from distill.evaluation.metrics import evaluate
+    from distill.objectives.adapters import lightgbm_objective, xgboost_objective
+
+    X, y, sizes = load_rank_example(shared_data, "train")
+    Xt, yt, sizes_t = load_rank_example(shared_data, "test")
+    # soft "teacher" scores: the grades plus noise (floats, as a teacher's would be)
+    soft = y + np.random.default_rng(0).normal(0, 0.3, len(y))
+    obj = OBJECTIVES[name]()
+    booster = lgb.train(
+        {
+            "objective": lightgbm_objective(obj),
+            "learning_rate": 0.1,
+            "num_leaves": 15,
+            "verbose": -1,
+            "seed": 0,
+            "deterministic": True,
+            "num_threads": 2,
+        },
+        lgb.Dataset(X, soft, group=sizes),
+        num_boost_round=30,
+    )
+    dtrain = xgb.DMatrix(X, label=soft)
+    dtrain.set_group(sizes)
+    xbooster = xgb.train(
+        {"eta": 0.1, "max_depth": 4, "seed": 0, "nthread": 2},
+        dtrain,
+        num_boost_round=30,
+        obj=xgboost_objective(obj),
+    )
+    qid = np.repeat(np.arange(len(sizes_t)), sizes_t).astype(str)
+    import pandas as pd
+
+    qrels = pd.DataFrame({"qid": qid, "docid": np.arange(len(yt)).astype(str), "relevance": yt.astype(int)})
+    random = evaluate(qrels, qrels.assign(score=np.random.default_rng(0).random(len(yt))))["ndcg@10"]
+    for pred in (booster.predict(Xt), xbooster.predict(xgb.DMatrix(Xt))):
+        ndcg = evaluate(qrels, qrels.assign(score=pred))["ndcg@10"]
+        assert ndcg > random + 0.05, (name, ndcg, random)
+
+
+def test_teacher_grades():
+    from distill.objectives.adapters import teacher_grades
+
+    g = Groups.from_sizes([5, 1])
+    t = np.array([0.1, 5.0, 3.0, -2.0, 0.0, 7.0])
+    np.testing.assert_array_equal(teacher_grades(t, g, 5, "quantile"), [2, 4, 3, 0, 1, 4])
+    np.testing.assert_array_equal(teacher_grades(t, g, 2, "bins"), [0, 1, 1, 0, 0, 0])
