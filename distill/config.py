@@ -94,6 +94,35 @@ class FeaturesConfig:
 
 
 @dataclass
+class LabelsConfig:
+    # 1.0 = teacher only, 0.0 = human qrels only (both z-scored per query before blending).
+    alpha: float = 1.0
+
+
+@dataclass
+class GBDTConfig:
+    """student=lightgbm | student=xgboost (distill.students.gbdt)."""
+
+    name: str = "lightgbm"
+    # regression | lambdarank | listnet_kd | ranknet_kd | margin_mse | listmle_kd
+    objective: str = "listnet_kd"
+    temperature: float = 1.0
+    # lambdarank: integer grades per query from teacher scores (quantile | bins)
+    grades: int = 5
+    grade_method: str = "quantile"
+    num_trees: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    max_depth: int = 6
+    min_data_in_leaf: int = 20
+    early_stopping: int = 30
+    val_fraction: float = 0.15
+    threads: int = 2
+    seed: int = 0
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+
+
+@dataclass
 class LoggerConfig:
     # wandb | none
     backend: str = "wandb"
@@ -127,6 +156,7 @@ def register() -> None:
     cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
     cs.store(group="features", name="features_schema", node=FeaturesConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="student", name="gbdt_schema", node=GBDTConfig)
 
 
 register()

@@ -10,13 +10,15 @@ from distill.objectives.groups import Groups
 from distill.objectives.listmle import ListMLEKD
 from distill.objectives.listnet import ListNetKD
 from distill.objectives.margin_mse import MarginMSE
+from distill.objectives.pointwise import SquaredError
 from distill.objectives.ranknet import RankNetKD
 
 OBJECTIVES = {
+    "regression": SquaredError,
     "listnet_kd": ListNetKD,
     "ranknet_kd": RankNetKD,
     "margin_mse": MarginMSE,
     "listmle_kd": ListMLEKD,
 }
 
-__all__ = ["OBJECTIVES", "Groups", "ListMLEKD", "ListNetKD", "MarginMSE", "RankNetKD"]
+__all__ = ["OBJECTIVES", "Groups", "ListMLEKD", "ListNetKD", "MarginMSE", "RankNetKD", "SquaredError"]

@@ -31,23 +31,27 @@ class _GroupCache:
         return self.groups
 
 
-def lightgbm_objective(obj: Any, min_hess: float = MIN_HESS) -> Callable:
+def lightgbm_objective(obj: Any, targets: np.ndarray | None = None, min_hess: float = MIN_HESS) -> Callable:
+    """`targets`: the teacher scores, when the Dataset's labels hold something else (e.g. integer grades, which
+    LightGBM's ranking metrics require)."""
     cache = _GroupCache()
 
     def fobj(preds: np.ndarray, train_data: Any) -> tuple[np.ndarray, np.ndarray]:
         groups = cache.get(train_data, lambda: np.asarray(train_data.get_group()))
-        grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), train_data.get_label(), groups)
+        t = train_data.get_label() if targets is None else targets
+        grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), t, groups)
         return grad, np.maximum(hess, min_hess)
 
     return fobj
 
 
-def xgboost_objective(obj: Any, min_hess: float = MIN_HESS) -> Callable:
+def xgboost_objective(obj: Any, targets: np.ndarray | None = None, min_hess: float = MIN_HESS) -> Callable:
     cache = _GroupCache()
 
     def fobj(preds: np.ndarray, dtrain: Any) -> tuple[np.ndarray, np.ndarray]:
         groups = cache.get(dtrain, lambda: np.diff(dtrain.get_uint_info("group_ptr")))
-        grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), dtrain.get_label(), groups)
+        t = dtrain.get_label() if targets is None else targets
+        grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), t, groups)
         return grad, np.maximum(hess, min_hess)
 
     return fobj

@@ -1,0 +1,1 @@
+"""Ranking features for GBDT students (`make features` -> features.parquet)."""

@@ -1,0 +1,1 @@
+"""Students that learn from the teacher's soft labels."""

@@ -1,0 +1,234 @@
+"""`make train-student student=lightgbm|xgboost`: a GBDT ranker on features.parquet, learnt from soft labels.
+
+`student.objective`:
+- `regression`: pointwise squared error on the (blended) teacher scores;
+- `lambdarank`: teacher scores turned into integer grades per query (`grades`, `grade_method`), then
+  LightGBM's lambdarank / XGBoost's rank:ndcg with gains 2^grade - 1;
+- `listnet_kd`, `ranknet_kd`, `margin_mse`, `listmle_kd`: the distillation objectives of `distill.objectives`
+  (one implementation for both libraries), with `temperature` for the softmax / pairwise ones.
+
+`labels.alpha` blends the per-query z-scored teacher score with the z-scored human grade (qrels; 0 when
+unjudged): target = alpha * teacher + (1 - alpha) * human. Training queries are split group-wise into train and
+validation (`val_fraction`); early stopping watches validation nDCG@10 against teacher-derived grades.
+The model folder holds the native model file, the feature list, the config, validation metrics and feature
+importances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from distill.config import GBDTConfig
+from distill.data.prepare import load_dataset
+from distill.errors import ConfigError, DataError
+from distill.features.build import features_hash
+from distill.features.build import run as build_features_stage
+from distill.objectives import OBJECTIVES, Groups
+from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
+from distill.teacher.ensemble import normalise
+from distill.teacher.soft_labels import read_soft_labels
+from distill.tracking import start_run
+from distill.workspace import Workspace, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+GBDT_OBJECTIVES = ("lambdarank", *OBJECTIVES)
+
+
+def _val_queries(qids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    h = np.array([int(hashlib.sha256(f"{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for q in qids])
+    return h < fraction
+
+
+def training_frame(
+    feats: pd.DataFrame, soft: pd.DataFrame, qrels: pd.DataFrame, alpha: float
+) -> pd.DataFrame:
+    """Train-split feature rows joined with teacher scores, grouped by query; target = blended label."""
+    train = feats[feats.split == "train"]
+    df = train.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
+    missing = int(df.score.isna().sum())
+    if missing:
+        raise DataError(
+            f"{missing} train candidates have no teacher score in soft_labels/ (e.g. qid "
+            f"{df[df.score.isna()].qid.iloc[0]!r}); re-run `make teacher-score` on these candidates"
+        )
+    df = df.sort_values(["qid"], kind="stable").reset_index(drop=True)
+    t = normalise(df.score.astype(float), df.qid, "zscore") if alpha < 1 else df.score.astype(float)
+    if alpha < 1:
+        rel = qrels.set_index(["qid", "docid"]).relevance
+        human = rel.reindex(pd.MultiIndex.from_arrays([df.qid, df.docid])).fillna(0).to_numpy(float)
+        t = alpha * t + (1 - alpha) * normalise(pd.Series(human), df.qid, "zscore")
+    df["target"] = np.asarray(t, dtype=np.float64)
+    return df
+
+
+def _fit_lightgbm(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+    import lightgbm as lgb
+
+    params: dict[str, Any] = {
+        "learning_rate": sc.learning_rate,
+        "num_leaves": sc.num_leaves,
+        "min_data_in_leaf": sc.min_data_in_leaf,
+        "num_threads": sc.threads,
+        "seed": sc.seed,
+        "deterministic": True,
+        "verbose": -1,
+        "metric": "ndcg",
+        "eval_at": [10],
+    }
+    # Ranking metrics need integer labels: the Dataset holds teacher grades, custom objectives get the scores.
+    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
+    params["label_gain"] = [2**i - 1 for i in range(sc.grades)]
+    params["objective"] = "lambdarank" if sc.objective == "lambdarank" else lightgbm_objective(obj, targets=y)
+    dtrain = lgb.Dataset(X, grades, group=sizes, free_raw_data=False)
+    dval = lgb.Dataset(Xv, yv_grades, group=sizes_v, reference=dtrain)
+    callbacks: list[Any] = [lgb.early_stopping(sc.early_stopping, verbose=False)] if len(sizes_v) else []
+    return lgb.train(
+        params,
+        dtrain,
+        num_boost_round=sc.num_trees,
+        valid_sets=[dval] if len(sizes_v) else [],
+        callbacks=callbacks,
+    )
+
+
+def _fit_xgboost(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+    import xgboost as xgb
+
+    params: dict[str, Any] = {
+        "eta": sc.learning_rate,
+        "max_depth": sc.max_depth,
+        "nthread": sc.threads,
+        "seed": sc.seed,
+        "eval_metric": "ndcg@10",
+        "min_child_weight": 1e-3,
+    }
+    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
+    custom = None
+    if sc.objective == "lambdarank":
+        params.update(objective="rank:ndcg", ndcg_exp_gain=True)
+    else:
+        custom = xgboost_objective(obj, targets=y)
+    dtrain = xgb.DMatrix(X, label=grades)
+    dtrain.set_group(sizes)
+    evals = []
+    if len(sizes_v):
+        dval = xgb.DMatrix(Xv, label=yv_grades)
+        dval.set_group(sizes_v)
+        evals = [(dval, "val")]
+    return xgb.train(
+        params,
+        dtrain,
+        num_boost_round=sc.num_trees,
+        evals=evals,
+        obj=custom,
+        early_stopping_rounds=sc.early_stopping if evals else None,
+        verbose_eval=False,
+    )
+
+
+def student_config(node: Any) -> GBDTConfig:
+    merged = OmegaConf.merge(OmegaConf.structured(GBDTConfig), node)
+    sc: GBDTConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    if sc.objective not in GBDT_OBJECTIVES:
+        raise ConfigError(f"student.objective={sc.objective!r}: use one of {GBDT_OBJECTIVES}")
+    if sc.name not in ("lightgbm", "xgboost"):
+        raise ConfigError(f"student.name={sc.name!r}: the GBDT student is lightgbm or xgboost")
+    return sc
+
+
+def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
+    stamp = ws.root / "features.hash"
+    if not ws.features.exists() or not stamp.exists() or stamp.read_text() != features_hash(cfg):
+        return build_features_stage(cfg)
+    return pd.read_parquet(ws.features)
+
+
+def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
+    sc = student_config(cfg.student)
+    ws = Workspace.from_cfg(cfg)
+    t0 = time.perf_counter()
+    feats = load_features(cfg, ws)
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
+    ds = load_dataset(cfg)
+    df = training_frame(
+        feats,
+        soft,
+        ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"])),
+        sc.labels.alpha,
+    )
+    names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
+    qids = df.qid.unique()
+    is_val = dict(zip(qids, _val_queries(qids, sc.val_fraction, sc.seed), strict=True))
+    val_mask = df.qid.map(is_val).to_numpy(bool)
+    tr, va = df[~val_mask], df[val_mask]
+    sizes = tr.groupby("qid", sort=False).size().to_numpy()
+    sizes_v = va.groupby("qid", sort=False).size().to_numpy()
+    yv = (
+        teacher_grades(va.score.to_numpy(float), Groups.from_sizes(sizes_v), sc.grades, sc.grade_method)
+        if len(va)
+        else np.zeros(0)
+    )
+    obj = None
+    if sc.objective in OBJECTIVES:
+        cls = OBJECTIVES[sc.objective]
+        obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
+    fit = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
+    model = fit(
+        sc,
+        tr[names].to_numpy(np.float32),
+        tr.target.to_numpy(),
+        sizes,
+        va[names].to_numpy(np.float32),
+        yv,
+        sizes_v,
+        obj,
+    )
+    out = ws.model(sc.name)
+    out.mkdir(parents=True, exist_ok=True)
+    if sc.name == "lightgbm":
+        model.save_model(str(out / "model.txt"))
+        importance = dict(zip(names, model.feature_importance("gain").tolist(), strict=True))
+        best = int(model.best_iteration or model.current_iteration())
+    else:
+        model.save_model(str(out / "model.json"))
+        raw = model.get_score(importance_type="gain")
+        importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
+        best = int(getattr(model, "best_iteration", model.num_boosted_rounds() - 1)) + 1
+    (out / "features.json").write_text(json.dumps(names))
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg.student, resolve=True))
+    pd.Series(importance).sort_values(ascending=False).rename("gain").to_csv(
+        out / "importance.csv", index_label="feature"
+    )
+    info = {
+        "student": sc.name,
+        "objective": sc.objective,
+        "trees": best,
+        "train_queries": len(sizes),
+        "val_queries": len(sizes_v),
+        "rows": len(df),
+        "features": len(names),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(info, out / "train_info.json")
+    return info
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    with start_run(cfg, stage=f"train-student-{cfg.student.name}") as tracker:
+        info = train_gbdt(cfg)
+        tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+        tracker.artifact(Workspace.from_cfg(cfg).model(info["student"]), type="model")
+    print(
+        f"train-student {info['student']} ({info['objective']}): {info['trees']} trees on "
+        f"{info['train_queries']} queries, {info['features']} features in {info['seconds']}s"
+    )
+    return info
