@@ -79,6 +79,7 @@ class TeacherConfig:
     ensemble: list[str] = field(default_factory=list)
     # zscore | minmax | rank | none
     ensemble_norm: str = "zscore"
+    # torch.compile the teacher (dynamic shapes); pays off on long GPU runs.
     compile: bool = False
     # Delete earlier soft labels instead of resuming them.
     overwrite: bool = False

@@ -91,3 +91,10 @@ def test_bf16_scores_close_to_fp32(tiny_model_dir):
     bf16 = ScoringEngine(load_cross_encoder(str(tiny_model_dir), dtype="bf16", device="cpu")).score(Q, D)
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_model_scores_like_eager(tiny_model_dir):
+    eager = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu")).score(Q, D)
+    compiled = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu", compile=True)).score(Q, D)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)

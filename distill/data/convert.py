@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -459,7 +459,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     fmt, src, dest, *kv = argv
-    options: dict[str, Any] = defaultdict(dict)
+    options: dict[str, Any] = {}
     for item in kv:
         key, _, value = item.partition("=")
         options[key] = value

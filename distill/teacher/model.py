@@ -101,8 +101,12 @@ def load_cross_encoder(
     max_length: int = 256,
     dtype: str = "fp32",
     device: str = "auto",
+    compile: bool = False,
 ) -> CrossEncoderModel:
-    """Load a cross-encoder by hub id or local folder, in eval mode, on `device`, in `dtype`."""
+    """Load a cross-encoder by hub id or local folder, in eval mode, on `device`, in `dtype`.
+
+    `compile=True` wraps the model in `torch.compile(dynamic=True)` (worth it for long runs on a GPU; the first
+    batches pay the compilation)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -133,6 +137,8 @@ def load_cross_encoder(
     model.eval().to(dev)
     if dt == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if compile:
+        model = torch.compile(model, dynamic=True)
     rev = (
         folder_hash(local)
         if local.is_dir()

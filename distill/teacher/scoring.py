@@ -177,10 +177,6 @@ def identity_of(cfg: DictConfig, models: list[CrossEncoderModel], candidates: Pa
     }
 
 
-def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a == b
-
-
 def describe(identity: dict[str, Any]) -> str:
     t = ", ".join(f"{x['id']}@{x['revision']}" for x in identity["teachers"])
     return f"teacher {t}, max_length {identity['max_length']}, dtype {identity['dtype']}"
@@ -204,7 +200,7 @@ def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[s
     )
     if old is not None:
         old = {k: v for k, v in old.items() if k not in ("created", "schema_version")}
-        if not _same_run(old, identity):
+        if old != identity:
             raise DistillError(
                 f"{root} holds soft labels from another run ({describe(old)}; now {describe(identity)}"
                 f"{'' if old.get('config_hash') == identity['config_hash'] else '; data/retrieval config changed'}"
@@ -255,6 +251,7 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
             max_length=cfg.teacher.max_length,
             dtype=cfg.teacher.dtype,
             device=cfg.teacher.device,
+            compile=bool(cfg.teacher.compile),
         )
         for n in teacher_names(cfg)
     ]
