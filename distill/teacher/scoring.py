@@ -28,6 +28,7 @@ from distill.config import config_hash
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import DataError, DistillError, StageNotReadyError
+from distill.faults import checkpoint
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.ensemble import combine
 from distill.teacher.model import CrossEncoderModel, load_cross_encoder
@@ -287,6 +288,7 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
                 "duplicates_dropped": n_dup,
             }
             write_manifest(root, manifest)
+            checkpoint("after_manifest")
             scored += len(out)
             if tracker is not None:
                 tracker.log(

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.errors import DataError, StageNotReadyError
+from distill.faults import checkpoint
 
 SCHEMA_VERSION = 1
 META_KEY = b"distill"
@@ -55,7 +56,9 @@ def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
         pq.write_table(table, fh)
         fh.flush()
         os.fsync(fh.fileno())
+    checkpoint("before_rename")
     os.replace(tmp, path)
+    checkpoint("after_rename")
     return file_sha256(path)
 
 
