@@ -145,3 +145,22 @@ def test_shards_cut_at_query_boundaries(tmp_path):
     assert [len(s) for s in shards] == [5, 7] or [len(s) for s in shards] == [5, 3, 4]
     assert sum(len(s) for s in shards) == 12
     assert all(s.qid.iloc[-1] != n.qid.iloc[0] for s, n in zip(shards, shards[1:]))
+
+
+@pytest.mark.parametrize(
+    "frame,match",
+    [
+        (pd.DataFrame({"qid": ["a"], "docid": ["1"]}), r"missing column\(s\) \['score'\]"),
+        (pd.DataFrame({"qid": ["a"], "docid": ["1"], "score": [3]}), "must be float scores"),
+        (
+            pd.DataFrame({"qid": ["a", "b"], "docid": ["1", "2"], "score": [0.5, np.inf]}),
+            r"1 non-finite score\(s\).*row 1 \(qid 'b', docid '2'\)",
+        ),
+        (pd.DataFrame({"qid": ["a"], "docid": ["1"], "score": [np.nan]}), "non-finite"),
+    ],
+)
+def test_soft_label_validation(frame, match):
+    from distill.teacher.soft_labels import validate_soft_labels
+
+    with pytest.raises(DataError, match=match):
+        validate_soft_labels(frame, "soft_labels/part-00000.parquet")
