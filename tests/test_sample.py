@@ -59,3 +59,16 @@ def test_click_model_is_position_biased_and_relevance_driven():
     assert ctr["d5"] > 2 * ctr["d6"]  # same position neighbourhood, relevant: more clicks
     assert (log.loc[log.clicked, "dwell_s"] > 0).all() and (log.loc[~log.clicked, "dwell_s"] == 0).all()
     assert len(log) == 40000 and set(log.position) == set(range(1, 11))
+
+
+def test_simulated_clicks_for_any_beir_folder(tiny_beir):
+    from distill.data.beir import load_beir
+    from distill.data.clicks import add_simulated_clicks
+
+    root = tiny_beir()
+    log = add_simulated_clicks(root, sessions_per_query=50)
+    ds = load_beir(root)
+    assert ds.clicks is not None and len(ds.clicks) == len(log) > 0
+    assert "SIMULATED" in (root / "logs" / "README.md").read_text()
+    ctr = ds.clicks.groupby("docid").clicked.mean()
+    assert ctr.get("d1", 0) > ctr.get("d4", 0)  # judged relevant for q1 vs never relevant

@@ -78,3 +78,50 @@ def simulate_clicks(
     out["qid"] = out["qid"].astype("string")
     out["docid"] = out["docid"].astype("string")
     return out
+
+
+def add_simulated_clicks(
+    root,
+    sessions_per_query: int = 20,
+    depth: int = 10,
+    seed: int = 0,
+    start: str = "2025-01-01",
+    end: str = "2026-01-01",
+) -> pd.DataFrame:
+    """Simulate a click log for any BEIR folder with qrels: BM25's top `depth` per judged query is the logged
+    ranking. Writes `logs/impressions.parquet` (and `logs/README.md` saying the clicks are SIMULATED)."""
+    from pathlib import Path
+
+    from distill.data.beir import load_beir
+    from distill.retrieval.bm25 import BM25Index
+
+    root = Path(root)
+    ds = load_beir(root)
+    qrels = pd.concat(ds.qrels.values(), ignore_index=True)
+    qids = list(dict.fromkeys(qrels.qid))
+    docids = ds.corpus.index.to_numpy()
+    positions, _ = BM25Index(ds.doc_texts(docids)).search(ds.queries.loc[qids, "text"].tolist(), k=depth)
+    ranking = pd.DataFrame(
+        [(q, docids[p], r + 1) for q, ps in zip(qids, positions, strict=True) for r, p in enumerate(ps)],
+        columns=["qid", "docid", "rank"],
+    )
+    log = simulate_clicks(
+        ranking, qrels, sessions_per_query=sessions_per_query, seed=seed, start=start, end=end
+    )
+    (root / "logs").mkdir(exist_ok=True)
+    log.to_parquet(root / "logs" / "impressions.parquet", index=False)
+    (root / "logs" / "README.md").write_text(
+        "SIMULATED clicks (distill.data.clicks: position-based click model over BM25's top "
+        f"{depth}), not real user behaviour.\n"
+    )
+    return log
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2:
+        print("usage: python -m distill.data.clicks BEIR_DIR [SESSIONS_PER_QUERY]")
+        raise SystemExit(2)
+    out = add_simulated_clicks(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20)
+    print(f"wrote {len(out)} simulated impressions ({int(out.clicked.sum())} clicks) to {sys.argv[1]}/logs/")
