@@ -9,6 +9,7 @@ best time of each is kept (these machines are noisy). One JSON line per setting:
     bf16     engine bf16 vs CrossEncoder loaded in bf16
     int8     engine with dynamically quantised int8 linear layers (CPU) vs CrossEncoder fp32
     default  engine with teacher.dtype=auto vs CrossEncoder's default (fp32)
+    gbdt     GBDT student: listnet_kd vs lambdarank training time, and scoring 1,000 candidates
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def bench_setting(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=800)
-    ap.add_argument("--settings", default="fp32,bf16,int8,default")
+    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=4096)
@@ -137,6 +138,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "minilm")
         for s in args.settings.split(","):
+            if s == "gbdt":
+                from distill.students.bench import gbdt_bench
+
+                for line in gbdt_bench(threads=torch.get_num_threads()):
+                    print(json.dumps(line), flush=True)
+                continue
             kw = {
                 "fp32": ("fp32", torch.float32),
                 "bf16": ("bf16", torch.bfloat16),
