@@ -163,6 +163,19 @@ def register() -> None:
 register()
 
 
+def options_to(cls: type, opts: dict[str, Any] | None, where: str) -> Any:
+    """Build dataclass `cls` from a plain options dict; unknown keys are a `ConfigError` naming them."""
+    from dataclasses import fields
+
+    from distill.errors import ConfigError
+
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(opts or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    return cls(**(opts or {}))
+
+
 def to_container(cfg: DictConfig | Any) -> Any:
     """The resolved config as plain Python objects."""
     if isinstance(cfg, DictConfig):

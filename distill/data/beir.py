@@ -182,19 +182,19 @@ def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
     df = df.rename(columns={"_id": "docid" if kind == "document" else "qid"}).set_index(
         "docid" if kind == "document" else "qid"
     )
-    df["timestamp"] = _parse_timestamps(df, path, q)
-    df = df[df["_keep"]].drop(columns=["_keep"]) if "_keep" in df else df
-    return df
+    df["timestamp"], ok = _parse_timestamps(df, path, q)
+    return df[ok]
 
 
-def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> pd.Series:
-    """UTC timestamps from an optional ISO-8601 `timestamp` field; unparsable values are bad rows."""
+def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> tuple[pd.Series, pd.Series]:
+    """UTC timestamps from an optional ISO-8601 `timestamp` field, and the mask of rows to keep
+    (unparsable values are bad rows)."""
+    keep = pd.Series(True, index=df.index)
     if "timestamp" not in df:
-        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]")
+        return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]"), keep
     raw = df["timestamp"]
     parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
     bad = parsed.isna() & raw.notna()
-    keep = pd.Series(True, index=df.index)
     for rid in df.index[bad.to_numpy()]:
         q.bad(
             path.name,
@@ -204,8 +204,7 @@ def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> pd.Series:
             "Use ISO-8601, e.g. 2024-05-01T12:00:00Z",
         )
         keep[rid] = False
-    df["_keep"] = keep
-    return parsed
+    return parsed, keep
 
 
 def _read_qrels(path: Path, corpus_ids: pd.Index, query_ids: pd.Index, q: Quarantine) -> pd.DataFrame:

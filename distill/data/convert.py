@@ -14,25 +14,16 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from distill.config import options_to
 from distill.data.beir import write_beir
 from distill.errors import ConfigError, DataError
 
 Qrel = tuple[str, str, int]
-
-
-def _options(cls: type, opts: dict[str, Any], fmt: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(opts) - known)
-    if unknown:
-        raise ConfigError(
-            f"data.options: unknown key(s) {unknown} for format {fmt!r}; known: {sorted(known)}"
-        )
-    return cls(**opts)
 
 
 def _read_text(path: Path) -> str:
@@ -435,7 +426,7 @@ def convert(
             f"data.format={fmt!r} has no converter; known: {sorted(CONVERTERS)} (and beir, sample)"
         )
     opt_cls, fn = CONVERTERS[fmt]
-    opts = _options(opt_cls, dict(options or {}), fmt)
+    opts = options_to(opt_cls, dict(options or {}), f"data.options (format {fmt!r})")
     src = Path(src)
     if fmt != "hf" and not src.is_dir():
         raise DataError(f"{src}: source folder not found (data.path)")

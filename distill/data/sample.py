@@ -20,13 +20,14 @@ Relevance is graded: 2 when a document of the query's topic covers every concept
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from distill.config import options_to
 from distill.data.beir import write_beir
 from distill.errors import ConfigError
 
@@ -65,15 +66,9 @@ class SampleOptions:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(
-                f"data.options: unknown key(s) {unknown} for the sample world; known: {sorted(known)}"
-            )
-        opts = cls(**d)
-        if opts.n_docs < 10 * opts.n_topics**0 or opts.n_train < 1 or opts.n_test < 1:
-            raise ConfigError("data.options: n_docs, n_train and n_test must be positive")
+        opts = options_to(cls, d, "data.options (sample world)")
+        if opts.n_docs < 10 or opts.n_train < 1 or opts.n_test < 1:
+            raise ConfigError("data.options: n_docs must be at least 10, n_train and n_test at least 1")
         return opts
 
 

@@ -70,7 +70,7 @@ def training_frame(
     return df
 
 
-def _fit_lightgbm(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_lightgbm(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import lightgbm as lgb
 
     params: dict[str, Any] = {
@@ -84,8 +84,6 @@ def _fit_lightgbm(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> A
         "metric": "ndcg",
         "eval_at": [10],
     }
-    # Ranking metrics need integer labels: the Dataset holds teacher grades, custom objectives get the scores.
-    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
     params["label_gain"] = [2**i - 1 for i in range(sc.grades)]
     params["objective"] = "lambdarank" if sc.objective == "lambdarank" else lightgbm_objective(obj, targets=y)
     dtrain = lgb.Dataset(X, grades, group=sizes, free_raw_data=False)
@@ -100,7 +98,7 @@ def _fit_lightgbm(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> A
     )
 
 
-def _fit_xgboost(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_xgboost(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import xgboost as xgb
 
     params: dict[str, Any] = {
@@ -111,7 +109,6 @@ def _fit_xgboost(sc: GBDTConfig, X, y, sizes, Xv, yv_grades, sizes_v, obj) -> An
         "eval_metric": "ndcg@10",
         "min_child_weight": 1e-3,
     }
-    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
     custom = None
     if sc.objective == "lambdarank":
         params.update(objective="rank:ndcg", ndcg_exp_gain=True)
@@ -182,10 +179,15 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         cls = OBJECTIVES[sc.objective]
         obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
     fit = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
+    y = tr.target.to_numpy()
+    # Ranking metrics need integer labels: both libraries get teacher grades as labels, the custom objectives
+    # the (blended) scores themselves.
+    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
     model = fit(
         sc,
         tr[names].to_numpy(np.float32),
-        tr.target.to_numpy(),
+        y,
+        grades,
         sizes,
         va[names].to_numpy(np.float32),
         yv,

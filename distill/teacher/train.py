@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import to_container
+from distill.config import options_to, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
@@ -58,13 +58,7 @@ class TeacherTrainConfig:
 
     @classmethod
     def from_cfg(cls, node: Any) -> TeacherTrainConfig:
-        d = to_container(node) or {}
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(
-                f"teacher.train: unknown key(s) {unknown}; known: {sorted(f.name for f in fields(cls))}"
-            )
-        tc = cls(**d)
+        tc = options_to(cls, to_container(node), "teacher.train")
         if tc.loss not in LOSSES:
             raise ConfigError(f"teacher.train.loss={tc.loss!r}: use one of {LOSSES}")
         return tc
