@@ -69,7 +69,7 @@ class TeacherConfig:
     model: str = "trained"
     revision: str | None = None
     max_length: int = 256
-    # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA with bf16 support, fp32 otherwise)
+    # auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 otherwise)
     dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
     batch_tokens: int = 16384

@@ -98,3 +98,17 @@ def test_compiled_model_scores_like_eager(tiny_model_dir):
     eager = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu")).score(Q, D)
     compiled = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu", compile=True)).score(Q, D)
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+
+def test_non_finite_scores_stop_the_run_with_a_hint(tiny_model_dir):
+    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce.model.classifier.bias.data.fill_(float("inf"))
+    with pytest.raises(ConfigError, match="non-finite scores"):
+        ScoringEngine(ce, batch_tokens=256).score(Q, D)
+
+
+def test_auto_dtype_is_fp32_on_cpu_and_fp16_on_gpu():
+    from distill.teacher.model import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) == "fp32"
+    assert resolve_dtype("auto", torch.device("cuda")) == "fp16"

