@@ -136,6 +136,26 @@ class LoggerConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """`make evaluate` (distill/evaluation/stage.py)."""
+
+    split: str = "test"
+    # Latency: median over this many queries of scoring their top `latency_candidates` BM25 candidates.
+    latency_queries: int = 30
+    latency_candidates: int = 100
+    # Cascade grid: student reranks BM25's top N, teacher reranks the student's top k (0 = teacher off).
+    cascade_n: list[int] = field(default_factory=lambda: [50, 100])
+    cascade_k: list[int] = field(default_factory=lambda: [0, 5, 10, 20, 30, 50])
+    # Which student the cascade uses ("" = the best by nDCG@10).
+    cascade_student: str = ""
+    # Per-query latency budgets of the dynamic policy, and the p99 budget for the recommended setting.
+    sla_ms: list[float] = field(default_factory=lambda: [20.0, 40.0, 80.0])
+    p99_budget_ms: float = 60.0
+    # The load profile (distill.evaluation.cascade.Load).
+    load: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -145,6 +165,9 @@ class Config:
     student: Any = None
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # `make demo`: overrides of the bi-encoder student it trains (configs/student/bi_encoder.yaml).
+    demo: dict[str, Any] = field(default_factory=lambda: {"bi_encoder": {}})
     seed: int = 0
 
 
@@ -158,6 +181,7 @@ def register() -> None:
     cs.store(group="features", name="features_schema", node=FeaturesConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="student", name="gbdt_schema", node=GBDTConfig)
+    cs.store(group="evaluate", name="evaluate_schema", node=EvaluateConfig)
 
 
 register()

@@ -1,18 +1,42 @@
 import json
+from pathlib import Path
 
 from distill.demo import run as run_demo
 from tests.test_teacher_train_import import TINY_TRAIN
 
+TINY_BI = [
+    "+demo.bi_encoder.negatives=3",
+    "+demo.bi_encoder.negative_margin=null",
+    "+demo.bi_encoder.samples_per_positive=2",
+    "+demo.bi_encoder.embedding_dim=32",
+    "+demo.bi_encoder.max_length=48",
+]
+
 
 def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     cfg = tiny_sample_cfg(
-        *TINY_TRAIN, "student.num_trees=10", "student.early_stopping=3", "student.min_data_in_leaf=5"
+        *TINY_TRAIN,
+        *TINY_BI,
+        "student.num_trees=10",
+        "student.early_stopping=3",
+        "student.min_data_in_leaf=5",
+        "evaluate.latency_queries=3",
+        "evaluate.load.duration_s=5",
     )
     metrics = run_demo(cfg)
-    saved = json.loads(open(f"{cfg.paths.workspace}/metrics.json").read())
-    assert set(saved["rankers"]) == {"bm25", "teacher", "lightgbm", "xgboost"}
+    ws = Path(cfg.paths.workspace)
+    saved = json.loads((ws / "metrics.json").read_text())
+    assert set(saved["rankers"]) == {"bm25", "teacher", "lightgbm", "xgboost", "bi_encoder_kl"}
     for name, m in saved["rankers"].items():
         assert 0 <= m["ndcg@10"] <= 1 and 0 <= m["map"] <= 1
+        if name != "bm25":
+            assert m["ms_per_query"] > 0
         if name != "teacher":  # None when the (untrained, tiny) teacher gives a query constant scores
             assert m["kendall_tau_vs_teacher"] is None or -1 <= m["kendall_tau_vs_teacher"] <= 1
     assert metrics["rankers"]["bm25"] == saved["rankers"]["bm25"]
+    policies = saved["cascade"]["policies"]
+    assert {p["policy"] for p in policies} == {"static", "dynamic"}
+    report = (ws / "report.md").read_text()
+    assert "## Cascade" in report and "| bi_encoder_kl |" in report
+    for png in ("pareto.png", "teacher_vs_student.png", "gain_hist.png"):
+        assert (ws / "plots" / png).stat().st_size > 1000

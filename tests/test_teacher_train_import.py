@@ -64,6 +64,37 @@ def test_teacher_train_config_errors():
         TeacherTrainConfig.from_cfg({"lr_rate": 1})
     with pytest.raises(ConfigError, match="teacher.train.loss='hinge'"):
         TeacherTrainConfig.from_cfg({"loss": "hinge"})
+    with pytest.raises(ConfigError, match="teacher.train.init='xavier': use match or random"):
+        TeacherTrainConfig.from_cfg({"init": "xavier"})
+
+
+def test_match_init_makes_query_tokens_attend_to_their_copies_in_the_document():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification  # type: ignore[attr-defined]
+
+    from distill.teacher.train import match_init
+
+    torch.manual_seed(0)
+    config = BertConfig(  # type: ignore[call-arg]
+        vocab_size=100,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=1,
+        attn_implementation="eager",
+    )
+    model = BertForSequenceClassification(config).eval()
+    match_init(model)
+    # [CLS] q10 q11 [SEP] d12 d10 d13 d10 [SEP]: query token 10 occurs twice in the document, 11 never.
+    ids = torch.tensor([[2, 10, 11, 3, 12, 10, 13, 10, 3]])
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        att = model(input_ids=ids, token_type_ids=types, output_attentions=True).attentions[0][0, 0]
+    assert att[1, [5, 7]].sum() > 0.5  # q10 -> its two copies in the document
+    assert att[2, 2] > 0.8  # q11 has no copy: it attends to itself
+    assert att[5, 7] > 0.25 and att[5, 1] > 0.25  # a document token finds its copies in both segments
 
 
 def test_import_flagembedding_sample(shared_data, tmp_path, make_cfg):

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from distill.errors import ConfigError, StageNotReadyError
+from distill.errors import ConfigError
 
 
 def run(cfg: DictConfig) -> Any:
@@ -16,5 +16,7 @@ def run(cfg: DictConfig) -> Any:
 
         return run_gbdt(cfg)
     if name == "bi_encoder":
-        raise StageNotReadyError("student=bi_encoder is not built yet")
-    raise ConfigError(f"student={name!r}: use lightgbm or xgboost")
+        from distill.students.bi_encoder import run as run_bi_encoder
+
+        return run_bi_encoder(cfg)
+    raise ConfigError(f"student={name!r}: use lightgbm, xgboost or bi_encoder")

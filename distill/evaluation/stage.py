@@ -1,0 +1,180 @@
+"""`make evaluate`: every ranker in the workspace on the test split, latency, significance, the cascade, report.
+
+Writes `metrics.json`:
+
+    {"split": "test",
+     "rankers": {"<name>": {"ndcg@10", "mrr@10", "recall@100", "map", "kendall_tau_vs_teacher",
+                            "ndcg@10_vs_teacher_grades", "ms_per_query", "p_vs_bm25", "p_vs_teacher"}},
+     "cascade": {"student", "costs", "best_under_budget", "policies": [...]}}
+
+and `report.md` with PNG plots beside it (`distill.evaluation.report`). Significance: two-sided paired t-test
+over per-query nDCG@10 (scipy `ttest_rel`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from scipy.stats import kendalltau, ttest_rel
+
+from distill.config import options_to, to_container
+from distill.data.prepare import load_dataset
+from distill.evaluation.cascade import Costs, Load, best_under, quality_table, sweep
+from distill.evaluation.metrics import evaluate, per_query
+from distill.evaluation.rankers import Ranker, find_rankers, median_ms
+from distill.objectives.adapters import teacher_grades
+from distill.objectives.groups import Groups
+from distill.tracking import start_run
+from distill.workspace import Workspace, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def kendall_per_query(cands: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean per-query Kendall tau between two score lists over the same rows (queries with ties only skipped)."""
+    taus = []
+    for idx in cands.groupby("qid", sort=False).indices.values():
+        x, y = a[idx], b[idx]
+        if len(idx) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            t = kendalltau(x, y)[0]
+            if np.isfinite(t):
+                taus.append(t)
+    return float(np.mean(taus)) if taus else None
+
+
+def teacher_qrels(cands: pd.DataFrame, teacher: np.ndarray, n_grades: int = 5) -> pd.DataFrame:
+    """Grades 0..n_grades-1 per query from the teacher's scores (quantiles within the query's candidates)."""
+    c = cands.assign(t=teacher).sort_values("qid", kind="stable")
+    sizes = c.groupby("qid", sort=False).size().to_numpy()
+    g = teacher_grades(c.t.to_numpy(), Groups.from_sizes(sizes), n_grades)
+    return pd.DataFrame({"qid": c.qid.to_numpy(), "docid": c.docid.to_numpy(), "relevance": g.astype(int)})
+
+
+def _p(a: pd.Series, b: pd.Series) -> float | None:
+    a, b = a.align(b, fill_value=0.0)
+    if len(a) < 2 or np.allclose(a, b):
+        return None
+    return float(ttest_rel(a, b).pvalue)
+
+
+def _retrieval_ms(cfg: DictConfig, ds, qids: list[str]) -> float:
+    from distill.retrieval.candidates import build_index
+
+    index = build_index(ds, cfg.retrieval)
+    texts = ds.queries.loc[qids, "text"].tolist()
+    times = []
+    for t in texts:
+        s = time.perf_counter()
+        index.search([t], cfg.retrieval.k)
+        times.append((time.perf_counter() - s) * 1000.0)
+    return float(np.median(times))
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from distill.config import EvaluateConfig
+    from distill.evaluation.report import write_report
+
+    ec = options_to(EvaluateConfig, to_container(cfg.evaluate), "evaluate")
+    ws = Workspace.from_cfg(cfg)
+    ds = load_dataset(cfg)
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    cands = cands[cands.split == ec.split].reset_index(drop=True)
+    qrels = ds.qrels[ec.split]
+    rankers = find_rankers(cfg, ds, ws, cands)
+    by_name = {r.name: r for r in rankers}
+    teacher = by_name.get("teacher")
+    rng = np.random.default_rng(cfg.seed)
+    qids = cands.qid.unique()
+    probe_q = rng.choice(qids, size=min(ec.latency_queries, len(qids)), replace=False)
+    groups = [
+        g.sort_values("rank").head(ec.latency_candidates)
+        for _, g in cands[cands.qid.isin(probe_q)].groupby("qid")
+    ]
+    tq = teacher_qrels(cands, teacher.scores) if teacher is not None else None
+    per_q: dict[str, pd.Series] = {}
+    out: dict[str, Any] = {"split": ec.split, "rankers": {}}
+    for r in rankers:
+        run_df = cands[["qid", "docid"]].assign(score=r.scores)
+        m: dict[str, Any] = {k: v for k, v in evaluate(qrels, run_df).items() if k != "queries"}
+        per_q[r.name] = per_query(qrels, run_df)["ndcg@10"]
+        if teacher is not None and r is not teacher:
+            m["kendall_tau_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores)
+            m["ndcg@10_vs_teacher_grades"] = evaluate(tq, run_df)["ndcg@10"]
+        m["ms_per_query"] = median_ms(r.probe, groups) if r.probe is not None else None
+        out["rankers"][r.name] = m
+    for name, m in out["rankers"].items():
+        m["p_vs_bm25"] = _p(per_q[name], per_q["bm25"]) if name != "bm25" else None
+        m["p_vs_teacher"] = (
+            _p(per_q[name], per_q["teacher"]) if teacher is not None and name != "teacher" else None
+        )
+    students = [r for r in rankers if r.kind == "student"]
+    cascade_tab = None
+    if teacher is not None and students:
+        student = by_name.get(ec.cascade_student) or max(
+            students, key=lambda r: out["rankers"][r.name]["ndcg@10"]
+        )
+        s_ms = out["rankers"][student.name]["ms_per_query"] or 0.0
+        t_ms = out["rankers"]["teacher"]["ms_per_query"]
+        if t_ms is None:
+            log.warning("no teacher latency (teacher model not loadable here): cascade simulation skipped")
+        else:
+            n_c = float(np.mean([len(g) for g in groups]))
+            costs = Costs(_retrieval_ms(cfg, ds, list(probe_q)), s_ms / n_c, t_ms / n_c)
+            qtab = quality_table(qrels, cands, student.scores, teacher.scores, ec.cascade_n, ec.cascade_k)
+            load = options_to(Load, ec.load, "evaluate.load")
+            cascade_tab, _ = sweep(qtab, costs, load, ec.sla_ms)
+            best = best_under(cascade_tab, ec.p99_budget_ms)
+            out["cascade"] = {
+                "student": student.name,
+                "costs": asdict(costs),
+                "load": asdict(load),
+                "p99_budget_ms": ec.p99_budget_ms,
+                "best_under_budget": best,
+                "policies": cascade_tab.to_dict("records"),
+            }
+    write_json_atomic(out, ws.metrics)
+    report = write_report(ws, out, cands, rankers, per_q, cascade_tab)
+    with start_run(cfg, stage="evaluate") as tracker:
+        tracker.summary(
+            {
+                f"{ec.split}/{name}/{k}": v
+                for name, m in out["rankers"].items()
+                for k, v in m.items()
+                if isinstance(v, (int, float))
+            }
+        )
+        tracker.artifact(ws.metrics, type="metrics")
+        tracker.artifact(report.parent / "plots", type="report", name="report-plots")
+        tracker.artifact(report, type="report")
+    print(f"{table(out)}\n-> {ws.metrics}, {report}")
+    return out
+
+
+COLS = ["ndcg@10", "mrr@10", "recall@100", "map", "kendall_tau_vs_teacher", "ms_per_query", "p_vs_bm25"]
+
+
+def table(metrics: dict[str, Any], fmt: str = "text") -> str:
+    """The rankers' metrics as an aligned text table or a Markdown table."""
+    rows = []
+    for name, m in metrics["rankers"].items():
+        cells = []
+        for c in COLS:
+            v = m.get(c)
+            cells.append("-" if v is None else (f"{v:.2g}" if c.startswith("p_") else f"{v:.4f}"))
+        rows.append([name, *cells])
+    if fmt == "md":
+        head = "| ranker | " + " | ".join(COLS) + " |\n|" + "---|" * (len(COLS) + 1)
+        return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    w = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'ranker':<{w}}" + "".join(f"{c:>24}" for c in COLS)]
+    lines += [f"{r[0]:<{w}}" + "".join(f"{x:>24}" for x in r[1:]) for r in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["run", "table", "Ranker"]

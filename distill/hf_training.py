@@ -1,0 +1,33 @@
+"""Helpers shared by the Hugging Face trainers (teacher and bi-encoder): tracking target and a time limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def report_to(cfg: Any) -> str:
+    """The trainer's `report_to`: wandb unless tracking is off (`logger=none` or `logger.mode=disabled`)."""
+    return "wandb" if cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled" else "none"
+
+
+def time_limit_callback(seconds: float | None, key: str) -> Any:
+    """A transformers callback that stops training once `seconds` have passed since training began."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        start = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if seconds is not None and time.perf_counter() - self.start > seconds:
+                log.warning("%s=%s reached at step %d: stopping", key, seconds, state.global_step)
+                control.should_training_stop = True
+            return control
+
+    return TimeLimit()

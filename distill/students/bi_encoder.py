@@ -1,0 +1,370 @@
+"""Bi-encoder student: a sentence-transformers model distilled from the teacher's soft labels.
+
+`make train-student ARGS="student=bi_encoder student.loss=margin_mse"` (or `kl`) trains a `SentenceTransformer`
+with `SentenceTransformerTrainer` and sentence-transformers' own losses:
+
+- `margin_mse`: `MarginMSELoss` (Hofstätter et al., 2020, "Improving Efficient Neural Ranking Models with
+  Cross-Architecture Knowledge Distillation"): the student's score margin between the positive and each negative
+  regresses onto the teacher's margin.
+- `kl`: `DistillKLDivLoss` (KL divergence between the teacher's and the student's softmax over the positive and
+  the n negatives; temperature `student.temperature`), as in listwise distillation (e.g. RocketQAv2, Ren et al.,
+  2021).
+
+Each training example is a train query, one positive and `student.negatives` hard negatives with the teacher's
+scores as labels (`build_examples`). The model lands in `models/bi_encoder/<loss>/` as a normal
+sentence-transformers folder, so a multirun over losses keeps both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from distill.config import options_to, to_container
+from distill.data.beir import Dataset
+from distill.data.prepare import load_dataset
+from distill.errors import ConfigError, DataError
+from distill.evaluation.metrics import evaluate
+from distill.hf_training import report_to, time_limit_callback
+from distill.teacher.soft_labels import read_soft_labels
+from distill.tracking import start_run
+from distill.workspace import Workspace, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("margin_mse", "kl")
+
+
+@dataclass
+class BiEncoderConfig:
+    name: str = "bi_encoder"
+    loss: str = "kl"
+    # teacher: the workspace teacher's tokenizer and encoder weights (documented in the README); scratch: a
+    # fresh small BERT with the teacher's tokenizer; static: a StaticEmbedding model (mean of learned token
+    # embeddings, no transformer; the teacher's tokenizer, initialised from the teacher's word embeddings, or
+    # random and `embedding_dim` wide when that is set); or any sentence-transformers / Hugging Face id or folder.
+    base_model: str = "static"
+    embedding_dim: int | None = 256
+    # Positives: "qrels" (judged relevant train documents that the teacher scored) or "teacher" (its top-1).
+    positives: str = "qrels"
+    negatives: int = 8
+    # Hard negatives come from the teacher-scored candidates ranked within the top `negative_depth` by the
+    # teacher, skipping any the teacher scores above (positive score - negative_margin): likely false negatives.
+    negative_depth: int = 60
+    negative_margin: float | None = 0.2  # None: no denoising
+    # Examples per positive, each with a fresh sample of negatives (more variety than more epochs).
+    samples_per_positive: int = 12
+    temperature: float = 0.5
+    similarity: str = "dot"
+    pooling: str = "mean"
+    batch_size: int = 64
+    epochs: float = 1.0
+    lr: float = 5e-2
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    max_seconds: float | None = 280.0
+    # Dense retrieval over the whole corpus: how many documents to keep per query.
+    retrieve_k: int = 100
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> BiEncoderConfig:
+        bc = options_to(cls, to_container(node), "student (bi_encoder)")
+        checks = {
+            "loss": (bc.loss, LOSSES),
+            "positives": (bc.positives, ("qrels", "teacher")),
+            "similarity": (bc.similarity, ("dot", "cos")),
+            "pooling": (bc.pooling, ("mean", "cls", "max")),
+        }
+        for key, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"student.{key}={value!r}: use one of {allowed}")
+        if bc.negatives < 1:
+            raise ConfigError(f"student.negatives={bc.negatives}: needs at least 1 negative per example")
+        return bc
+
+
+def build_examples(
+    soft: pd.DataFrame, qrels: pd.DataFrame, queries: pd.DataFrame, bc: BiEncoderConfig
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Training examples from teacher-scored candidates: one row per (query, positive).
+
+    Returns (examples with columns qid, pos, negs (list), scores (list: the positive's teacher score, then the
+    negatives'), counts of queries skipped by reason). Negatives are drawn (seeded) from the query's candidates
+    ranked within the top `negative_depth` by the teacher, excluding judged-relevant documents and those the
+    teacher scores above `positive score - negative_margin`; a positive with fewer than `negatives` such
+    negatives is skipped (counted, never silent).
+    """
+    unknown = sorted(set(soft.qid) - set(queries.index))
+    if unknown:
+        raise DataError(
+            f"soft labels: {len(unknown)} qid(s) not among the dataset's queries (first: {unknown[:3]}); "
+            f"were they scored on another dataset? Re-run `make teacher-score` with this data="
+        )
+    rng = np.random.default_rng(bc.seed)
+    rel = qrels[qrels.relevance > 0]
+    relevant = {q: set(g.docid) for q, g in rel.groupby("qid")}
+    skipped = {"no_positive": 0, "too_few_negatives": 0}
+    rows = []
+    for qid, g in soft.groupby("qid", sort=True):
+        g = g.sort_values("score", ascending=False, kind="stable")
+        rel_q = relevant.get(qid, set())
+        pos = g[g.docid.isin(rel_q)] if bc.positives == "qrels" else g.head(1)
+        if pos.empty:
+            skipped["no_positive"] += 1
+            continue
+        pool = g.head(bc.negative_depth)
+        pool = pool[~pool.docid.isin(rel_q | set(pos.docid))]
+        for p_doc, p_score in zip(pos.docid, pos.score, strict=True):
+            ok = pool if bc.negative_margin is None else pool[pool.score < p_score - bc.negative_margin]
+            if len(ok) < bc.negatives:
+                skipped["too_few_negatives"] += 1
+                continue
+            for _ in range(bc.samples_per_positive):
+                pick = np.sort(rng.choice(len(ok), size=bc.negatives, replace=False))
+                negs = ok.iloc[pick]
+                rows.append(
+                    {
+                        "qid": qid,
+                        "pos": p_doc,
+                        "negs": list(negs.docid),
+                        "scores": [float(p_score), *map(float, negs.score)],
+                    }
+                )
+    return pd.DataFrame(rows, columns=["qid", "pos", "negs", "scores"]), skipped
+
+
+def _hf_dataset(ds: Dataset, ex: pd.DataFrame, n_neg: int) -> Any:
+    from datasets import Dataset as HFDataset
+
+    cols: dict[str, list] = {
+        "query": ds.queries.loc[ex.qid, "text"].tolist(),
+        "positive": ds.doc_texts(list(ex.pos)),
+    }
+    for i in range(n_neg):
+        cols[f"negative_{i + 1}"] = ds.doc_texts([n[i] for n in ex.negs])
+    cols["label"] = [list(s) for s in ex.scores]
+    return HFDataset.from_dict(cols)
+
+
+def build_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
+    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
+
+    base = bc.base_model
+    if base == "static":
+        from transformers import AutoTokenizer
+
+        teacher = ws.require(ws.model("teacher"), "train-teacher")
+        tok = AutoTokenizer.from_pretrained(teacher)
+        torch.manual_seed(bc.seed)
+        if bc.embedding_dim:
+            emb = models.StaticEmbedding(tok, embedding_dim=bc.embedding_dim)
+        else:  # start from the teacher's word embeddings
+            from transformers import AutoModel
+
+            weights = AutoModel.from_pretrained(teacher).get_input_embeddings().weight.detach().clone()
+            emb = models.StaticEmbedding(tok, embedding_weights=weights)
+        return SentenceTransformer(modules=[emb], device=_device())
+    if base in ("teacher", "scratch"):
+        teacher = ws.require(ws.model("teacher"), "train-teacher")
+        word = models.Transformer(str(teacher), max_seq_length=bc.max_length)
+        if base == "scratch":
+            from transformers import AutoConfig, AutoModel
+
+            torch.manual_seed(bc.seed)
+            word.auto_model = AutoModel.from_config(AutoConfig.from_pretrained(teacher))
+        pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode=bc.pooling)
+        return SentenceTransformer(modules=[word, pool], device=_device())
+    model = SentenceTransformer(base, device=_device())
+    model.max_seq_length = bc.max_length
+    return model
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _similarity(bc: BiEncoderConfig):
+    from sentence_transformers import util
+
+    return util.pairwise_dot_score if bc.similarity == "dot" else util.pairwise_cos_sim
+
+
+def _loss(bc: BiEncoderConfig, model: Any) -> Any:
+    from sentence_transformers import losses  # type: ignore[attr-defined]
+
+    if bc.loss == "margin_mse":
+        return losses.MarginMSELoss(model, similarity_fct=_similarity(bc))
+    return losses.DistillKLDivLoss(model, similarity_fct=_similarity(bc), temperature=bc.temperature)
+
+
+@torch.no_grad()
+def held_out_loss(model: Any, loss: Any, rows: Any) -> float:
+    """The distillation loss on a fixed set of examples (the first 64): compared before and after training."""
+    cols = [c for c in rows.column_names if c != "label"]
+    feats = [
+        {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in model.tokenize(rows[c]).items()}
+        for c in cols
+    ]
+    was_training = model.training
+    model.eval()
+    value = float(loss(feats, torch.tensor(rows["label"], device=model.device)))
+    model.train(was_training)
+    return value
+
+
+def encode(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    return np.asarray(
+        model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), np.float32
+    )
+
+
+def score_candidates(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
+    """The bi-encoder's score for every (qid, docid) row of `cands` (each text encoded once)."""
+    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
+    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
+    q = encode(model, ds.queries.loc[qids, "text"].tolist())
+    d = encode(model, ds.doc_texts(list(dids)))
+    if similarity == "cos":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-12)
+    return np.einsum("ij,ij->i", q[q_idx], d[d_idx])
+
+
+def dense_retrieve(
+    model: Any, ds: Dataset, qids: list[str], k: int, similarity: str = "dot", batch: int = 256
+) -> pd.DataFrame:
+    """Exact top-k search over the whole corpus: faiss (IndexFlatIP) when installed, else numpy."""
+    doc_ids = list(ds.corpus.index)
+    d = encode(model, ds.doc_texts(doc_ids))
+    q = encode(model, ds.queries.loc[qids, "text"].tolist())
+    if similarity == "cos":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-12)
+    k = min(k, len(doc_ids))
+    try:
+        import faiss  # type: ignore[import-not-found]
+
+        index = faiss.IndexFlatIP(d.shape[1])
+        index.add(d)
+        scores, idx = index.search(q, k)
+    except ImportError:
+        scores = np.empty((len(qids), k), np.float32)
+        idx = np.empty((len(qids), k), np.int64)
+        for s in range(0, len(qids), batch):
+            sim = q[s : s + batch] @ d.T
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            part = np.take_along_axis(sim, top, axis=1)
+            order = np.argsort(-part, axis=1, kind="stable")
+            idx[s : s + batch] = np.take_along_axis(top, order, axis=1)
+            scores[s : s + batch] = np.take_along_axis(part, order, axis=1)
+    return pd.DataFrame(
+        {
+            "qid": np.repeat(qids, k),
+            "docid": np.asarray(doc_ids, dtype=object)[idx.ravel()],
+            "score": scores.ravel(),
+        }
+    )
+
+
+def evaluate_bi_encoder(
+    model: Any, ds: Dataset, ws: Workspace, bc: BiEncoderConfig, split: str = "test"
+) -> dict:
+    """nDCG@10 etc. as a reranker of BM25's candidates and as a dense retriever over the corpus."""
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    cands = cands[cands.split == split]
+    qrels = ds.qrels[split]
+    rerank = cands[["qid", "docid"]].assign(score=score_candidates(model, ds, cands, bc.similarity))
+    qids = sorted(set(qrels.qid) & set(ds.queries.index))
+    dense = dense_retrieve(model, ds, qids, bc.retrieve_k, bc.similarity)
+    out = {"rerank": evaluate(qrels, rerank), "dense": evaluate(qrels, dense)}
+    return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    bc = BiEncoderConfig.from_cfg(cfg.student)
+    ws = Workspace.from_cfg(cfg)
+    ds = load_dataset(cfg)
+    torch.manual_seed(bc.seed)
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "split"])
+    train_qids = set(cands.qid[cands.split == "train"])
+    ex, skipped = build_examples(soft[soft.qid.isin(train_qids)], ds.qrels["train"], ds.queries, bc)
+    if ex.empty:
+        raise DataError(
+            f"no training example: {skipped} (queries skipped by reason); lower student.negatives or "
+            f"student.negative_margin, or raise student.negative_depth"
+        )
+    if any(skipped.values()):
+        log.warning("bi-encoder examples: skipped %s", skipped)
+    out = ws.model("bi_encoder") / bc.loss
+    t0 = time.perf_counter()
+    model = build_model(bc, ws)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ws.root / "runs" / f"bi_encoder_{bc.loss}"),
+        num_train_epochs=bc.epochs,
+        per_device_train_batch_size=bc.batch_size,
+        learning_rate=bc.lr,
+        warmup_steps=bc.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=bc.seed,
+        data_seed=bc.seed,
+        save_strategy="no",
+        logging_steps=20,
+        report_to=report_to(cfg),
+        disable_tqdm=True,
+        run_name=f"{cfg.data.name}-bi_encoder-{bc.loss}",
+        dataloader_num_workers=0,
+    )
+    with start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}") as tracker:
+        train_ds = _hf_dataset(ds, ex, bc.negatives)
+        loss = _loss(bc, model)
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            loss=loss,
+            callbacks=[time_limit_callback(bc.max_seconds, "student.max_seconds")],
+        )
+        probe = train_ds.select(range(min(64, len(train_ds))))
+        loss_before = held_out_loss(model, loss, probe)
+        result = trainer.train()
+        seconds = time.perf_counter() - t0
+        loss_after = held_out_loss(model, loss, probe)
+        model.save(str(out))
+        metrics = evaluate_bi_encoder(model, ds, ws, bc)
+        info = {
+            "loss": bc.loss,
+            "base_model": bc.base_model,
+            "examples": len(ex),
+            "skipped": skipped,
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "probe_loss_before": loss_before,
+            "probe_loss_after": loss_after,
+            "train_seconds": round(seconds, 1),
+            "similarity": bc.similarity,
+            "test": metrics,
+        }
+        write_json_atomic(info, out / "distill_train.json")
+        tracker.summary(
+            {f"test/{mode}/{k}": v for mode, m in metrics.items() for k, v in m.items()}
+            | {"train/seconds": seconds, "train/loss": result.training_loss}
+        )
+        tracker.artifact(out, type="model", name=f"bi_encoder-{bc.loss}")
+    r, d = metrics["rerank"], metrics["dense"]
+    print(
+        f"train-student bi_encoder ({bc.loss}): {len(ex)} examples, {result.global_step} steps in {seconds:.0f}s; "
+        f"test nDCG@10 reranking BM25 {r['ndcg@10']:.4f}, dense retrieval {d['ndcg@10']:.4f} "
+        f"(R@100 {d['recall@100']:.4f}) -> {out}"
+    )
+    return info

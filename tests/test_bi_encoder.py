@@ -1,0 +1,111 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.errors import ConfigError, DataError
+from distill.retrieval.candidates import run as run_candidates
+from distill.students.bi_encoder import BiEncoderConfig, build_examples
+from distill.students.stage import run as run_student
+from distill.teacher.scoring import run as run_score
+from distill.teacher.train import run as run_train
+
+QUERIES = pd.DataFrame({"text": ["q one", "q two"]}, index=pd.Index(["q1", "q2"], name="_id"))
+# q1: d1 judged relevant (teacher 3.0); d5 unjudged but scored 2.9, within the margin: a probable false negative.
+SOFT = pd.DataFrame(
+    {
+        "qid": ["q1"] * 6 + ["q2"] * 3,
+        "docid": ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"],
+        "score": [3.0, 1.0, 0.5, -1.0, 2.9, -2.0, 1.0, 0.0, -1.0],
+    }
+)
+QRELS = pd.DataFrame({"qid": ["q1", "q1"], "docid": ["d1", "d6"], "relevance": [2, 0]})
+
+
+def test_examples_hand_computed():
+    bc = BiEncoderConfig(negatives=3, negative_depth=10, negative_margin=0.5, samples_per_positive=1)
+    ex, skipped = build_examples(SOFT, QRELS, QUERIES, bc)
+    # one example: d1 as positive; negatives d2, d3, d4 (d5 too close to the positive; d6 is judged, but
+    # relevance 0 is not relevant, so it can be a negative: 4 candidates for 3 slots)
+    assert len(ex) == 1 and ex.pos[0] == "d1"
+    assert set(ex.negs[0]) <= {"d2", "d3", "d4", "d6"} and "d5" not in ex.negs[0]
+    scores = dict(zip(SOFT.docid, SOFT.score, strict=True))
+    assert ex.scores[0] == [3.0] + [scores[d] for d in ex.negs[0]]
+    assert skipped == {"no_positive": 1, "too_few_negatives": 0}  # q2 has no judged positive
+
+
+def test_examples_teacher_positives_depth_and_resampling():
+    bc = BiEncoderConfig(
+        positives="teacher", negatives=1, negative_depth=3, negative_margin=0.0, samples_per_positive=4
+    )
+    ex, skipped = build_examples(SOFT, QRELS, QUERIES, bc)
+    # q1: top is d1 (3.0), depth 3 -> d5, d2; q2: top d7, negatives from d8, d9
+    assert ex.groupby("qid").pos.first().to_dict() == {"q1": "d1", "q2": "d7"}
+    assert len(ex) == 8 and skipped == {"no_positive": 0, "too_few_negatives": 0}
+    assert set(ex[ex.qid == "q1"].negs.sum()) <= {"d5", "d2"}
+    assert all(s[0] > s[1] for s in ex.scores)
+    bc.negatives = 5
+    ex, skipped = build_examples(SOFT, QRELS, QUERIES, bc)
+    assert ex.empty and skipped["too_few_negatives"] == 2
+
+
+def test_bad_input():
+    with pytest.raises(DataError, match=r"1 qid\(s\) not among the dataset's queries \(first: \['q9'\]\)"):
+        build_examples(
+            pd.concat([SOFT, pd.DataFrame({"qid": ["q9"], "docid": ["d1"], "score": [0.0]})]),
+            QRELS,
+            QUERIES,
+            BiEncoderConfig(),
+        )
+    with pytest.raises(ConfigError, match="student.loss='mse'"):
+        BiEncoderConfig.from_cfg({"loss": "mse"})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['negativs'\]"):
+        BiEncoderConfig.from_cfg({"negativs": 3})
+
+
+TINY_TEACHER = [
+    "teacher.train.vocab_size=300",
+    "teacher.train.hidden_size=32",
+    "teacher.train.num_layers=1",
+    "teacher.train.intermediate_size=64",
+    "teacher.train.epochs=1",
+    "teacher.train.max_length=48",
+    "teacher.train.negatives=3",
+    "teacher.max_length=48",
+    "retrieval.k=20",
+]
+
+
+@pytest.mark.parametrize("loss,base", [("kl", "static"), ("margin_mse", "static"), ("margin_mse", "teacher")])
+def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg, loss, base):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = tiny_sample_cfg(*TINY_TEACHER)
+    run_candidates(cfg)
+    run_train(cfg)
+    run_score(cfg)
+    cfg = tiny_sample_cfg(
+        *TINY_TEACHER,
+        "student=bi_encoder",
+        f"student.loss={loss}",
+        f"student.base_model={base}",
+        "student.negatives=3",
+        "student.negative_margin=null",  # the tiny teacher barely ranks: keep every negative
+        "student.samples_per_positive=3",
+        "student.embedding_dim=32",
+        "student.max_length=48",
+        "student.lr=" + ("5e-2" if base == "static" else "1e-3"),
+        "student.batch_size=16",
+        "student.epochs=2",
+    )
+    info = run_student(cfg)
+    assert info["probe_loss_after"] < info["probe_loss_before"]
+    out = Path(cfg.paths.workspace) / "models" / "bi_encoder" / loss
+    assert json.loads((out / "distill_train.json").read_text())["steps"] == info["steps"] > 0
+    model = SentenceTransformer(str(out), device="cpu")  # a normal sentence-transformers folder
+    emb = model.encode(["a query", "a document"])
+    assert emb.shape[0] == 2 and np.isfinite(emb).all()
+    for mode in ("rerank", "dense"):
+        assert 0 <= info["test"][mode]["ndcg@10"] <= 1
