@@ -109,3 +109,27 @@ def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg
     assert emb.shape[0] == 2 and np.isfinite(emb).all()
     for mode in ("rerank", "dense"):
         assert 0 <= info["test"][mode]["ndcg@10"] <= 1
+
+
+def test_same_seed_same_bi_encoder(tiny_sample_cfg):
+    from sentence_transformers import SentenceTransformer
+
+    cfg = tiny_sample_cfg(*TINY_TEACHER)
+    run_candidates(cfg)
+    run_train(cfg)
+    run_score(cfg)
+    cfg = tiny_sample_cfg(
+        *TINY_TEACHER,
+        "student=bi_encoder",
+        "student.negatives=3",
+        "student.negative_margin=null",
+        "student.samples_per_positive=2",
+        "student.embedding_dim=16",
+        "student.batch_size=16",
+    )
+    out = Path(cfg.paths.workspace) / "models" / "bi_encoder" / "kl"
+    texts = ["a query", "another document text"]
+    first = [run_student(cfg)["probe_loss_after"], SentenceTransformer(str(out), device="cpu").encode(texts)]
+    second = [run_student(cfg)["probe_loss_after"], SentenceTransformer(str(out), device="cpu").encode(texts)]
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])

@@ -115,9 +115,10 @@ def test_train_student_writes_native_model(gbdt_ws, student, objective):
     assert pd.read_csv(f"{out}/importance.csv").feature.tolist()[0] in names
 
 
-def test_same_seed_same_model(gbdt_ws):
-    cfg = gbdt_ws("student=lightgbm")
-    out = f"{cfg.paths.workspace}/models/lightgbm/model.txt"
+@pytest.mark.parametrize("student,file", [("lightgbm", "model.txt"), ("xgboost", "model.json")])
+def test_same_seed_same_model(gbdt_ws, student, file):
+    cfg = gbdt_ws(f"student={student}", "student.objective=ranknet_kd")
+    out = f"{cfg.paths.workspace}/models/{student}/{file}"
     train_gbdt(cfg)
     first = open(out).read().split("feature_importances")[0]
     train_gbdt(cfg)

@@ -54,14 +54,14 @@ class BiEncoderConfig:
     embedding_dim: int | None = 256
     # Positives: "qrels" (judged relevant train documents that the teacher scored) or "teacher" (its top-1).
     positives: str = "qrels"
-    negatives: int = 8
+    negatives: int = 16
     # Hard negatives come from the teacher-scored candidates ranked within the top `negative_depth` by the
     # teacher, skipping any the teacher scores above (positive score - negative_margin): likely false negatives.
     negative_depth: int = 60
-    negative_margin: float | None = 0.2  # None: no denoising
+    negative_margin: float | None = None  # None: no denoising
     # Examples per positive, each with a fresh sample of negatives (more variety than more epochs).
-    samples_per_positive: int = 12
-    temperature: float = 0.5
+    samples_per_positive: int = 6
+    temperature: float = 1.0
     similarity: str = "dot"
     pooling: str = "mean"
     batch_size: int = 64

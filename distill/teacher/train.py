@@ -290,6 +290,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         write_json_atomic(info, out / "distill_train.json")
         tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
+        tracker.artifact(out, type="model", name="teacher")
     print(
         f"train-teacher: {info['steps']} steps on {len(lists)} lists in {seconds:.0f}s "
         f"(loss {result.training_loss:.4f}) -> {out}"
