@@ -112,3 +112,14 @@ def test_auto_dtype_is_fp32_on_cpu_and_fp16_on_gpu():
 
     assert resolve_dtype("auto", torch.device("cpu")) == "fp32"
     assert resolve_dtype("auto", torch.device("cuda")) == "fp16"
+
+
+def test_scores_do_not_depend_on_batch_size_or_input_order(tiny_model_dir):
+    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    base = ScoringEngine(ce, batch_tokens=4096).score(Q, D)
+    perm = np.random.default_rng(0).permutation(len(Q))
+    for budget, chunk in [(64, 4), (300, 8), (100_000, 1000)]:
+        got = ScoringEngine(ce, batch_tokens=budget, chunk_pairs=chunk).score(
+            [Q[i] for i in perm], [D[i] for i in perm]
+        )
+        np.testing.assert_allclose(got, base[perm], atol=1e-5)
