@@ -78,14 +78,19 @@ TINY_TEACHER = [
 ]
 
 
-@pytest.mark.parametrize("loss,base", [("kl", "static"), ("margin_mse", "static"), ("margin_mse", "teacher")])
-def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg, loss, base):
-    from sentence_transformers import SentenceTransformer
-
+def scored_by_tiny_teacher(tiny_sample_cfg) -> None:
+    """Candidates, a tiny teacher trained on them, and its soft labels, in the tiny sample's workspace."""
     cfg = tiny_sample_cfg(*TINY_TEACHER)
     run_candidates(cfg)
     run_train(cfg)
     run_score(cfg)
+
+
+@pytest.mark.parametrize("loss,base", [("kl", "static"), ("margin_mse", "static"), ("margin_mse", "teacher")])
+def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg, loss, base):
+    from sentence_transformers import SentenceTransformer
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
     cfg = tiny_sample_cfg(
         *TINY_TEACHER,
         "student=bi_encoder",
@@ -114,10 +119,7 @@ def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg
 def test_same_seed_same_bi_encoder(tiny_sample_cfg):
     from sentence_transformers import SentenceTransformer
 
-    cfg = tiny_sample_cfg(*TINY_TEACHER)
-    run_candidates(cfg)
-    run_train(cfg)
-    run_score(cfg)
+    scored_by_tiny_teacher(tiny_sample_cfg)
     cfg = tiny_sample_cfg(
         *TINY_TEACHER,
         "student=bi_encoder",

@@ -93,26 +93,19 @@ def raise_missing(n: int) -> None:
 def _bi_encoder(model_dir: Path, ds: Dataset, cands: pd.DataFrame) -> Ranker:
     from sentence_transformers import SentenceTransformer
 
-    from distill.students.bi_encoder import encode
+    from distill.students.bi_encoder import embed_candidates, encode
 
     info = json.loads((model_dir / "distill_train.json").read_text())
     model = SentenceTransformer(str(model_dir), device="cpu")
-    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
-    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
-    d = encode(model, ds.doc_texts(list(dids)))
-    q = encode(model, ds.queries.loc[qids, "text"].tolist())
-    if info.get("similarity") == "cos":
-        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-12)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
-    scores = np.einsum("ij,ij->i", q[q_idx], d[d_idx]).astype(np.float64)
+    d, dids, scores = embed_candidates(model, ds, cands, info.get("similarity", "dot"))
     doc_row = pd.Series(np.arange(len(dids)), index=dids)
     qtext = ds.queries["text"]
 
     def probe(rows: pd.DataFrame) -> object:
-        qe = model.encode([qtext[rows.qid.iloc[0]]], convert_to_numpy=True, show_progress_bar=False)
+        qe = encode(model, [qtext[rows.qid.iloc[0]]], info.get("similarity") == "cos")
         return d[doc_row.loc[rows.docid].to_numpy()] @ qe[0]
 
-    return Ranker(f"bi_encoder_{model_dir.name}", "student", scores, probe)
+    return Ranker(f"bi_encoder_{model_dir.name}", "student", scores.astype(np.float64), probe)
 
 
 def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:

@@ -32,7 +32,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError
 from distill.evaluation.metrics import evaluate
-from distill.hf_training import report_to, time_limit_callback
+from distill.hf_training import time_limit_callback, training_args
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
@@ -220,22 +220,36 @@ def held_out_loss(model: Any, loss: Any, rows: Any) -> float:
     return value
 
 
-def encode(model: Any, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def encode(model: Any, texts: list[str], normalize: bool = False, batch_size: int = 256) -> np.ndarray:
+    """Embeddings as float32; `normalize` makes them unit length (cosine similarity as a dot product)."""
     return np.asarray(
-        model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False), np.float32
+        model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=normalize,
+            show_progress_bar=False,
+        ),
+        np.float32,
     )
+
+
+def embed_candidates(
+    model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each distinct query and document of `cands` encoded once. Returns (embeddings of the distinct documents,
+    their docids, the score of every row of `cands`)."""
+    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
+    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
+    norm = similarity == "cos"
+    q = encode(model, ds.queries.loc[qids, "text"].tolist(), norm)
+    d = encode(model, ds.doc_texts(list(dids)), norm)
+    return d, dids, np.einsum("ij,ij->i", q[q_idx], d[d_idx])
 
 
 def score_candidates(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
     """The bi-encoder's score for every (qid, docid) row of `cands` (each text encoded once)."""
-    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
-    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
-    q = encode(model, ds.queries.loc[qids, "text"].tolist())
-    d = encode(model, ds.doc_texts(list(dids)))
-    if similarity == "cos":
-        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
-        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-12)
-    return np.einsum("ij,ij->i", q[q_idx], d[d_idx])
+    return embed_candidates(model, ds, cands, similarity)[-1]
 
 
 def dense_retrieve(
@@ -243,11 +257,8 @@ def dense_retrieve(
 ) -> pd.DataFrame:
     """Exact top-k search over the whole corpus: faiss (IndexFlatIP) when installed, else numpy."""
     doc_ids = list(ds.corpus.index)
-    d = encode(model, ds.doc_texts(doc_ids))
-    q = encode(model, ds.queries.loc[qids, "text"].tolist())
-    if similarity == "cos":
-        q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
-        d = d / np.linalg.norm(d, axis=1, keepdims=True).clip(1e-12)
+    d = encode(model, ds.doc_texts(doc_ids), similarity == "cos")
+    q = encode(model, ds.queries.loc[qids, "text"].tolist(), similarity == "cos")
     k = min(k, len(doc_ids))
     try:
         import faiss  # type: ignore[import-not-found]
@@ -309,21 +320,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = ws.model("bi_encoder") / bc.loss
     t0 = time.perf_counter()
     model = build_model(bc, ws)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(ws.root / "runs" / f"bi_encoder_{bc.loss}"),
-        num_train_epochs=bc.epochs,
-        per_device_train_batch_size=bc.batch_size,
-        learning_rate=bc.lr,
-        warmup_steps=bc.warmup_ratio,
-        lr_scheduler_type="linear",
+    args = training_args(
+        SentenceTransformerTrainingArguments,
+        cfg,
+        f"bi_encoder-{bc.loss}",
+        epochs=bc.epochs,
+        batch_size=bc.batch_size,
+        lr=bc.lr,
+        warmup_ratio=bc.warmup_ratio,
         seed=bc.seed,
-        data_seed=bc.seed,
-        save_strategy="no",
-        logging_steps=20,
-        report_to=report_to(cfg),
-        disable_tqdm=True,
-        run_name=f"{cfg.data.name}-bi_encoder-{bc.loss}",
-        dataloader_num_workers=0,
+        workspace=ws,
     )
     with start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}") as tracker:
         train_ds = _hf_dataset(ds, ex, bc.negatives)

@@ -30,7 +30,7 @@ from distill.config import options_to, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
-from distill.hf_training import report_to, time_limit_callback
+from distill.hf_training import time_limit_callback, training_args
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
 
@@ -253,21 +253,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         activation_fn=torch.nn.Identity(),
         device="cpu" if not torch.cuda.is_available() else None,
     )
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(ws.root / "runs" / "teacher_trainer"),
-        num_train_epochs=tc.epochs,
-        per_device_train_batch_size=tc.batch_size if tc.loss != "bce" else tc.batch_size * (tc.negatives + 1),
-        learning_rate=tc.lr,
-        warmup_steps=tc.warmup_ratio,
-        lr_scheduler_type="linear",
+    args = training_args(
+        CrossEncoderTrainingArguments,
+        cfg,
+        "train-teacher",
+        epochs=tc.epochs,
+        batch_size=tc.batch_size if tc.loss != "bce" else tc.batch_size * (tc.negatives + 1),
+        lr=tc.lr,
+        warmup_ratio=tc.warmup_ratio,
         seed=tc.seed,
-        data_seed=tc.seed,
-        save_strategy="no",
-        logging_steps=20,
-        report_to=report_to(cfg),
-        disable_tqdm=True,
-        run_name=f"{cfg.data.name}-train-teacher",
-        dataloader_num_workers=0,
+        workspace=ws,
     )
     with start_run(cfg, stage="train-teacher") as tracker:
         trainer = CrossEncoderTrainer(
