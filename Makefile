@@ -7,12 +7,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.distill-setup
 ARGS ?=
+# Several processes (GPUs or CPU processes) for teacher-score / train-teacher / train-student=bi_encoder:
+#   make teacher-score LAUNCH="--multi_gpu --num_processes 8"   (accelerate launch options)
+LAUNCH ?=
+RUN = $(if $(strip $(LAUNCH)),$(VENV)/bin/accelerate launch $(LAUNCH),$(PY))
 # pytest options for the test targets, e.g. PYTEST_ARGS="-x -k bm25"
 PYTEST_ARGS ?=
 
 # A stage whose script is not written yet fails with one line instead of a Python error.
 define stage
-	@if [ -f scripts/$(1).py ]; then $(PY) scripts/$(1).py $(ARGS); \
+	@if [ -f scripts/$(1).py ]; then $(RUN) scripts/$(1).py $(ARGS); \
 	else echo "make $@: this stage is not built yet (scripts/$(1).py is missing)" >&2; exit 2; fi
 endef
 

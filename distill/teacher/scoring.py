@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from distill.config import config_hash
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
+from distill.distributed import process_ranks
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.faults import checkpoint
 from distill.teacher.engine import ScoringEngine
@@ -38,6 +39,7 @@ from distill.teacher.soft_labels import (
     part_identity,
     part_name,
     read_manifest,
+    update_manifest,
     write_manifest,
     write_part,
 )
@@ -215,7 +217,8 @@ def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[s
 
 def shard_is_done(root: Path, manifest: dict[str, Any], i: int, shard: pd.DataFrame, identity: dict) -> bool:
     """A shard counts as done when its part matches the manifest checksum, or (not yet listed) when the part
-    on disk holds exactly this shard's pairs, with this run's identity and finite scores."""
+    on disk holds exactly this shard's pairs, with this run's identity and finite scores; such a part is then
+    recorded in the manifest."""
     f = root / part_name(i)
     entry = manifest["shards"].get(f"{i:05d}")
     if not f.is_file():
@@ -239,38 +242,74 @@ def shard_is_done(root: Path, manifest: dict[str, Any], i: int, shard: pd.DataFr
         and np.isfinite(df.score.to_numpy()).all()
     )
     if ok:
-        manifest["shards"][f"{i:05d}"] = {"file": f.name, "rows": len(df), "sha256": file_sha256(f)}
+        record_shard(root, manifest, i, {"file": f.name, "rows": len(df), "sha256": file_sha256(f)})
     return bool(ok)
 
 
-def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
-    cand_path = ws.require(ws.candidates, "candidates")
-    models = [
+def record_shard(root: Path, manifest: dict[str, Any], i: int, entry: dict[str, Any]) -> None:
+    """Add a finished shard to the manifest on disk (shared by all ranks) and to this process's copy."""
+    manifest["shards"][f"{i:05d}"] = entry
+    update_manifest(root, lambda m: m["shards"].__setitem__(f"{i:05d}", entry), manifest)
+
+
+def load_teachers(cfg: DictConfig, ws: Workspace, device: str) -> list[CrossEncoderModel]:
+    return [
         load_cross_encoder(
             resolve_teacher(n, ws),
             revision=cfg.teacher.revision,
             max_length=cfg.teacher.max_length,
             dtype=cfg.teacher.dtype,
-            device=cfg.teacher.device,
+            device=device,
             compile=bool(cfg.teacher.compile),
         )
         for n in teacher_names(cfg)
     ]
+
+
+def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
+    """Score every candidate pair not yet done. Under `accelerate launch` / `torchrun` with N processes, rank r
+    scores shards r, r+N, r+2N, ... and all ranks record into the one manifest; rank 0 prepares the folder
+    first and finishes it last (stray parts removed, `complete`, summary over all ranks)."""
+    ranks = process_ranks()
+    cand_path = ws.require(ws.candidates, "candidates")
+    models = load_teachers(cfg, ws, ranks.device(cfg.teacher.device))
     if cfg.teacher.num_threads:
         import torch
 
         torch.set_num_threads(int(cfg.teacher.num_threads))
     identity = identity_of(cfg, models, cand_path)
     root = ws.soft_labels
-    manifest = prepare_dir(root, identity, bool(cfg.teacher.overwrite))
+    if ranks.is_main:
+        manifest = prepare_dir(root, identity, bool(cfg.teacher.overwrite))
+        manifest.update(complete=False, ranks={})
+        manifest.pop("summary", None)
+        write_manifest(root, manifest)
+    ranks.barrier()
+    if not ranks.is_main:
+        shared = read_manifest(root)
+        if shared is None:
+            raise DistillError(
+                f"{root}/manifest.json is unreadable on rank {ranks.rank} after rank 0 wrote it"
+            )
+        manifest = shared
     scorer = TeacherScorer(models, cfg)
     total = identity["candidates"]["rows"]
     t0 = time.perf_counter()
     scored = skipped = dropped = 0
     keep = set()
-    with tqdm(total=total, unit="pair", desc="teacher-score", dynamic_ncols=True, mininterval=1.0) as bar:
+    desc = "teacher-score" if ranks.world == 1 else f"teacher-score rank {ranks.rank}/{ranks.world}"
+    with tqdm(
+        total=total if ranks.world == 1 else None,
+        unit="pair",
+        desc=desc,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        position=ranks.rank,
+    ) as bar:
         for i, shard in enumerate(iter_shards(cand_path, int(cfg.teacher.shard_size))):
             keep.add(part_name(i))
+            if i % ranks.world != ranks.rank:
+                continue
             shard, n_dup = dedupe(shard, str(cand_path))
             dropped += n_dup
             if shard_is_done(root, manifest, i, shard, identity):
@@ -281,13 +320,12 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
             out = scorer.score(shard, queries, docs, progress=bar)
             bar.update(n_dup)
             sha = write_part(out, root / part_name(i), identity)
-            manifest["shards"][f"{i:05d}"] = {
-                "file": part_name(i),
-                "rows": len(out),
-                "sha256": sha,
-                "duplicates_dropped": n_dup,
-            }
-            write_manifest(root, manifest)
+            record_shard(
+                root,
+                manifest,
+                i,
+                {"file": part_name(i), "rows": len(out), "sha256": sha, "duplicates_dropped": n_dup},
+            )
             checkpoint("after_manifest")
             scored += len(out)
             if tracker is not None:
@@ -297,30 +335,52 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
                         "teacher_score/shards_done": len(manifest["shards"]),
                     }
                 )
-    for stray in root.glob("part-*.parquet"):
-        if stray.name not in keep:
-            stray.unlink()
-    manifest["shards"] = {k: v for k, v in manifest["shards"].items() if v["file"] in keep}
-    manifest["complete"] = True
-    seconds = time.perf_counter() - t0
     stats = scorer.engines[0].stats
-    manifest["summary"] = {
-        "pairs": total,
+    mine = {
         "scored": scored,
         "skipped": skipped,
         "duplicates_dropped": dropped,
-        "seconds": round(seconds, 2),
-        "pairs_per_s": round(scored / seconds, 1) if seconds else 0,
-        "padding_overhead": round(stats.padding_overhead, 4),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "real_tokens": stats.real_tokens,
+        "padded_tokens": stats.padded_tokens,
         "oom_retries": stats.oom_retries,
-        "shards": len(manifest["shards"]),
     }
-    write_manifest(root, manifest)
-    return manifest["summary"]
+    update_manifest(root, lambda m: m.setdefault("ranks", {}).__setitem__(str(ranks.rank), mine), manifest)
+    ranks.barrier()
+    if not ranks.is_main:
+        return {"rank": ranks.rank, **mine}
+    for stray in root.glob("part-*.parquet"):
+        if stray.name not in keep:
+            stray.unlink()
+    seconds = time.perf_counter() - t0
+
+    def finish(m: dict[str, Any]) -> None:
+        m["shards"] = {k: v for k, v in m["shards"].items() if v["file"] in keep}
+        m["complete"] = True
+        per = list(m.get("ranks", {}).values())
+        real, padded = sum(r["real_tokens"] for r in per), sum(r["padded_tokens"] for r in per)
+        done = sum(r["scored"] for r in per)
+        m["summary"] = {
+            "pairs": total,
+            "scored": done,
+            "skipped": sum(r["skipped"] for r in per),
+            "duplicates_dropped": sum(r["duplicates_dropped"] for r in per),
+            "seconds": round(seconds, 2),
+            "pairs_per_s": round(done / seconds, 1) if seconds else 0,
+            "padding_overhead": round(1 - real / padded, 4) if padded else 0.0,
+            "oom_retries": sum(r["oom_retries"] for r in per),
+            "shards": len(m["shards"]),
+            "processes": ranks.world,
+        }
+
+    return update_manifest(root, finish, manifest)["summary"]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
+    ranks = process_ranks()
+    if not ranks.is_main:  # tracking and the summary line belong to rank 0
+        return score_candidates(cfg, load_dataset(cfg), ws)
     with start_run(cfg, stage="teacher-score") as tracker:
         ds = load_dataset(cfg)
         s = score_candidates(cfg, ds, ws, tracker)
@@ -328,7 +388,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.artifact(ws.soft_labels / "manifest.json", type="soft-labels-manifest")
     print(
         f"teacher-score: {s['pairs']} pairs ({s['scored']} scored, {s['skipped']} already done) in "
-        f"{s['seconds']:.1f}s, {s['pairs_per_s']:.1f} pairs/s, padding overhead {100 * s['padding_overhead']:.1f}%"
-        f", {s['duplicates_dropped']} duplicate pairs dropped -> {ws.soft_labels}"
+        f"{s['seconds']:.1f}s by {s['processes']} process(es), {s['pairs_per_s']:.1f} pairs/s, padding overhead "
+        f"{100 * s['padding_overhead']:.1f}%, {s['duplicates_dropped']} duplicate pairs dropped -> {ws.soft_labels}"
     )
     return s

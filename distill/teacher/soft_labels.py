@@ -8,9 +8,11 @@ content hash), max_length, dtype, the config hash and the creation time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,35 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, root / MANIFEST)
+
+
+@contextlib.contextmanager
+def manifest_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the manifest (`manifest.lock`, fcntl), so processes scoring disjoint shards of one
+    run can each record theirs. Where fcntl does not exist (Windows) it is a no-op: run one process there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with (root / "manifest.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_manifest(
+    root: Path, change: Callable[[dict[str, Any]], None], fresh: dict[str, Any]
+) -> dict[str, Any]:
+    """Read the manifest under the lock (`fresh` when there is none), apply `change` to it, write it back
+    atomically; returns the result."""
+    with manifest_lock(root):
+        manifest = read_manifest(root) or json.loads(json.dumps(fresh))
+        change(manifest)
+        write_manifest(root, manifest)
+    return manifest
 
 
 def read_soft_labels(root: Path, *, where: str = "soft_labels") -> pd.DataFrame:
