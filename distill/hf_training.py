@@ -27,8 +27,14 @@ def training_args(
     workspace: Any,
 ) -> Any:
     """The trainers' arguments (`cls`: CrossEncoder- or SentenceTransformerTrainingArguments): linear schedule with
-    warm-up, seeded data order, no checkpoints, tracking per `logger`; output under `<workspace>/runs/<run>`."""
+    warm-up, seeded data order, no checkpoints, tracking per `logger`; output under `<workspace>/runs/<run>`.
+
+    Launched as several processes (accelerate launch / torchrun) the trainer runs DDP: NCCL on GPUs, gloo on a
+    machine without one (`use_cpu`, or transformers would not set up the CPU process group)."""
+    import torch
+
     return cls(
+        use_cpu=not torch.cuda.is_available(),
         output_dir=str(workspace.root / "runs" / run),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
@@ -43,11 +49,28 @@ def training_args(
         disable_tqdm=True,
         run_name=f"{cfg.data.name}-{run}",
         dataloader_num_workers=0,
+        # The ranking losses call the model several times per step (query/document columns, list members):
+        # DDP then needs a static graph rather than the search for unused parameters.
+        ddp_find_unused_parameters=False,
+        ddp_static_graph=True,
     )
 
 
+def _any_rank(flag: bool, device: Any) -> bool:
+    """True when `flag` holds on any process (DDP ranks must stop at the same step or they deadlock)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def time_limit_callback(seconds: float | None, key: str) -> Any:
-    """A transformers callback that stops training once `seconds` have passed since training began."""
+    """A transformers callback that stops training once `seconds` have passed since training began (on any rank,
+    so that all ranks of a distributed run stop together)."""
     from transformers import TrainerCallback
 
     class TimeLimit(TrainerCallback):
@@ -57,7 +80,7 @@ def time_limit_callback(seconds: float | None, key: str) -> Any:
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if seconds is not None and time.perf_counter() - self.start > seconds:
+            if seconds is not None and _any_rank(time.perf_counter() - self.start > seconds, args.device):
                 log.warning("%s=%s reached at step %d: stopping", key, seconds, state.global_step)
                 control.should_training_stop = True
             return control

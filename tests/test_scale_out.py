@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,69 @@ def test_plain_run_is_rank_0_of_1(world):
     assert (r.rank, r.world, r.is_main) == (0, world, True)
     assert r.device("auto") == "auto"
     r.barrier()  # a no-op without a process group
+
+
+def test_bi_encoder_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
+    from sentence_transformers import SentenceTransformer
+
+    from distill.config import PROJECT_ROOT
+    from distill.students.stage import run as run_student
+    from tests.conftest import TINY_SAMPLE
+    from tests.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    overrides = [
+        f"data.path={tmp_path / 'sample'}",
+        *TINY_SAMPLE,
+        *TINY_TEACHER,
+        "logger=none",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.data_root={tmp_path / 'data'}",
+        "student=bi_encoder",
+        "student.negatives=3",
+        "student.negative_margin=null",
+        "student.samples_per_positive=3",
+        "student.embedding_dim=32",
+        "student.batch_size=8",
+        "student.epochs=2",
+    ]
+    proc = _launch([sys.executable, str(PROJECT_ROOT / "scripts" / "train_student.py"), *overrides], 29614)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = tiny_sample_cfg(*overrides[len(TINY_SAMPLE) + 1 :])
+    out = Path(cfg.paths.workspace) / "models" / "bi_encoder" / "kl"
+    info = json.loads((out / "distill_train.json").read_text())
+    assert info["processes"] == 2
+    assert info["probe_loss_after"] < info["probe_loss_before"]
+    emb = SentenceTransformer(str(out), device="cpu").encode(["a query", "a document"])
+    assert np.isfinite(emb).all()
+    # Each DDP step takes a batch per process, so one process needs twice the steps for the same epochs.
+    single = run_student(cfg)
+    assert abs(single["steps"] - 2 * info["steps"]) <= 2, (single["steps"], info["steps"])
+
+
+def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
+    from distill.config import PROJECT_ROOT
+    from distill.retrieval.candidates import run as run_candidates
+    from distill.teacher.model import load_cross_encoder
+    from tests.conftest import TINY_SAMPLE
+    from tests.test_bi_encoder import TINY_TEACHER
+
+    overrides = [*TINY_TEACHER, "teacher.train.epochs=2"]
+    cfg = tiny_sample_cfg(*overrides)
+    run_candidates(cfg)
+    paths = [
+        f"data.path={tmp_path / 'sample'}",
+        *TINY_SAMPLE,
+        "logger=none",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.data_root={tmp_path / 'data'}",
+    ]
+    proc = _launch(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "train_teacher.py"), *paths, *overrides], 29615
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = Path(cfg.paths.workspace) / "models" / "teacher"
+    info = json.loads((out / "distill_train.json").read_text())
+    assert info["processes"] == 2 and info["steps"] > 0
+    teacher = load_cross_encoder(str(out), max_length=48, device="cpu")  # a normal Hugging Face folder
+    assert teacher.model.config.num_labels == 1

@@ -17,6 +17,7 @@ sentence-transformers folder, so a multirun over losses keeps both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -30,11 +31,12 @@ from omegaconf import DictConfig
 from distill.config import options_to, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
+from distill.distributed import process_ranks
 from distill.errors import ConfigError, DataError
 from distill.evaluation.metrics import evaluate
 from distill.hf_training import time_limit_callback, training_args
 from distill.teacher.soft_labels import read_soft_labels
-from distill.tracking import start_run
+from distill.tracking import NullRun, start_run
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,9 @@ def build_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
 
 
 def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """This process's GPU under a multi-process launch, else the GPU if there is one, else the CPU."""
+    d = process_ranks().device("auto")
+    return d if d != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _similarity(bc: BiEncoderConfig):
@@ -304,6 +308,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     bc = BiEncoderConfig.from_cfg(cfg.student)
     ws = Workspace.from_cfg(cfg)
+    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
     ds = load_dataset(cfg)
     torch.manual_seed(bc.seed)
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
@@ -331,7 +336,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=bc.seed,
         workspace=ws,
     )
-    with start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}") as tracker:
+    tracking = (
+        start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}")
+        if ranks.is_main
+        else contextlib.nullcontext(NullRun())
+    )
+    with tracking as tracker:
         train_ds = _hf_dataset(ds, ex, bc.negatives)
         loss = _loss(bc, model)
         trainer = SentenceTransformerTrainer(
@@ -345,6 +355,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loss_before = held_out_loss(model, loss, probe)
         result = trainer.train()
         seconds = time.perf_counter() - t0
+        if not ranks.is_main:  # rank 0 saves, evaluates and reports
+            return {"rank": ranks.rank, "steps": result.global_step}
         loss_after = held_out_loss(model, loss, probe)
         model.save(str(out))
         metrics = evaluate_bi_encoder(model, ds, ws, bc)
@@ -359,6 +371,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "probe_loss_after": loss_after,
             "train_seconds": round(seconds, 1),
             "similarity": bc.similarity,
+            "processes": ranks.world,
             "test": metrics,
         }
         write_json_atomic(info, out / "distill_train.json")

@@ -15,6 +15,7 @@ rather than token identity. The result is a normal Hugging Face model folder, `<
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ from omegaconf import DictConfig
 from distill.config import options_to, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
+from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
-from distill.tracking import start_run
+from distill.tracking import NullRun, start_run
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -235,14 +237,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     ws = Workspace.from_cfg(cfg)
     tc = TeacherTrainConfig.from_cfg(cfg.teacher.train)
+    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
     torch.manual_seed(tc.seed)
     ds = load_dataset(cfg)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     out = ws.model("teacher")
     t0 = time.perf_counter()
     base = tc.base_model
-    if base == "scratch":
-        base = str(build_scratch_model(train_texts(ds), tc, ws.root / "models" / "teacher_init"))
+    if base == "scratch":  # rank 0 builds the initial model (seeded), the other ranks load it
+        init = ws.root / "models" / "teacher_init"
+        if ranks.is_main:
+            build_scratch_model(train_texts(ds), tc, init)
+        ranks.barrier()
+        base = str(init)
     lists = build_lists(ds, cands, tc.negatives, tc.seed)
     max_grade = float(ds.qrels["train"].relevance.max())
     train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
@@ -264,7 +271,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=tc.seed,
         workspace=ws,
     )
-    with start_run(cfg, stage="train-teacher") as tracker:
+    tracking = start_run(cfg, stage="train-teacher") if ranks.is_main else contextlib.nullcontext(NullRun())
+    with tracking as tracker:
         trainer = CrossEncoderTrainer(
             model=model,
             args=args,
@@ -273,9 +281,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks=[time_limit_callback(tc.max_seconds, "teacher.train.max_seconds")],
         )
         result = trainer.train()
+        if not ranks.is_main:  # rank 0 saves and reports
+            return {"rank": ranks.rank, "steps": result.global_step}
         model.save(str(out))
         seconds = time.perf_counter() - t0
         info = {
+            "processes": ranks.world,
             "base_model": tc.base_model,
             "loss": tc.loss,
             "train_lists": len(lists),
