@@ -101,6 +101,16 @@ class LabelsConfig:
 
 
 @dataclass
+class DaskConfig:
+    """Train the GBDT student on a Dask cluster (distill.students.gbdt_dask) instead of in this process."""
+
+    # null: no Dask; local: a LocalCluster of `workers` processes here; else a scheduler address (tcp://host:8786)
+    cluster: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+
+
+@dataclass
 class GBDTConfig:
     """student=lightgbm | student=xgboost (distill.students.gbdt)."""
 
@@ -121,6 +131,7 @@ class GBDTConfig:
     threads: int = 2
     seed: int = 0
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
 
 @dataclass

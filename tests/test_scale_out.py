@@ -146,3 +146,89 @@ def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
     assert info["processes"] == 2 and info["steps"] > 0
     teacher = load_cross_encoder(str(out), max_length=48, device="cpu")  # a normal Hugging Face folder
     assert teacher.model.config.num_labels == 1
+
+
+def test_partitions_never_split_a_query():
+    from distill.students.gbdt_dask import partitions
+
+    sizes = np.array([5, 1, 7, 3, 3, 9, 2])
+    rows, groups = partitions(sizes, 3)
+    assert sum(groups) == len(sizes) and sum(rows) == sizes.sum()
+    ends = np.cumsum(groups)
+    assert list(rows) == [int(sizes[a:b].sum()) for a, b in zip([0, *ends[:-1]], ends)]
+    assert len(rows) == 3 and max(rows) <= 13  # about 10 rows each, cut at group boundaries
+    assert partitions(np.array([4]), 2) == ((4,), (1,))  # one query: one partition
+
+
+def test_ndcg_at_hand_example():
+    from distill.objectives.groups import Groups
+    from distill.students.gbdt_dask import ndcg_at
+
+    # query 1: grades [2, 0, 1], ranked by preds as d0, d2, d1: ideal order too -> 1.0
+    # query 2: grades [0, 1], ranked d0 first: dcg = 1/log2(3), idcg = 1
+    groups = Groups.from_sizes(np.array([3, 2]))
+    preds = np.array([0.9, 0.1, 0.5, 0.8, 0.2])
+    grades = np.array([2, 0, 1, 0, 1])
+    assert ndcg_at(preds, grades, groups) == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
+
+
+def _fidelity(cfg, student):
+    """nDCG@10 of the saved student on the test queries, against teacher grades (its fidelity to the teacher)."""
+    import lightgbm as lgb
+    import pandas as pd
+    import xgboost as xgb
+
+    from distill.objectives.adapters import teacher_grades
+    from distill.objectives.groups import Groups
+    from distill.students.gbdt_dask import ndcg_at
+    from distill.teacher.soft_labels import read_soft_labels
+
+    ws = Path(cfg.paths.workspace)
+    names = json.loads((ws / "models" / student / "features.json").read_text())
+    feats = pd.read_parquet(ws / "features.parquet")
+    test = feats[feats.split == "test"].merge(read_soft_labels(ws / "soft_labels"), on=["qid", "docid"])
+    test = test.sort_values("qid", kind="stable")
+    X = test[names].to_numpy(np.float32)
+    if student == "lightgbm":
+        pred = lgb.Booster(model_file=str(ws / "models" / student / "model.txt")).predict(X)
+    else:
+        booster = xgb.Booster()
+        booster.load_model(str(ws / "models" / student / "model.json"))
+        pred = booster.predict(xgb.DMatrix(X))
+    groups = Groups.from_sizes(test.groupby("qid", sort=False).size().to_numpy())
+    return ndcg_at(pred, teacher_grades(test.score.to_numpy(float), groups), groups)
+
+
+@pytest.mark.parametrize(
+    "student,objective", [("lightgbm", "listnet_kd"), ("xgboost", "ranknet_kd"), ("lightgbm", "lambdarank")]
+)
+def test_gbdt_on_a_dask_local_cluster_matches_one_machine(
+    tiny_sample_cfg, tiny_model_dir, student, objective
+):
+    from distill.features.build import run as run_features
+    from distill.retrieval.candidates import run as run_candidates
+    from distill.students.gbdt import train_gbdt
+    from distill.teacher.scoring import run as run_score
+
+    def cfg(*o):
+        return tiny_sample_cfg(
+            "retrieval.k=15",
+            f"teacher.model={tiny_model_dir}",
+            "teacher.max_length=64",
+            f"student={student}",
+            f"student.objective={objective}",
+            "student.num_trees=40",
+            "student.early_stopping=10",
+            "student.min_data_in_leaf=5",
+            *o,
+        )
+
+    run_candidates(cfg())
+    run_score(cfg())
+    run_features(cfg())
+    single = train_gbdt(cfg())
+    one_machine = _fidelity(cfg(), student)
+    dist = train_gbdt(cfg("student.dask.cluster=local", "student.dask.workers=2"))
+    on_dask = _fidelity(cfg(), student)
+    assert dist["dask"] == "local" and single["dask"] is None and dist["trees"] >= 1
+    assert abs(on_dask - one_machine) < 0.05, (on_dask, one_machine)

@@ -45,6 +45,21 @@ def lightgbm_objective(obj: Any, targets: np.ndarray | None = None, min_hess: fl
     return fobj
 
 
+def lightgbm_sklearn_objective(obj: Any, min_hess: float = MIN_HESS) -> Callable:
+    """The same objective for LightGBM's scikit-learn and Dask estimators (`LGBMRanker(objective=...)`), which call
+    `f(labels, preds, weight, group)`; the labels are the teacher scores."""
+    cache = _GroupCache()
+
+    def fobj(
+        y_true: np.ndarray, y_pred: np.ndarray, weight: Any, group: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        groups = cache.get(group, lambda: np.asarray(group))
+        grad, hess = obj.grad_hess(np.asarray(y_pred, dtype=np.float64), np.asarray(y_true), groups)
+        return grad, np.maximum(hess, min_hess)
+
+    return fobj
+
+
 def xgboost_objective(obj: Any, targets: np.ndarray | None = None, min_hess: float = MIN_HESS) -> Callable:
     cache = _GroupCache()
 

@@ -178,7 +178,12 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
     if sc.objective in OBJECTIVES:
         cls = OBJECTIVES[sc.objective]
         obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
-    fit = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
+    if sc.dask.cluster:
+        from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
+
+        fit = fit_lightgbm_dask if sc.name == "lightgbm" else fit_xgboost_dask
+    else:
+        fit = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
     y = tr.target.to_numpy()
     # Ranking metrics need integer labels: both libraries get teacher grades as labels, the custom objectives
     # the (blended) scores themselves.
@@ -218,6 +223,7 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         "val_queries": len(sizes_v),
         "rows": len(df),
         "features": len(names),
+        "dask": sc.dask.cluster,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json_atomic(info, out / "train_info.json")
