@@ -1,26 +1,34 @@
-"""Which process am I? One view of the launch, whether plain `python`, `accelerate launch` or `torchrun`.
+"""Which process am I? One view of the launch, whether plain `python`, `accelerate launch`, `torchrun` or `mpirun`.
 
     ranks = process_ranks()
-    if ranks.world > 1: ...   # launched with e.g. `accelerate launch --num_processes 8 scripts/teacher_score.py`
+    if ranks.world > 1: ...   # e.g. `accelerate launch --multi_gpu --num_processes 8 scripts/teacher_score.py`
     ranks.barrier()
 
-Launchers set WORLD_SIZE (torchrun, `accelerate launch --multi_gpu`) or PMI_SIZE / OMPI_COMM_WORLD_SIZE (mpirun,
-which is what `accelerate launch --cpu --num_processes N` uses); a plain run is rank 0 of 1 and never touches
-torch.distributed. With several processes the process group comes from accelerate's `PartialState`: NCCL on
-GPUs, gloo on a machine without one (there `accelerate launch --multi_gpu` still starts N CPU processes through
-torchrun). The timeout is long: ranks that finish their share early wait at the final barrier for the slowest.
+Ranks come from the launcher's environment: RANK / WORLD_SIZE / LOCAL_RANK (torchrun, `accelerate launch
+--multi_gpu`, which also starts CPU processes on a machine without a GPU) or the MPI variables (mpirun, which
+`accelerate launch --cpu --num_processes N` uses). A plain run is rank 0 of 1 and never touches torch.distributed.
+
+Reading the ranks sets nothing up: the Hugging Face trainers create their own process group (NCCL on GPUs, gloo
+on CPU) for DDP. `barrier()` uses the group that exists, or creates a gloo group, which needs no GPU and allows
+several ranks on one GPU (NCCL does not). Its timeout is long: ranks that finish their share of a scoring run
+early wait at the final barrier for the slowest one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Any
 
 BARRIER_TIMEOUT = timedelta(hours=12)
-WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# (rank, world size, local rank) variables of each launcher family
+LAUNCHER_VARS = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_RANK"),
+)
 
 
 @dataclass(frozen=True)
@@ -28,15 +36,24 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    state: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
+        """Wait for every rank (a no-op in a plain run)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", "29500")
+            dist.init_process_group(
+                "gloo", init_method="env://", rank=self.rank, world_size=self.world, timeout=BARRIER_TIMEOUT
+            )
+        dist.barrier()
 
     def device(self, requested: str) -> str:
         """`auto` becomes this process's own GPU (cuda:LOCAL_RANK, wrapping round when there are more processes
@@ -50,13 +67,11 @@ class Ranks:
 
 @lru_cache(maxsize=1)
 def process_ranks() -> Ranks:
-    world = max(int(os.environ.get(k, "1")) for k in WORLD_SIZE_VARS)
-    if world <= 1:
-        return Ranks()
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
-    return Ranks(
-        rank=state.process_index, world=state.num_processes, local_rank=state.local_process_index, state=state
-    )
+    for rank, world, local in LAUNCHER_VARS:
+        if int(os.environ.get(world, "1")) > 1:
+            return Ranks(
+                rank=int(os.environ.get(rank, "0")),
+                world=int(os.environ[world]),
+                local_rank=int(os.environ.get(local, os.environ.get(rank, "0"))),
+            )
+    return Ranks()

@@ -243,23 +243,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     out = ws.model("teacher")
     t0 = time.perf_counter()
-    base = tc.base_model
-    if base == "scratch":  # rank 0 builds the initial model (seeded), the other ranks load it
-        init = ws.root / "models" / "teacher_init"
-        if ranks.is_main:
-            build_scratch_model(train_texts(ds), tc, init)
-        ranks.barrier()
-        base = str(init)
-    lists = build_lists(ds, cands, tc.negatives, tc.seed)
-    max_grade = float(ds.qrels["train"].relevance.max())
-    train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
-    model = CrossEncoder(
-        base,
-        num_labels=1,
-        max_length=tc.max_length,
-        activation_fn=torch.nn.Identity(),
-        device="cpu" if not torch.cuda.is_available() else None,
-    )
     args = training_args(
         CrossEncoderTrainingArguments,
         cfg,
@@ -270,6 +253,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         warmup_ratio=tc.warmup_ratio,
         seed=tc.seed,
         workspace=ws,
+    )
+    base = tc.base_model
+    if base == "scratch":
+        # Rank 0 builds the initial model (seeded) while the other ranks of a DDP run wait, then load it.
+        init = ws.root / "models" / "teacher_init"
+        with args.main_process_first(desc="teacher init"):
+            if ranks.is_main:
+                build_scratch_model(train_texts(ds), tc, init)
+        base = str(init)
+    lists = build_lists(ds, cands, tc.negatives, tc.seed)
+    max_grade = float(ds.qrels["train"].relevance.max())
+    train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
+    model = CrossEncoder(
+        base,
+        num_labels=1,
+        max_length=tc.max_length,
+        activation_fn=torch.nn.Identity(),
+        device="cpu" if not torch.cuda.is_available() else None,
     )
     tracking = start_run(cfg, stage="train-teacher") if ranks.is_main else contextlib.nullcontext(NullRun())
     with tracking as tracker:
