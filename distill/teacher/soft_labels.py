@@ -139,9 +139,12 @@ def read_soft_labels(root: Path, *, where: str = "soft_labels") -> pd.DataFrame:
             raise DataError(
                 f"{f}: listed in the manifest but missing; re-run `make teacher-score` to redo it"
             )
-        frames.append(pd.read_parquet(f))
-    df = pd.concat(frames, ignore_index=True)
-    return validate_soft_labels(df, where)
+        frames.append(validate_soft_labels(pd.read_parquet(f), str(f)))
+    if not frames:
+        raise DataError(
+            f"{root}: the scoring run holds no soft labels (empty candidates?); re-run `make candidates`"
+        )
+    return validate_soft_labels(pd.concat(frames, ignore_index=True), where)
 
 
 def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:
