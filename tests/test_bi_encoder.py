@@ -63,6 +63,8 @@ def test_bad_input():
         BiEncoderConfig.from_cfg({"loss": "mse"})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['negativs'\]"):
         BiEncoderConfig.from_cfg({"negativs": 3})
+    with pytest.raises(ConfigError, match=r"student.bm25_weight='best': use auto, null or a number"):
+        BiEncoderConfig.from_cfg({"bm25_weight": "best"})
 
 
 TINY_TEACHER = [
@@ -112,8 +114,11 @@ def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg
     model = SentenceTransformer(str(out), device="cpu")  # a normal sentence-transformers folder
     emb = model.encode(["a query", "a document"])
     assert emb.shape[0] == 2 and np.isfinite(emb).all()
-    for mode in ("rerank", "dense"):
+    for mode in ("rerank", "rerank_bm25_hybrid", "dense"):
         assert 0 <= info["test"][mode]["ndcg@10"] <= 1
+    hybrid = json.loads((out / "distill_hybrid.json").read_text())
+    grid = hybrid["train_ndcg@10_by_weight"]
+    assert grid[str(hybrid["bm25_weight"])] == max(grid.values())  # the weight with the best train nDCG@10
 
 
 def test_same_seed_same_bi_encoder(tiny_sample_cfg):

@@ -26,7 +26,14 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     metrics = run_demo(cfg)
     ws = Path(cfg.paths.workspace)
     saved = json.loads((ws / "metrics.json").read_text())
-    assert set(saved["rankers"]) == {"bm25", "teacher", "lightgbm", "xgboost", "bi_encoder_kl"}
+    assert set(saved["rankers"]) == {
+        "bm25",
+        "teacher",
+        "lightgbm",
+        "xgboost",
+        "bi_encoder_kl",
+        "bi_encoder_kl+bm25",
+    }
     for name, m in saved["rankers"].items():
         assert 0 <= m["ndcg@10"] <= 1 and 0 <= m["map"] <= 1
         if name != "bm25":

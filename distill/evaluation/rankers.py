@@ -77,7 +77,7 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
                 rankers.append(Ranker(name, "student", predict(X).astype(np.float64), probe))
     root = ws.model("bi_encoder")
     for d in sorted(root.glob("*/distill_train.json")) if root.exists() else []:
-        rankers.append(_bi_encoder(d.parent, ds, cands))
+        rankers.extend(_bi_encoder(d.parent, ds, cands))
     return rankers
 
 
@@ -90,10 +90,11 @@ def raise_missing(n: int) -> None:
     )
 
 
-def _bi_encoder(model_dir: Path, ds: Dataset, cands: pd.DataFrame) -> Ranker:
+def _bi_encoder(model_dir: Path, ds: Dataset, cands: pd.DataFrame) -> list[Ranker]:
+    """The bi-encoder, and its hybrid with BM25 (student + w * bm25) when training chose a weight."""
     from sentence_transformers import SentenceTransformer
 
-    from distill.students.bi_encoder import embed_candidates, encode
+    from distill.students.bi_encoder import HYBRID_FILE, embed_candidates, encode
 
     info = json.loads((model_dir / "distill_train.json").read_text())
     model = SentenceTransformer(str(model_dir), device="cpu")
@@ -105,7 +106,17 @@ def _bi_encoder(model_dir: Path, ds: Dataset, cands: pd.DataFrame) -> Ranker:
         qe = encode(model, [qtext[rows.qid.iloc[0]]], info.get("similarity") == "cos")
         return d[doc_row.loc[rows.docid].to_numpy()] @ qe[0]
 
-    return Ranker(f"bi_encoder_{model_dir.name}", "student", scores.astype(np.float64), probe)
+    name = f"bi_encoder_{model_dir.name}"
+    out = [Ranker(name, "student", scores.astype(np.float64), probe)]
+    if (model_dir / HYBRID_FILE).exists():
+        w = float(json.loads((model_dir / HYBRID_FILE).read_text())["bm25_weight"])
+
+        def hybrid_probe(rows: pd.DataFrame) -> object:
+            return np.asarray(probe(rows)) + w * rows.bm25.to_numpy(np.float64)
+
+        hybrid = scores.astype(np.float64) + w * cands.bm25.to_numpy(np.float64)
+        out.append(Ranker(f"{name}+bm25", "student", hybrid, hybrid_probe))
+    return out
 
 
 def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:

@@ -42,6 +42,7 @@ from distill.workspace import Workspace, write_json_atomic
 log = logging.getLogger(__name__)
 
 LOSSES = ("margin_mse", "kl")
+HYBRID_FILE = "distill_hybrid.json"  # in the model folder: the hybrid reranker's BM25 weight
 
 
 @dataclass
@@ -75,6 +76,10 @@ class BiEncoderConfig:
     max_seconds: float | None = 280.0
     # Dense retrieval over the whole corpus: how many documents to keep per query.
     retrieve_k: int = 100
+    # The hybrid reranker: student score + w * BM25 score (lexical and learned matching complement each other;
+    # cf. CLEAR, Gao et al., ECIR 2021). "auto": the w of BM25_WEIGHTS with the best train-split nDCG@10;
+    # a number: that w; null: no hybrid.
+    bm25_weight: Any = "auto"
 
     @classmethod
     def from_cfg(cls, node: Any) -> BiEncoderConfig:
@@ -90,6 +95,11 @@ class BiEncoderConfig:
                 raise ConfigError(f"student.{key}={value!r}: use one of {allowed}")
         if bc.negatives < 1:
             raise ConfigError(f"student.negatives={bc.negatives}: needs at least 1 negative per example")
+        w = bc.bm25_weight
+        if not (
+            w is None or w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0)
+        ):
+            raise ConfigError(f"student.bm25_weight={w!r}: use auto, null or a number >= 0")
         return bc
 
 
@@ -289,17 +299,46 @@ def dense_retrieve(
     )
 
 
+BM25_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def fit_bm25_weight(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str) -> tuple[float, dict]:
+    """The hybrid's BM25 weight: the one of BM25_WEIGHTS whose student + w * bm25 ranks the train split's
+    candidates best (nDCG@10 against the train qrels). Returns (w, nDCG@10 per weight)."""
+    train = cands[cands.split == "train"]
+    if train.empty or "train" not in ds.qrels:
+        raise DataError(
+            "student.bm25_weight=auto needs train candidates and train qrels; set a number or null"
+        )
+    student = score_candidates(model, ds, train, similarity)
+    bm25 = train.bm25.to_numpy(np.float64)
+    table = {
+        w: evaluate(ds.qrels["train"], train[["qid", "docid"]].assign(score=student + w * bm25))["ndcg@10"]
+        for w in BM25_WEIGHTS
+    }
+    return max(table, key=lambda w: table[w]), {str(w): round(v, 4) for w, v in table.items()}
+
+
 def evaluate_bi_encoder(
-    model: Any, ds: Dataset, ws: Workspace, bc: BiEncoderConfig, split: str = "test"
+    model: Any,
+    ds: Dataset,
+    ws: Workspace,
+    bc: BiEncoderConfig,
+    split: str = "test",
+    bm25_weight: float | None = None,
 ) -> dict:
-    """nDCG@10 etc. as a reranker of BM25's candidates and as a dense retriever over the corpus."""
+    """nDCG@10 etc. as a reranker of BM25's candidates, as the hybrid reranker (student + w * bm25) when a
+    weight is given, and as a dense retriever over the corpus."""
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     cands = cands[cands.split == split]
     qrels = ds.qrels[split]
-    rerank = cands[["qid", "docid"]].assign(score=score_candidates(model, ds, cands, bc.similarity))
+    student = score_candidates(model, ds, cands, bc.similarity)
+    out = {"rerank": evaluate(qrels, cands[["qid", "docid"]].assign(score=student))}
+    if bm25_weight is not None:
+        hybrid = student + bm25_weight * cands.bm25.to_numpy(np.float64)
+        out["rerank_bm25_hybrid"] = evaluate(qrels, cands[["qid", "docid"]].assign(score=hybrid))
     qids = sorted(set(qrels.qid) & set(ds.queries.index))
-    dense = dense_retrieve(model, ds, qids, bc.retrieve_k, bc.similarity)
-    out = {"rerank": evaluate(qrels, rerank), "dense": evaluate(qrels, dense)}
+    out["dense"] = evaluate(qrels, dense_retrieve(model, ds, qids, bc.retrieve_k, bc.similarity))
     return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
 
 
@@ -359,7 +398,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             return {"rank": ranks.rank, "steps": result.global_step}
         loss_after = held_out_loss(model, loss, probe)
         model.save(str(out))
-        metrics = evaluate_bi_encoder(model, ds, ws, bc)
+        weight, weights = (
+            fit_bm25_weight(model, ds, pd.read_parquet(ws.candidates), bc.similarity)
+            if bc.bm25_weight == "auto"
+            else (bc.bm25_weight, {})
+        )
+        (out / HYBRID_FILE).unlink(missing_ok=True)
+        if weight is not None:
+            write_json_atomic({"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, out / HYBRID_FILE)
+        metrics = evaluate_bi_encoder(model, ds, ws, bc, bm25_weight=weight)
         info = {
             "loss": bc.loss,
             "base_model": bc.base_model,
@@ -372,6 +419,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_seconds": round(seconds, 1),
             "similarity": bc.similarity,
             "processes": ranks.world,
+            "bm25_weight": weight,
             "test": metrics,
         }
         write_json_atomic(info, out / "distill_train.json")
@@ -383,7 +431,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     r, d = metrics["rerank"], metrics["dense"]
     print(
         f"train-student bi_encoder ({bc.loss}): {len(ex)} examples, {result.global_step} steps in {seconds:.0f}s; "
-        f"test nDCG@10 reranking BM25 {r['ndcg@10']:.4f}, dense retrieval {d['ndcg@10']:.4f} "
-        f"(R@100 {d['recall@100']:.4f}) -> {out}"
+        f"test nDCG@10 reranking BM25 {r['ndcg@10']:.4f}"
+        + (
+            f", hybrid with {weight} x BM25 {metrics['rerank_bm25_hybrid']['ndcg@10']:.4f}"
+            if weight is not None
+            else ""
+        )
+        + f", dense retrieval {d['ndcg@10']:.4f} (R@100 {d['recall@100']:.4f}) -> {out}"
     )
     return info
