@@ -164,3 +164,21 @@ def test_soft_label_validation(frame, match):
 
     with pytest.raises(DataError, match=match):
         validate_soft_labels(frame, "soft_labels/part-00000.parquet")
+
+
+def test_resume_after_the_teacher_folder_changed_is_refused(scored_ws, tiny_model_dir, tmp_path):
+    """A local teacher's revision is the content hash of its folder: new weights under the same path are refused."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = tmp_path / "teacher_copy"
+    shutil.copytree(tiny_model_dir, teacher)
+    run_score(scored_ws(f"teacher.model={teacher}"))
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    model.save_pretrained(teacher)
+    with pytest.raises(DistillError, match=r"another run.*teacher_copy@sha256:.*teacher.overwrite=true"):
+        run_score(scored_ws(f"teacher.model={teacher}"))
