@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import to_container
+from distill.distributed import process_ranks
 from distill.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class WandbRun(NullRun):
 
 @contextlib.contextmanager
 def start_run(cfg: Any, stage: str) -> Iterator[NullRun]:
+    """A tracking run for `stage`; nothing is tracked by the other ranks of a multi-process launch."""
     lc = cfg.logger
-    if lc.backend == "none" or lc.mode == "disabled":
+    if lc.backend == "none" or lc.mode == "disabled" or not process_ranks().is_main:
         yield NullRun()
         return
     if lc.backend != "wandb":

@@ -17,7 +17,6 @@ sentence-transformers folder, so a multirun over losses keeps both.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from distill.errors import ConfigError, DataError
 from distill.evaluation.metrics import evaluate
 from distill.hf_training import time_limit_callback, training_args
 from distill.teacher.soft_labels import read_soft_labels
-from distill.tracking import NullRun, start_run
+from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -322,14 +321,13 @@ def fit_bm25_weight(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: st
 def evaluate_bi_encoder(
     model: Any,
     ds: Dataset,
-    ws: Workspace,
+    cands: pd.DataFrame,
     bc: BiEncoderConfig,
     split: str = "test",
     bm25_weight: float | None = None,
 ) -> dict:
-    """nDCG@10 etc. as a reranker of BM25's candidates, as the hybrid reranker (student + w * bm25) when a
-    weight is given, and as a dense retriever over the corpus."""
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    """nDCG@10 etc. as a reranker of BM25's candidates (`cands`: candidates.parquet), as the hybrid reranker
+    (student + w * bm25) when a weight is given, and as a dense retriever over the corpus."""
     cands = cands[cands.split == split]
     qrels = ds.qrels[split]
     student = score_candidates(model, ds, cands, bc.similarity)
@@ -351,7 +349,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ds = load_dataset(cfg)
     torch.manual_seed(bc.seed)
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "split"])
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     train_qids = set(cands.qid[cands.split == "train"])
     ex, skipped = build_examples(soft[soft.qid.isin(train_qids)], ds.qrels["train"], ds.queries, bc)
     if ex.empty:
@@ -375,12 +373,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=bc.seed,
         workspace=ws,
     )
-    tracking = (
-        start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}")
-        if ranks.is_main
-        else contextlib.nullcontext(NullRun())
-    )
-    with tracking as tracker:
+    with start_run(cfg, stage=f"train-student-bi_encoder-{bc.loss}") as tracker:
         train_ds = _hf_dataset(ds, ex, bc.negatives)
         loss = _loss(bc, model)
         trainer = SentenceTransformerTrainer(
@@ -399,14 +392,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loss_after = held_out_loss(model, loss, probe)
         model.save(str(out))
         weight, weights = (
-            fit_bm25_weight(model, ds, pd.read_parquet(ws.candidates), bc.similarity)
+            fit_bm25_weight(model, ds, cands, bc.similarity)
             if bc.bm25_weight == "auto"
             else (bc.bm25_weight, {})
         )
         (out / HYBRID_FILE).unlink(missing_ok=True)
         if weight is not None:
             write_json_atomic({"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, out / HYBRID_FILE)
-        metrics = evaluate_bi_encoder(model, ds, ws, bc, bm25_weight=weight)
+        metrics = evaluate_bi_encoder(model, ds, cands, bc, bm25_weight=weight)
         info = {
             "loss": bc.loss,
             "base_model": bc.base_model,

@@ -378,12 +378,11 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
-    ranks = process_ranks()
-    if not ranks.is_main:  # tracking and the summary line belong to rank 0
-        return score_candidates(cfg, load_dataset(cfg), ws)
     with start_run(cfg, stage="teacher-score") as tracker:
         ds = load_dataset(cfg)
         s = score_candidates(cfg, ds, ws, tracker)
+        if not process_ranks().is_main:  # the run's summary belongs to rank 0
+            return s
         tracker.summary({f"teacher_score/{k}": v for k, v in s.items()})
         tracker.artifact(ws.soft_labels / "manifest.json", type="soft-labels-manifest")
     print(

@@ -15,7 +15,6 @@ rather than token identity. The result is a normal Hugging Face model folder, `<
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
-from distill.tracking import NullRun, start_run
+from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -272,8 +271,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         activation_fn=torch.nn.Identity(),
         device="cpu" if not torch.cuda.is_available() else None,
     )
-    tracking = start_run(cfg, stage="train-teacher") if ranks.is_main else contextlib.nullcontext(NullRun())
-    with tracking as tracker:
+    with start_run(cfg, stage="train-teacher") as tracker:
         trainer = CrossEncoderTrainer(
             model=model,
             args=args,
