@@ -172,8 +172,9 @@ def test_ndcg_at_hand_example():
     assert ndcg_at(preds, grades, groups) == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
 
 
-def _fidelity(cfg, student):
-    """nDCG@10 of the saved student on the test queries, against teacher grades (its fidelity to the teacher)."""
+def _fidelity(cfg, student, column=None):
+    """nDCG@10 of the saved student (or of a feature `column`'s order) on the test queries, against teacher
+    grades: its fidelity to the teacher."""
     import lightgbm as lgb
     import pandas as pd
     import xgboost as xgb
@@ -189,7 +190,9 @@ def _fidelity(cfg, student):
     test = feats[feats.split == "test"].merge(read_soft_labels(ws / "soft_labels"), on=["qid", "docid"])
     test = test.sort_values("qid", kind="stable")
     X = test[names].to_numpy(np.float32)
-    if student == "lightgbm":
+    if column is not None:
+        pred = test[column].to_numpy(float)
+    elif student == "lightgbm":
         pred = lgb.Booster(model_file=str(ws / "models" / student / "model.txt")).predict(X)
     else:
         booster = xgb.Booster()
@@ -211,8 +214,8 @@ def test_gbdt_on_a_dask_local_cluster_matches_one_machine(
     from distill.teacher.scoring import run as run_score
 
     def cfg(*o):
-        # Distributed training is not bit-identical (which worker gets which partition varies), so the world is
-        # a little larger than the tiny one and early stopping is off: 20 test queries would be too noisy.
+        # Distributed training is not bit-identical (which worker gets which partition changes the bins and
+        # sketches), so the world is a little larger than the tiny one and early stopping is off.
         return tiny_sample_cfg(
             "data.options.n_train=150",
             "data.options.n_test=50",
@@ -234,5 +237,11 @@ def test_gbdt_on_a_dask_local_cluster_matches_one_machine(
     one_machine = _fidelity(cfg(), student)
     dist = train_gbdt(cfg("student.dask.cluster=local", "student.dask.workers=2"))
     on_dask = _fidelity(cfg(), student)
+    bm25 = _fidelity(cfg(), student, column="bm25")
     assert dist["dask"] == "local" and single["dask"] is None and dist["trees"] >= 1
-    assert abs(on_dask - one_machine) < 0.05, (on_dask, one_machine)
+    # On 50 test queries two equally good models differ by up to ~0.05 nDCG (measured over repeated runs:
+    # LightGBM on Dask 0.719-0.749 against 0.741-0.752 on one machine), so the check is scale-free: the Dask
+    # model keeps at least half of the one-machine model's gain over BM25's order (it kept 68-100%). Rows cut
+    # across queries or misaligned labels would fall to BM25's level or below.
+    assert one_machine > bm25 + 0.05, (one_machine, bm25)
+    assert on_dask - bm25 > 0.5 * (one_machine - bm25), (on_dask, one_machine, bm25)
