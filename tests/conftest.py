@@ -114,7 +114,7 @@ TINY_TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A tiny one-logit BERT cross-encoder (tokenizer trained on a few sentences), saved with save_pretrained."""
+    """A tiny one-logit BERT cross-encoder (tokenizer built from a few sentences), saved with save_pretrained."""
     from distill.teacher.train import TeacherTrainConfig, build_scratch_model
 
     tc = TeacherTrainConfig(

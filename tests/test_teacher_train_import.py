@@ -68,6 +68,31 @@ def test_teacher_train_config_errors():
         TeacherTrainConfig.from_cfg({"init": "xavier"})
 
 
+def test_scratch_tokenizer_is_the_same_every_run_and_spells_unknown_words(tmp_path):
+    from transformers import AutoTokenizer
+
+    from distill.teacher.train import build_scratch_model, wordpiece_vocab
+
+    texts = ["The cat sat on the mat.", "Dogs chase the cat!", "the dog"]
+    vocab = wordpiece_vocab(texts, 100)
+    # specials, then every character twice, then words by count (the: 4, cat: 2), ties alphabetical
+    chars = sorted(set("thecatsaonmdogsh.!"))
+    assert list(vocab)[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert list(vocab)[5 : 5 + 2 * len(chars)] == chars + [f"##{c}" for c in chars]
+    assert list(vocab)[5 + 2 * len(chars) :][:4] == ["the", "cat", "chase", "dog"]
+    assert list(wordpiece_vocab(texts, 5 + 2 * len(chars) + 2))[-2:] == ["the", "cat"]  # cut at the size
+    tc = TeacherTrainConfig(vocab_size=100, hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32)
+    a = build_scratch_model(texts, tc, tmp_path / "a")
+    b = build_scratch_model(texts, tc, tmp_path / "b")
+    for name in ("tokenizer.json", "model.safetensors"):  # the same texts and seed give the same files
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    tok = AutoTokenizer.from_pretrained(a)
+    # an unknown word: its longest known prefix, then characters
+    assert tok.tokenize("cats chased") == ["cat", "##s", "chase", "##d"]
+    with pytest.raises(ConfigError, match=r"teacher.train.vocab_size=10 is too small .* at least 31"):
+        wordpiece_vocab(texts, 10)
+
+
 def test_match_init_makes_query_tokens_attend_to_their_copies_in_the_document():
     import torch
     from transformers import BertConfig, BertForSequenceClassification  # type: ignore[attr-defined]

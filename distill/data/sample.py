@@ -4,9 +4,9 @@ It is built so that the ranking signals the framework exploits matter the way th
 
 - Vocabulary mismatch. Every concept has the word documents use and a synonym that queries use instead
   (most of the time): usually a morphological variant (document word + a suffix no stemmer strips), sometimes
-  an unrelated word. BM25 only sees identical words; a cross-encoder with a subword tokenizer trained on the
-  corpus sees the shared stem of variants and can learn true synonyms from the train split, so it clearly
-  beats BM25.
+  an unrelated word. BM25 only sees identical words; a cross-encoder with a WordPiece tokenizer built from the
+  corpus sees the shared stem of variants (the document word is the variant's longest known prefix) and can
+  learn true synonyms from the train split, so it clearly beats BM25.
 - Ambiguity. Some document words belong to two topics, so exact term matches also pull in off-topic documents.
 - Freshness. Documents have timestamps; some queries ask for recent material ("latest ..."), and for those,
   documents older than `fresh_days` at the query's time lose one relevance grade.

@@ -6,11 +6,11 @@ Training is sentence-transformers' `CrossEncoderTrainer` with its own losses (`t
 list: its judged documents (graded labels) and `negatives` BM25 candidates that are not judged relevant.
 
 `teacher.train.base_model=scratch` (the sample world's default) builds a small BERT from scratch, with a
-WordPiece tokenizer trained on the corpus; any hub id or local folder fine-tunes that model instead. A model
-from scratch starts, by default (`teacher.train.init=match`), with its first attention layer set up as an
-exact-match detector (see `match_init`): the exact-match signal that neural rankers otherwise need much data and
-time to discover (DRMM, Guo et al., 2016; K-NRM, Xiong et al., 2017), so that a 3-minute CPU run learns ranking
-rather than token identity. The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
+WordPiece tokenizer built from the corpus (its words and characters, `wordpiece_vocab`); any hub id or local
+folder fine-tunes that model instead. A model from scratch starts, by default (`teacher.train.init=match`),
+with its first attention layer set up as an exact-match detector (see `match_init`): the exact-match signal
+that neural rankers otherwise need much data and time to discover (DRMM, Guo et al., 2016; K-NRM, Xiong et al.,
+2017), so that a 3-minute CPU run learns ranking rather than token identity. The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
 """
 
 from __future__ import annotations
@@ -79,19 +79,52 @@ def train_texts(ds: Dataset) -> list[str]:
     return ds.doc_texts(ds.corpus.index)
 
 
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def wordpiece_vocab(texts: list[str], size: int) -> dict[str, int]:
+    """A WordPiece vocabulary for `texts`, the same on every run: the special tokens, every character (as a
+    word start `c` and a continuation `##c`, so that any word can be spelled), then whole words by descending
+    count (ties alphabetical) up to `size`.
+
+    Whole words rather than trained sub-word merges: `tokenizers`' WordPieceTrainer breaks count ties in hash-map
+    order and gives a different vocabulary on each run (huggingface/tokenizers#1794), and with it a different
+    model from the same seed. Whole-word tokens also keep exact matches between query and document terms exact,
+    which is what `match_init` detects; a word outside the vocabulary is cut into its longest known prefix and
+    characters."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    counter = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    counter.normalizer = normalizers.BertNormalizer(lowercase=True)
+    counter.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # WordLevelTrainer orders words by count, then alphabetically (deterministic).
+    counter.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2**31 - 1, special_tokens=[]))
+    words = sorted(counter.get_vocab().items(), key=lambda kv: kv[1])
+    chars = sorted({c for w, _ in words for c in w})
+    tokens = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    if size < len(tokens):
+        raise ConfigError(
+            f"teacher.train.vocab_size={size} is too small for the corpus's {len(chars)} distinct characters "
+            f"(it needs at least {len(tokens)}: the special tokens and each character twice)"
+        )
+    vocab = {t: i for i, t in enumerate(tokens)}
+    for w, _ in words:
+        if len(vocab) >= size:
+            break
+        vocab.setdefault(w, len(vocab))
+    return vocab
+
+
 def build_scratch_model(texts: list[str], tc: TeacherTrainConfig, dest: Path, num_labels: int = 1) -> Path:
-    """A small randomly initialised BERT cross-encoder with a WordPiece tokenizer trained on `texts`."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A small randomly initialised BERT cross-encoder with a WordPiece tokenizer built from `texts`
+    (`wordpiece_vocab`); the same texts and seed give the same files."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # type: ignore[attr-defined]
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok = Tokenizer(models.WordPiece(wordpiece_vocab(texts, tc.vocab_size), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=tc.vocab_size, special_tokens=specials)
-    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
