@@ -37,6 +37,21 @@ def test_plan_batches_respects_budget_and_covers_all():
         assert len(b) * lengths[b].max() <= 64 and len(b) <= 4
 
 
+def test_plan_batches_bounds_padding():
+    # a pair joins a batch if padding it costs at most 12.5% of the width or at most 16 tokens
+    lengths = np.array([100, 95, 90, 87, 80, 50, 45, 40, 30, 20, 10, 5, 1])
+    batches = plan_batches(lengths, batch_tokens=10_000, max_batch_size=100)
+    assert [lengths[b].tolist() for b in batches] == [
+        [100, 95, 90, 87],
+        [80],
+        [50, 45, 40],
+        [30, 20],
+        [10, 5, 1],
+    ]
+    # max_padding=1 turns the bound off: the budget alone cuts
+    assert len(plan_batches(lengths, batch_tokens=10_000, max_batch_size=100, max_padding=1.0)) == 1
+
+
 @pytest.mark.parametrize("batch_tokens", [64, 200, 4096])
 def test_engine_matches_unbatched_reference_in_original_order(tiny_model_dir, batch_tokens):
     ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
@@ -69,7 +84,7 @@ def test_oom_halves_budget_and_loses_no_pair(tiny_model_dir, monkeypatch):
     real = engine._forward
 
     def flaky(batch):
-        if batch["input_ids"].numel() > 300:
+        if batch["input_ids"].numel() > 100:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(batch)
 
