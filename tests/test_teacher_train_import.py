@@ -44,6 +44,21 @@ def test_train_teacher_end_to_end_then_score_with_it(tiny_sample_cfg):
     )
 
 
+def test_train_teacher_twice_gives_the_same_model(tiny_sample_cfg, tmp_path):
+    from pathlib import Path
+
+    cfg_a = tiny_sample_cfg(*TINY_TRAIN, f"paths.workspace={tmp_path / 'a'}")
+    cfg_b = tiny_sample_cfg(*TINY_TRAIN, f"paths.workspace={tmp_path / 'b'}")
+    run_candidates(cfg_a)
+    run_candidates(cfg_b)
+    a, b = run_train(cfg_a), run_train(cfg_b)
+    assert a["steps"] == b["steps"] and a["train_loss"] == b["train_loss"]
+    weights = [
+        (Path(c.paths.workspace) / "models/teacher/model.safetensors").read_bytes() for c in (cfg_a, cfg_b)
+    ]
+    assert weights[0] == weights[1]
+
+
 def test_build_lists_hand_example(tiny_beir, make_cfg):
     ds = load_dataset(make_cfg("data=beir", f"data.path={tiny_beir()}"))
     cands = pd.DataFrame(
