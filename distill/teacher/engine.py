@@ -77,9 +77,8 @@ def plan_batches(
         longest = int(sorted_lengths[start])  # sorted descending: the first item sets the padded length
         rows = max(1, min(max_batch_size, batch_tokens // max(longest, 1)))
         shortest = min(longest * (1.0 - max_padding), longest - PAD_SLACK)
-        # sorted_lengths is descending: count the rows from `start` that are still long enough
-        fit = int(np.searchsorted(-sorted_lengths[start : start + rows], -shortest, side="right"))
-        rows = max(1, fit)
+        # Of those rows (descending), the ones still long enough; always at least the first.
+        rows = int(np.searchsorted(-sorted_lengths[start : start + rows], -shortest, side="right"))
         batches.append(order[start : start + rows])
         start += rows
     return batches

@@ -122,8 +122,9 @@ def update_manifest(
     return manifest
 
 
-def read_soft_labels(root: Path, *, where: str = "soft_labels") -> pd.DataFrame:
-    """All soft labels of a finished scoring run, validated (complete, finite float scores, needed columns)."""
+def read_soft_labels(root: Path) -> pd.DataFrame:
+    """All soft labels of a finished scoring run, validated part by part (complete, finite float scores, needed
+    columns; an error names the part file)."""
     manifest = read_manifest(root)
     if manifest is None:
         raise StageNotReadyError(f"{root}/{MANIFEST} not found: run `make teacher-score` first")
@@ -144,7 +145,7 @@ def read_soft_labels(root: Path, *, where: str = "soft_labels") -> pd.DataFrame:
         raise DataError(
             f"{root}: the scoring run holds no soft labels (empty candidates?); re-run `make candidates`"
         )
-    return validate_soft_labels(pd.concat(frames, ignore_index=True), where)
+    return pd.concat(frames, ignore_index=True)
 
 
 def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:

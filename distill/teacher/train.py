@@ -10,7 +10,8 @@ WordPiece tokenizer built from the corpus (its words and characters, `wordpiece_
 folder fine-tunes that model instead. A model from scratch starts, by default (`teacher.train.init=match`),
 with its first attention layer set up as an exact-match detector (see `match_init`): the exact-match signal
 that neural rankers otherwise need much data and time to discover (DRMM, Guo et al., 2016; K-NRM, Xiong et al.,
-2017), so that a 3-minute CPU run learns ranking rather than token identity. The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
+2017), so that a 3-minute CPU run learns ranking rather than token identity. The result is a normal Hugging Face
+model folder, `<workspace>/models/teacher/`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def train_texts(ds: Dataset) -> list[str]:
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
+def _bert_tokenizer(model: Any) -> Any:
+    """A `tokenizers.Tokenizer` over `model` that splits text as BERT does (lower-cased words and punctuation):
+    the vocabulary is counted and the text tokenised with the same splitting."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
+
+
 def wordpiece_vocab(texts: list[str], size: int) -> dict[str, int]:
     """A WordPiece vocabulary for `texts`, the same on every run: the special tokens, every character (as a
     word start `c` and a continuation `##c`, so that any word can be spelled), then whole words by descending
@@ -92,11 +104,9 @@ def wordpiece_vocab(texts: list[str], size: int) -> dict[str, int]:
     model from the same seed. Whole-word tokens also keep exact matches between query and document terms exact,
     which is what `match_init` detects; a word outside the vocabulary is cut into its longest known prefix and
     characters."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import models, trainers
 
-    counter = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    counter.normalizer = normalizers.BertNormalizer(lowercase=True)
-    counter.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counter = _bert_tokenizer(models.WordLevel(unk_token="[UNK]"))
     # WordLevelTrainer orders words by count, then alphabetically (deterministic).
     counter.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2**31 - 1, special_tokens=[]))
     words = sorted(counter.get_vocab().items(), key=lambda kv: kv[1])
@@ -118,12 +128,10 @@ def wordpiece_vocab(texts: list[str], size: int) -> dict[str, int]:
 def build_scratch_model(texts: list[str], tc: TeacherTrainConfig, dest: Path, num_labels: int = 1) -> Path:
     """A small randomly initialised BERT cross-encoder with a WordPiece tokenizer built from `texts`
     (`wordpiece_vocab`); the same texts and seed give the same files."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import decoders, models, processors
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # type: ignore[attr-defined]
 
-    tok = Tokenizer(models.WordPiece(wordpiece_vocab(texts, tc.vocab_size), unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = _bert_tokenizer(models.WordPiece(wordpiece_vocab(texts, tc.vocab_size), unk_token="[UNK]"))
     tok.decoder = decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
