@@ -68,7 +68,15 @@ class TeacherConfig:
     # A Hugging Face model id, a local model folder, or "trained" for the workspace's trained teacher.
     model: str = "trained"
     revision: str | None = None
-    max_length: int = 256
+    # Tokens per pair; null: the model's own limit (its folder's max length, capped at its position embeddings).
+    max_length: int | None = None
+    # The instruction of rerankers that take one (Qwen3-Reranker: "Given a web search query, retrieve relevant
+    # passages that answer the query"); null: the folder's default prompt, if any.
+    prompt: str | None = None
+    # Run the model's own code (models that ship modeling files); only for models you trust.
+    trust_remote_code: bool = False
+    # Score with a checkpoint whose head would be newly initialised (random scores): benchmarks only.
+    allow_untrained_head: bool = False
     # auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 otherwise)
     dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).

@@ -17,7 +17,7 @@ import pytest
 from distill.data.beir import load_beir
 from distill.errors import DataError, DistillError
 from distill.teacher.engine import ScoringEngine
-from distill.teacher.model import load_cross_encoder
+from distill.teacher.model import load_teacher
 from distill.teacher.scoring import dedupe, iter_shards, texts_for
 from distill.teacher.soft_labels import read_soft_labels, write_manifest, write_part
 from tests.test_teacher_engine import reference_scores
@@ -130,7 +130,7 @@ def test_100k_character_document_loads_and_scores_like_its_truncation(tmp_path, 
         fh.write(json.dumps({"_id": "long", "text": long_text}) + "\n")
     ds = load_beir(root)
     assert len(ds.doc_texts(["long"])[0]) == len(long_text) == 100_000
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     s = ScoringEngine(ce, batch_tokens=512).score(
         ["cat", "cat"], [ds.doc_texts(["long"])[0], long_text[:2_000]]
     )
@@ -138,7 +138,7 @@ def test_100k_character_document_loads_and_scores_like_its_truncation(tmp_path, 
 
 
 def test_document_just_over_max_length_is_truncated_like_transformers(tiny_model_dir):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     q = "cat on a mat"
     n_q = len(ce.tokenizer(q)["input_ids"])
     fits = 64 - n_q - 1  # [CLS] q [SEP] d [SEP]: document words that still fit (one token each)

@@ -123,7 +123,7 @@ def test_bi_encoder_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg
 def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
     from distill.config import PROJECT_ROOT
     from distill.retrieval.candidates import run as run_candidates
-    from distill.teacher.model import load_cross_encoder
+    from distill.teacher.model import load_teacher
     from tests.conftest import TINY_SAMPLE
     from tests.test_bi_encoder import TINY_TEACHER
 
@@ -144,7 +144,7 @@ def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
     out = Path(cfg.paths.workspace) / "models" / "teacher"
     info = json.loads((out / "distill_train.json").read_text())
     assert info["processes"] == 2 and info["steps"] > 0
-    teacher = load_cross_encoder(str(out), max_length=48, device="cpu")  # a normal Hugging Face folder
+    teacher = load_teacher(str(out), max_length=48, device="cpu")  # a normal Hugging Face folder
     assert teacher.model.config.num_labels == 1
 
 

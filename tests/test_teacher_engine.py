@@ -4,7 +4,7 @@ import torch
 
 from distill.errors import ConfigError
 from distill.teacher.engine import ScoringEngine, plan_batches
-from distill.teacher.model import load_cross_encoder
+from distill.teacher.model import load_teacher
 
 Q = ["cat on a mat", "markets", "fox"] * 7
 D = (
@@ -54,7 +54,7 @@ def test_plan_batches_bounds_padding():
 
 @pytest.mark.parametrize("batch_tokens", [64, 200, 4096])
 def test_engine_matches_unbatched_reference_in_original_order(tiny_model_dir, batch_tokens):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     engine = ScoringEngine(ce, batch_tokens=batch_tokens, chunk_pairs=8)
     got = engine.score(Q, D)
     ref = reference_scores(tiny_model_dir, Q, D)
@@ -64,7 +64,7 @@ def test_engine_matches_unbatched_reference_in_original_order(tiny_model_dir, ba
 
 
 def test_two_label_model_scores_relevant_minus_other(tiny_two_label_dir):
-    ce = load_cross_encoder(str(tiny_two_label_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_two_label_dir), max_length=64, device="cpu")
     assert ce.num_labels == 2
     np.testing.assert_allclose(
         ScoringEngine(ce, batch_tokens=256).score(Q, D), reference_scores(tiny_two_label_dir, Q, D), atol=1e-5
@@ -72,14 +72,14 @@ def test_two_label_model_scores_relevant_minus_other(tiny_two_label_dir):
 
 
 def test_over_long_input_is_truncated_not_a_crash(tiny_model_dir):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=10_000, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=10_000, device="cpu")
     assert ce.max_length == 64  # capped to the position embeddings
     s = ScoringEngine(ce, batch_tokens=256).score(["cat " * 500, "cat"], ["mat " * 100_000, "mat " * 63])
     assert np.isfinite(s).all()
 
 
 def test_oom_halves_budget_and_loses_no_pair(tiny_model_dir, monkeypatch):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     engine = ScoringEngine(ce, batch_tokens=4096)
     real = engine._forward
 
@@ -96,27 +96,27 @@ def test_oom_halves_budget_and_loses_no_pair(tiny_model_dir, monkeypatch):
 
 def test_bad_model_and_dtype(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="cannot load it as a Hugging Face model"):
-        load_cross_encoder(str(tmp_path / "nope"), device="cpu")
+        load_teacher(str(tmp_path / "nope"), device="cpu")
     with pytest.raises(ConfigError, match="teacher.dtype='fp8'"):
-        load_cross_encoder(str(tiny_model_dir), dtype="fp8", device="cpu")
+        load_teacher(str(tiny_model_dir), dtype="fp8", device="cpu")
 
 
 def test_bf16_scores_close_to_fp32(tiny_model_dir):
-    fp32 = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu")).score(Q, D)
-    bf16 = ScoringEngine(load_cross_encoder(str(tiny_model_dir), dtype="bf16", device="cpu")).score(Q, D)
+    fp32 = ScoringEngine(load_teacher(str(tiny_model_dir), device="cpu")).score(Q, D)
+    bf16 = ScoringEngine(load_teacher(str(tiny_model_dir), dtype="bf16", device="cpu")).score(Q, D)
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, fp32, atol=0.05)
 
 
 @pytest.mark.slow
 def test_compiled_model_scores_like_eager(tiny_model_dir):
-    eager = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu")).score(Q, D)
-    compiled = ScoringEngine(load_cross_encoder(str(tiny_model_dir), device="cpu", compile=True)).score(Q, D)
+    eager = ScoringEngine(load_teacher(str(tiny_model_dir), device="cpu")).score(Q, D)
+    compiled = ScoringEngine(load_teacher(str(tiny_model_dir), device="cpu", compile=True)).score(Q, D)
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
 
 
 def test_non_finite_scores_stop_the_run_with_a_hint(tiny_model_dir):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     ce.model.classifier.bias.data.fill_(float("inf"))
     with pytest.raises(ConfigError, match="non-finite scores"):
         ScoringEngine(ce, batch_tokens=256).score(Q, D)
@@ -130,7 +130,7 @@ def test_auto_dtype_is_fp32_on_cpu_and_fp16_on_gpu():
 
 
 def test_scores_do_not_depend_on_batch_size_or_input_order(tiny_model_dir):
-    ce = load_cross_encoder(str(tiny_model_dir), max_length=64, device="cpu")
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
     base = ScoringEngine(ce, batch_tokens=4096).score(Q, D)
     perm = np.random.default_rng(0).permutation(len(Q))
     for budget, chunk in [(64, 4), (300, 8), (100_000, 1000)]:

@@ -8,7 +8,7 @@ from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError
 from distill.retrieval.candidates import run as run_candidates
 from distill.teacher.importers import import_flagembedding
-from distill.teacher.model import load_cross_encoder
+from distill.teacher.model import load_teacher
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels
 from distill.teacher.train import TeacherTrainConfig, build_lists
@@ -35,7 +35,7 @@ def test_train_teacher_end_to_end_then_score_with_it(tiny_sample_cfg):
     info = run_train(cfg)
     assert info["steps"] > 0 and np.isfinite(info["train_loss"])
     model_dir = f"{cfg.paths.workspace}/models/teacher"
-    ce = load_cross_encoder(model_dir, max_length=48, device="cpu")  # a normal Hugging Face folder
+    ce = load_teacher(model_dir, max_length=48, device="cpu")  # a normal Hugging Face folder
     assert ce.num_labels == 1
     s = run_score(cfg)  # teacher.model=trained resolves to it
     assert s["scored"] == s["pairs"] > 0

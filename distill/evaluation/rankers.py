@@ -121,14 +121,10 @@ def _bi_encoder(model_dir: Path, ds: Dataset, cands: pd.DataFrame) -> list[Ranke
 
 def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
     from distill.teacher.engine import ScoringEngine
-    from distill.teacher.model import load_cross_encoder
-    from distill.teacher.scoring import resolve_teacher
+    from distill.teacher.scoring import load_configured_teacher, resolve_teacher
 
     try:
-        name = resolve_teacher(cfg.teacher.model, ws)
-        ce = load_cross_encoder(
-            name, max_length=cfg.teacher.max_length, dtype=cfg.teacher.dtype, device=cfg.teacher.device
-        )
+        ce = load_configured_teacher(cfg, resolve_teacher(cfg.teacher.model, ws), cfg.teacher.device)
     except Exception as e:  # the soft labels may come from a teacher that is not available here
         import logging
 

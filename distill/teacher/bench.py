@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 
 from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_topics, read_flagembedding
 from distill.teacher.engine import ScoringEngine
-from distill.teacher.model import load_cross_encoder
+from distill.teacher.model import load_teacher
 
 SHARED = Path(
     os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
@@ -136,7 +136,7 @@ def bench_setting(
         device=device,
         model_kwargs={"dtype": st_dtype},
     )
-    ce = load_cross_encoder(
+    ce = load_teacher(
         str(model_dir), max_length=max_length, dtype=engine_dtype, device=device, compile=compile
     )
     engine = ScoringEngine(ce, batch_tokens=batch_tokens)

@@ -1,14 +1,16 @@
 """The fast scoring engine: token-budget batches over length-sorted pairs.
 
-What makes it faster than scoring fixed-size batches of pairs (sentence-transformers' `CrossEncoder.predict`):
+What makes it faster than scoring fixed-size batches of pairs (sentence-transformers' `CrossEncoder.predict`),
+while computing the same thing (the CrossEncoder's own `preprocess` makes the token ids: prompts, chat templates
+and truncation are the folder's; its own modules compute the scores):
 
 - pairs are tokenised once, in chunks, on a background thread while the model scores the previous chunk;
 - within a chunk, pairs are sorted by their real token length (not character length) and cut into batches by a
   token budget (`batch_tokens` = rows x padded length), so short pairs travel in large batches; a pair joins a
   batch only if it needs little padding (`MAX_PADDING`, on CPU), so padding stays small even for few pairs;
-- batches are collated with numpy, run under `torch.inference_mode` with SDPA attention, optionally in
-  bf16/fp16 (GPU) or with dynamically quantised int8 linear layers (CPU); scores are returned in fp32 in the
-  caller's order.
+- batches are collated with numpy (padded on the tokenizer's side: left for causal-LM rerankers, so the last
+  position is a real token), run under `torch.inference_mode`, optionally in bf16/fp16 or with dynamically
+  quantised int8 linear layers (CPU); scores are returned in fp32 in the caller's order.
 
 If a batch runs out of memory, the token budget is halved and the batch retried: no pair is lost.
 """
@@ -19,13 +21,14 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from distill.errors import ConfigError
-from distill.teacher.model import CrossEncoderModel
+from distill.teacher.model import TeacherModel
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ class EngineStats:
     padded_tokens: int = 0
     seconds: float = 0.0
     oom_retries: int = 0
-    budgets: list[int] = field(default_factory=list)
 
     @property
     def padding_overhead(self) -> float:
@@ -56,9 +58,7 @@ def _is_oom(e: BaseException) -> bool:
 
 # On CPU a pair joins a batch only if padding it to the batch's width costs at most this fraction of the width
 # (or PAD_SLACK tokens): with few pairs, or lengths spread thinly, a large token budget would otherwise fill
-# batches with padding (a 4096-token budget padded 22% of 200 benchmark pairs; bf16 went from 1.23x to 1.44x
-# CrossEncoder's speed). On a GPU, where fewer larger batches pay fewer launches, it measured -8% to +2% on an
-# H100, so there the budget alone cuts (max_padding 1.0).
+# batches with padding. On a GPU fewer, larger batches pay fewer launches, so there the budget alone cuts.
 MAX_PADDING = 0.125
 PAD_SLACK = 16
 
@@ -85,43 +85,60 @@ def plan_batches(
 
 
 class ScoringEngine:
+    # Pairs handed to the CrossEncoder's `preprocess` at once (it pads them to a common width).
+    PREPROCESS_PAIRS = 512
+
     def __init__(
         self,
-        ce: CrossEncoderModel,
+        teacher: TeacherModel,
         *,
         batch_tokens: int = 16384,
         max_batch_size: int = 1024,
         chunk_pairs: int = 8192,
         pad_multiple: int | None = None,
     ):
-        if batch_tokens < ce.max_length:
-            raise ValueError(
-                f"teacher.batch_tokens={batch_tokens} must be at least max_length={ce.max_length} "
-                f"(one pair of maximal length per batch)"
-            )
-        self.ce = ce
+        if batch_tokens < 1:
+            raise ConfigError(f"teacher.batch_tokens={batch_tokens} must be at least 1")
+        self.teacher = teacher
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.chunk_pairs = chunk_pairs
-        self.pad_multiple = pad_multiple or (8 if ce.device.type == "cuda" else 1)
-        self.max_padding = MAX_PADDING if ce.device.type == "cpu" else 1.0
-        tok = ce.tokenizer
+        self.pad_multiple = pad_multiple or (8 if teacher.device.type == "cuda" else 1)
+        self.max_padding = MAX_PADDING if teacher.device.type == "cpu" else 1.0
+        tok = teacher.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.left_pad = getattr(tok, "padding_side", "right") == "left"
+        self.static: dict[str, Any] = {}  # non-tensor features preprocess adds (modality, logits_to_keep)
         self.stats = EngineStats()
 
     # ------------------------------------------------------------------------------------------ tokenising
     def _tokenize(
         self, queries: Sequence[str], docs: Sequence[str]
-    ) -> tuple[list[list[int]], list[list[int]] | None]:
-        enc = self.ce.tokenizer(
-            list(queries),
-            list(docs),
-            truncation="longest_first",
-            max_length=self.ce.max_length,
-            padding=False,
-            return_attention_mask=False,
-        )
-        return enc["input_ids"], enc.get("token_type_ids")
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Token ids (and token type ids, if the model has them) of each pair, without padding, as the
+        CrossEncoder's `preprocess` makes them; the non-tensor features it adds are kept in `self.static`."""
+        ids: list[np.ndarray] = []
+        types: list[np.ndarray] | None = None
+        pairs = list(zip(queries, docs, strict=True))
+        for s in range(0, len(pairs), self.PREPROCESS_PAIRS):
+            feats = self.teacher.ce.preprocess(
+                pairs[s : s + self.PREPROCESS_PAIRS], prompt=self.teacher.prompt
+            )
+            tensors = {k for k, v in feats.items() if torch.is_tensor(v)}
+            unknown = tensors - {"input_ids", "attention_mask", "token_type_ids"}
+            if unknown:
+                raise ConfigError(
+                    f"teacher.model={self.teacher.name!r}: its inputs carry {sorted(unknown)}; the scoring "
+                    f"engine handles text models only"
+                )
+            self.static = {k: v for k, v in feats.items() if k not in tensors}
+            mask = feats["attention_mask"].numpy().astype(bool)
+            lengths = mask.sum(1)
+            cuts = np.cumsum(lengths)[:-1]
+            ids += np.split(feats["input_ids"].numpy()[mask], cuts)
+            if "token_type_ids" in feats:
+                types = (types or []) + np.split(feats["token_type_ids"].numpy()[mask], cuts)
+        return ids, types
 
     def _chunks(self, queries: Sequence[str], docs: Sequence[str]) -> Iterator[tuple[int, tuple]]:
         """Tokenised chunks; the next chunk is tokenised on a worker thread while the caller scores this one."""
@@ -141,42 +158,44 @@ class ScoringEngine:
 
     # ------------------------------------------------------------------------------------------- scoring
     def _collate(
-        self, ids: list[list[int]], types: list[list[int]] | None, idx: np.ndarray
-    ) -> dict[str, torch.Tensor]:
+        self, ids: list[np.ndarray], types: list[np.ndarray] | None, idx: np.ndarray
+    ) -> dict[str, Any]:
         lens = [len(ids[i]) for i in idx]
-        width = max(lens)
-        width = -(-width // self.pad_multiple) * self.pad_multiple
+        width = -(-max(lens) // self.pad_multiple) * self.pad_multiple
         input_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(idx), width), dtype=np.int64)
         tt = np.zeros((len(idx), width), dtype=np.int64) if types is not None else None
         for row, (i, n) in enumerate(zip(idx, lens, strict=True)):
-            input_ids[row, :n] = ids[i]
-            mask[row, :n] = 1
+            cols = slice(width - n, width) if self.left_pad else slice(0, n)
+            input_ids[row, cols] = ids[i]
+            mask[row, cols] = 1
             if tt is not None and types is not None:
-                tt[row, :n] = types[i]
+                tt[row, cols] = types[i]
         self.stats.real_tokens += sum(lens)
         self.stats.padded_tokens += input_ids.size
-        dev = self.ce.device
-        batch = {
+        dev = self.teacher.device
+        batch: dict[str, Any] = {
             "input_ids": torch.from_numpy(input_ids).to(dev, non_blocking=True),
             "attention_mask": torch.from_numpy(mask).to(dev, non_blocking=True),
         }
         if tt is not None:
             batch["token_type_ids"] = torch.from_numpy(tt).to(dev, non_blocking=True)
+        batch.update(self.static)
         return batch
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        out = self.ce.model(**batch)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        scores = self.ce.scores_from_logits(logits).cpu().numpy()
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
+        out = self.teacher.ce(batch)
+        scores = self.teacher.scores_from_output(out["scores"]).cpu().numpy()
         if not np.isfinite(scores).all():
             bad = int((~np.isfinite(scores)).sum())
             hint = (
                 " (fp16 overflows on some models: use teacher.dtype=bf16 or fp32)"
-                if self.ce.dtype == "fp16"
+                if self.teacher.dtype == "fp16"
                 else ""
             )
-            raise ConfigError(f"the teacher gave {bad} non-finite scores in a batch in {self.ce.dtype}{hint}")
+            raise ConfigError(
+                f"the teacher gave {bad} non-finite scores in a batch in {self.teacher.dtype}{hint}"
+            )
         return scores
 
     def _score_indices(self, ids, types, idx: np.ndarray, out: np.ndarray, offset: int) -> None:
@@ -189,11 +208,10 @@ class ScoringEngine:
             if not _is_oom(e) or len(idx) == 1:
                 raise
             del e
-            if self.ce.device.type == "cuda":
+            if self.teacher.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self.batch_tokens = max(self.ce.max_length, self.batch_tokens // 2)
+            self.batch_tokens = max(1, self.batch_tokens // 2)
             self.stats.oom_retries += 1
-            self.stats.budgets.append(self.batch_tokens)
             log.warning(
                 "out of memory on a batch of %d pairs: token budget halved to %d", len(idx), self.batch_tokens
             )

@@ -1,14 +1,28 @@
-"""Load any Hugging Face cross-encoder (hub id or local folder) for scoring.
+"""Load any reranker (hub id or local folder) as a teacher, through sentence-transformers' `CrossEncoder`.
 
-One-logit models score with the logit; two-label models with the logit of the relevant class (index 1) minus
-the other. `max_length` is capped to what the model's position embeddings allow, so over-long input is
-truncated, never a crash.
+One loader for every family, so the project scores exactly as `CrossEncoder.predict(..., activation_fn=Identity())`
+does on the same folder:
+
+- encoder cross-encoders (BERT/MiniLM, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, ModernBERT, ...; a
+  `*ForSequenceClassification` head with one label = the relevance logit, or two = logit(relevant) - logit(not));
+- causal-LM rerankers (Qwen3-Reranker, mxbai-rerank-v2, bge-reranker-v2-gemma style): a `*ForCausalLM` whose score
+  is logit(true token) - logit(false token) at the last real token (sentence-transformers' `LogitScore`; "yes"/"no"
+  unless the folder's `modules.json` names other ids), with left padding and the model's own chat template;
+- sentence-transformers `CrossEncoder` folders: what `modules.json`, the saved prompts and the max length say.
+
+A checkpoint whose scoring head would be newly initialised (a bare encoder, a bi-encoder folder, a
+sequence-classification model with missing head weights, a causal LM without its true/false tokens) is refused
+before anything is scored: transformers only logs "newly initialized" and the scores would be random.
+`allow_untrained_head=True` scores anyway, for benchmarks only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +44,13 @@ WEIGHT_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "merges.txt",
+    "chat_template.jinja",
+    "modules.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+    "*/config.json",
 )
+FAMILIES = ("encoder", "causal_lm")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,9 +67,9 @@ def resolve_device(device: str) -> torch.device:
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     """`auto` is fp16 on a GPU, fp32 elsewhere.
 
-    fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits. On the
-    MiniLM-L6 shape (H100, 20,000 real pairs) fp16 ranked like fp32 (Spearman 0.9994) where bf16 reached 0.970.
-    An fp16 overflow is caught (non-finite scores) with a hint to use bf16."""
+    fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits, so it
+    ranks like fp32 where bf16 reorders close scores. An fp16 overflow is caught (non-finite scores) with a hint to
+    use bf16."""
     if dtype == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if dtype not in DTYPES:
@@ -62,11 +82,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 
 
 def folder_hash(path: Path) -> str:
-    """Content hash of a local model folder (weights, config, tokenizer): its identity when there is no revision."""
+    """Content hash of a local model folder (weights, config, tokenizer, sentence-transformers modules): its
+    identity when there is no revision."""
     h = hashlib.sha256()
     files = sorted({p for pat in WEIGHT_FILES for p in path.glob(pat) if p.is_file()})
     for p in files:
-        h.update(p.name.encode())
+        h.update(str(p.relative_to(path)).encode())
         with p.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -74,19 +95,47 @@ def folder_hash(path: Path) -> str:
 
 
 @dataclass
-class CrossEncoderModel:
-    model: Any  # a transformers PreTrainedModel (or a quantised copy)
-    tokenizer: Any
+class TeacherModel:
+    """A loaded teacher: the sentence-transformers `CrossEncoder` and what identifies its scores."""
+
+    ce: Any  # sentence_transformers.CrossEncoder
     name: str
     revision: str
     max_length: int
     dtype: str
     device: torch.device
+    family: str  # encoder | causal_lm
     num_labels: int
+    prompt: str | None
+    trust_remote_code: bool = False
+    untrained_head: bool = False
 
-    def scores_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        return logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+    @property
+    def tokenizer(self) -> Any:
+        return self.ce.tokenizer
+
+    @property
+    def model(self) -> Any:
+        """The underlying transformers model."""
+        return self.ce.model
+
+    def scores_from_output(self, scores: torch.Tensor) -> torch.Tensor:
+        """fp32 relevance per row from the CrossEncoder's `scores` feature: the logit (one label or a
+        `LogitScore`), or logit(relevant) - logit(not relevant) for two labels."""
+        scores = scores.float()
+        if scores.ndim == 1:
+            return scores
+        return scores[:, 0] if scores.shape[1] == 1 else scores[:, 1] - scores[:, 0]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "revision": self.revision,
+            "family": self.family,
+            "prompt": self.prompt,
+            "trust_remote_code": self.trust_remote_code,
+            **({"untrained_head": True} if self.untrained_head else {}),
+        }
 
 
 def position_limit(config: Any, tokenizer: Any) -> int:
@@ -95,25 +144,116 @@ def position_limit(config: Any, tokenizer: Any) -> int:
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         limit -= (getattr(config, "pad_token_id", 1) or 1) + 1
     tok_limit = getattr(tokenizer, "model_max_length", None)
-    if tok_limit and tok_limit < 100_000:
+    if tok_limit and tok_limit < 1_000_000:
         limit = min(limit, tok_limit)
     return int(limit)
 
 
-def load_cross_encoder(
+@contextlib.contextmanager
+def loading_reports() -> Iterator[list[Any]]:
+    """Collect transformers' weight-loading report (missing / mismatched keys) of every model loaded inside.
+
+    transformers only logs newly initialised weights; its `output_loading_info` cannot reach the
+    `from_pretrained` call that sentence-transformers makes, so the report function is wrapped for the call."""
+    import transformers.modeling_utils as mu
+
+    reports: list[Any] = []
+    original = mu.log_state_dict_report
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        info = kwargs.get("loading_info")
+        if info is not None:
+            reports.append(info)
+        return original(*args, **kwargs)
+
+    mu.log_state_dict_report = record
+    try:
+        yield reports
+    finally:
+        mu.log_state_dict_report = original
+
+
+def local_folder_kind(path: Path) -> str | None:
+    """What a local folder holds when it is a sentence-transformers folder: "cross-encoder" or a description
+    of the non-reranker it is (None for a plain Hugging Face folder)."""
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return None
+    try:
+        modules = json.loads(modules_file.read_text())
+        st_cfg_file = path / "config_sentence_transformers.json"
+        st_cfg = json.loads(st_cfg_file.read_text()) if st_cfg_file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{modules_file}: unreadable sentence-transformers folder ({e})") from e
+    types = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    model_type = str(st_cfg.get("model_type"))
+    if model_type == "CrossEncoder" or any(t == "LogitScore" for t in types):
+        return "cross-encoder"
+    kind = {"SparseEncoder": "SPLADE (SparseEncoder)", "MultiVectorEncoder": "late-interaction"}.get(
+        model_type, "bi-encoder (SentenceTransformer)"
+    )
+    return f"a sentence-transformers {kind} folder (modules: {', '.join(types)})"
+
+
+NO_YES_NO = (
+    "it is a causal LM whose tokenizer has no 'yes'/'no' tokens for the relevance logit (a reranker with other "
+    "answer tokens needs a sentence-transformers CrossEncoder folder whose LogitScore module names them)"
+)
+
+
+def untrained_message(name: str, what: str, allow_key: str = "teacher.allow_untrained_head") -> str:
+    return (
+        f"teacher.model={name!r} is not a trained reranker: {what}, so its scores would be random. Use a "
+        f"reranker instead (a cross-encoder or LLM reranker id or folder), or fine-tune this model into one: "
+        f'make train-teacher ARGS="teacher.train.base_model={name}" (then teacher.model=trained); '
+        f"{allow_key}=true scores anyway, for benchmarks only"
+    )
+
+
+def head_problem(ce: Any, reports: list[Any]) -> str | None:
+    """Why `ce` cannot score as loaded (newly initialised weights, no usable true/false tokens), or None."""
+    missing = sorted(
+        {k for r in reports for k in r.missing_keys} | {k[0] for r in reports for k in r.mismatched_keys}
+    )
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return f"its weights {shown} are not in the checkpoint and would be newly initialised"
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    for module in ce:
+        if isinstance(module, LogitScore):
+            tok = ce.tokenizer
+            vocab = len(tok)
+            for label, tid in (("true", module.true_token_id), ("false", module.false_token_id)):
+                if tid is None and label == "false":
+                    continue
+                if (
+                    tid is None
+                    or not 0 <= int(tid) < vocab
+                    or (tok.unk_token_id is not None and tid == tok.unk_token_id)
+                ):
+                    return f"{NO_YES_NO} (its {label} token id {tid} is unusable)"
+    return None
+
+
+def load_teacher(
     name: str,
     *,
     revision: str | None = None,
-    max_length: int = 256,
+    max_length: int | None = None,
     dtype: str = "fp32",
     device: str = "auto",
     compile: bool = False,
-) -> CrossEncoderModel:
-    """Load a cross-encoder by hub id or local folder, in eval mode, on `device`, in `dtype`.
+    prompt: str | None = None,
+    trust_remote_code: bool = False,
+    allow_untrained_head: bool = False,
+) -> TeacherModel:
+    """Load a reranker by hub id or local folder, in eval mode, on `device`, in `dtype`.
 
-    `compile=True` wraps the model in `torch.compile(dynamic=True)` (worth it for long runs on a GPU; the first
-    batches pay the compilation)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    `max_length=None` keeps the model's own limit (the folder's max length, capped at its position embeddings).
+    `prompt=None` uses the folder's default prompt, if it saved one. `compile=True` compiles the transformers
+    model (dynamic shapes; worth it for long GPU runs)."""
+    from sentence_transformers import CrossEncoder
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -121,33 +261,80 @@ def load_cross_encoder(
     dt = resolve_dtype(dtype, dev)
     local = Path(name).expanduser()
     source = str(local) if local.is_dir() else name
+    if local.is_dir() and (kind := local_folder_kind(local)) not in (None, "cross-encoder"):
+        what = f"it is {kind}, not a cross-encoder; its scoring head would be newly initialised"
+        if not allow_untrained_head:
+            raise ConfigError(untrained_message(name, what))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, revision=revision, attn_implementation="sdpa", dtype=DTYPES[dt]
-        )
+        with loading_reports() as reports:
+            ce = CrossEncoder(
+                source,
+                revision=revision,
+                device=str(dev),
+                trust_remote_code=trust_remote_code,
+                model_kwargs={"dtype": DTYPES[dt]},
+                activation_fn=torch.nn.Identity(),
+            )
     except OSError as e:
         raise ConfigError(
-            f"teacher.model={name!r}: cannot load it as a Hugging Face model ({e}). Give a hub id, "
-            f"a local model folder, or 'trained' after `make train-teacher`"
+            f"teacher.model={name!r}: cannot load it as a Hugging Face model ({str(e).splitlines()[0]}). Give a "
+            f"hub id, a local model folder, or 'trained' after `make train-teacher`"
         ) from e
-    num_labels = int(model.config.num_labels)
+    except ValueError as e:
+        if "'yes' and/or 'no'" in str(e):
+            raise ConfigError(untrained_message(name, NO_YES_NO)) from e
+        if "trust_remote_code" in str(e):
+            raise ConfigError(
+                f"teacher.model={name!r} needs its own code: set teacher.trust_remote_code=true if you trust it"
+            ) from e
+        raise ConfigError(f"teacher.model={name!r}: {str(e).splitlines()[0]}") from e
+    problem = head_problem(ce, reports)
+    if problem is not None:
+        if not allow_untrained_head:
+            raise ConfigError(untrained_message(name, problem))
+        log.warning(
+            "!!! teacher.allow_untrained_head=true: %s is NOT a trained reranker (%s); its scores are "
+            "random and fit for benchmarks only !!!",
+            name,
+            problem,
+        )
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    family = "causal_lm" if any(isinstance(m, LogitScore) for m in ce) else "encoder"
+    num_labels = int(ce.num_labels)
     if num_labels not in (1, 2):
         raise ConfigError(
             f"teacher.model={name!r} has {num_labels} labels; a cross-encoder needs 1 (a relevance "
             f"logit) or 2 (not relevant / relevant)"
         )
-    limit = position_limit(model.config, tokenizer)
-    if max_length > limit:
-        log.warning("teacher.max_length=%d exceeds what %s accepts; using %d", max_length, name, limit)
-    model.eval().to(dev)
+    limit = position_limit(ce.model.config, ce.tokenizer)
+    own = ce.max_seq_length or limit
+    length = min(own, limit) if max_length is None else max_length
+    if length > limit:
+        log.warning("teacher.max_length=%d exceeds what %s accepts; using %d", length, name, limit)
+        length = limit
+    ce.max_seq_length = length
+    ce.eval()
     if dt == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        torch.ao.quantization.quantize_dynamic(ce.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     if compile:
-        model = torch.compile(model, dynamic=True)
+        ce.model.compile(dynamic=True)
     rev = (
         folder_hash(local)
         if local.is_dir()
-        else (revision or getattr(model.config, "_commit_hash", None) or "unknown")
+        else (revision or getattr(ce.model.config, "_commit_hash", None) or "unknown")
     )
-    return CrossEncoderModel(model, tokenizer, name, str(rev), min(max_length, limit), dt, dev, num_labels)
+    resolved_prompt = prompt if prompt is not None else ce.prompts.get(str(ce.default_prompt_name), None)
+    return TeacherModel(
+        ce=ce,
+        name=name,
+        revision=str(rev),
+        max_length=int(length),
+        dtype=dt,
+        device=dev,
+        family=family,
+        num_labels=num_labels,
+        prompt=resolved_prompt or None,
+        trust_remote_code=bool(trust_remote_code),
+        untrained_head=problem is not None,
+    )

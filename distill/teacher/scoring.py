@@ -32,7 +32,7 @@ from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.faults import checkpoint
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.ensemble import combine
-from distill.teacher.model import CrossEncoderModel, load_cross_encoder
+from distill.teacher.model import TeacherModel, load_teacher
 from distill.teacher.soft_labels import (
     SCHEMA_VERSION,
     file_sha256,
@@ -148,7 +148,7 @@ def texts_for(ds: Dataset, shard: pd.DataFrame, where: str) -> tuple[list[str], 
 class TeacherScorer:
     """Scores shards with one or more teachers and writes the soft-label parts."""
 
-    def __init__(self, models: list[CrossEncoderModel], cfg: DictConfig):
+    def __init__(self, models: list[TeacherModel], cfg: DictConfig):
         self.models = models
         self.engines = [ScoringEngine(m, batch_tokens=cfg.teacher.batch_tokens) for m in models]
         self.norm = cfg.teacher.ensemble_norm
@@ -168,9 +168,9 @@ class TeacherScorer:
         return out
 
 
-def identity_of(cfg: DictConfig, models: list[CrossEncoderModel], candidates: Path) -> dict[str, Any]:
+def identity_of(cfg: DictConfig, models: list[TeacherModel], candidates: Path) -> dict[str, Any]:
     return {
-        "teachers": [{"id": m.name, "revision": m.revision} for m in models],
+        "teachers": [m.describe() for m in models],
         "max_length": models[0].max_length,
         "dtype": models[0].dtype,
         "ensemble_norm": cfg.teacher.ensemble_norm if len(models) > 1 else None,
@@ -181,7 +181,10 @@ def identity_of(cfg: DictConfig, models: list[CrossEncoderModel], candidates: Pa
 
 
 def describe(identity: dict[str, Any]) -> str:
-    t = ", ".join(f"{x['id']}@{x['revision']}" for x in identity["teachers"])
+    t = ", ".join(
+        f"{x['id']}@{x['revision']}" + (f" prompt {x['prompt']!r}" if x.get("prompt") else "")
+        for x in identity["teachers"]
+    )
     return f"teacher {t}, max_length {identity['max_length']}, dtype {identity['dtype']}"
 
 
@@ -252,18 +255,24 @@ def record_shard(root: Path, manifest: dict[str, Any], i: int, entry: dict[str, 
     update_manifest(root, lambda m: m["shards"].__setitem__(f"{i:05d}", entry), manifest)
 
 
-def load_teachers(cfg: DictConfig, ws: Workspace, device: str) -> list[CrossEncoderModel]:
-    return [
-        load_cross_encoder(
-            resolve_teacher(n, ws),
-            revision=cfg.teacher.revision,
-            max_length=cfg.teacher.max_length,
-            dtype=cfg.teacher.dtype,
-            device=device,
-            compile=bool(cfg.teacher.compile),
-        )
-        for n in teacher_names(cfg)
-    ]
+def load_configured_teacher(cfg: DictConfig, name: str, device: str) -> TeacherModel:
+    """`load_teacher` with the `teacher.*` options of `cfg`."""
+    t = cfg.teacher
+    return load_teacher(
+        name,
+        revision=t.revision,
+        max_length=t.max_length,
+        dtype=t.dtype,
+        device=device,
+        compile=bool(t.compile),
+        prompt=t.prompt,
+        trust_remote_code=bool(t.trust_remote_code),
+        allow_untrained_head=bool(t.allow_untrained_head),
+    )
+
+
+def load_teachers(cfg: DictConfig, ws: Workspace, device: str) -> list[TeacherModel]:
+    return [load_configured_teacher(cfg, resolve_teacher(n, ws), device) for n in teacher_names(cfg)]
 
 
 def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
