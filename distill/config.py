@@ -21,6 +21,31 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("basename"):  # a folder's name: data.name of data=beir is its folder's name
+    OmegaConf.register_new_resolver("basename", lambda path: Path(str(path).rstrip("/")).name)
+
+
+def check(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise a `ConfigError` naming `key` and its allowed range unless `ok`."""
+    if not ok:
+        from distill.errors import ConfigError
+
+        raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def check_positive(node: Any, prefix: str, *keys: str) -> None:
+    for k in keys:
+        v = getattr(node, k)
+        check(v is None or v > 0, f"{prefix}.{k}", v, "must be > 0")
+
+
+NAME_RULE = "a plain name: letters, digits, '.', '_' or '-', no path separators, not '.' or '..'"
+
+
+def is_plain_name(name: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", name or "")) and name not in (".", "..")
 
 
 @dataclass
@@ -40,17 +65,25 @@ class DataConfig:
     path: str = MISSING
     # raise: the first bad row stops the run; drop: bad rows are dropped, counted and reported by reason.
     on_error: str = "raise"
-    # Formats without splits: the fraction of judged queries put in the test split (the rest is train).
+    # Formats without splits, and datasets whose only split is test (most of BEIR): the fraction of judged queries
+    # put in the test split (the rest is train), by a hash of the query id (distill/ir/split.py).
     test_fraction: float = 0.5
     split_seed: int = 0
     # Format-specific options, checked by the converter (unknown keys are an error).
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # data.name names a folder under paths.data_root and paths.workspace: it must not point elsewhere.
+        check(self.name == MISSING or is_plain_name(self.name), "data.name", self.name, NAME_RULE)
+        check(self.on_error in ("raise", "drop"), "data.on_error", self.on_error, "use raise or drop")
+        check(0 <= self.test_fraction <= 1, "data.test_fraction", self.test_fraction, "must be in [0, 1]")
+
 
 @dataclass
 class RetrievalConfig:
     k: int = 100
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    # Which qrels splits get candidates; null: every split the dataset has.
+    splits: list[str] | None = None
     method: str = "lucene"
     k1: float = 1.5
     b: float = 0.75
@@ -61,6 +94,78 @@ class RetrievalConfig:
     lowercase: bool = True
     # Which document fields are indexed (concatenated).
     fields: list[str] = field(default_factory=lambda: ["title", "text"])
+
+    def __post_init__(self) -> None:
+        check(self.k >= 1, "retrieval.k", self.k, "must be >= 1")
+        check(self.k1 >= 0, "retrieval.k1", self.k1, "must be >= 0")
+        check(0 <= self.b <= 1, "retrieval.b", self.b, "must be in [0, 1]")
+        check(bool(self.fields), "retrieval.fields", self.fields, "name at least one document field")
+
+
+TEACHER_LOSSES = ("bce", "listnet", "ranknet", "lambdaloss")
+
+
+@dataclass
+class TeacherTrainConfig:
+    """`make train-teacher` (distill/teacher/train.py): `teacher.train.*`."""
+
+    # scratch (a small BERT built from the corpus), or any hub id / local folder to fine-tune (a new 1-logit head
+    # on an encoder such as ../shared/data/all_minilm_l6_v2, or an existing cross-encoder)
+    base_model: str = "scratch"
+    # bce | listnet | ranknet | lambdaloss (sentence-transformers' cross-encoder losses)
+    loss: str = "listnet"
+    # 2.6 epochs of the sample world fit inside max_seconds on 2 CPU cores, so the schedule completes
+    epochs: float = 2.6
+    batch_size: int = 16
+    # null: 1e-3 from scratch, 5e-5 for a pretrained base_model
+    lr: float | None = None
+    warmup_ratio: float = 0.1
+    negatives: int = 7
+    max_length: int = 128
+    seed: int = 0
+    # Stop after this many seconds (null: no limit).
+    max_seconds: float | None = 170
+    # The from-scratch model and tokenizer (base_model=scratch).
+    vocab_size: int = 8000
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 1
+    intermediate_size: int = 512
+    dropout: float = 0.0
+    # match: the first attention layer starts as an exact-match detector (match_init); random: BERT's init.
+    init: str = "match"
+    match_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        from distill.errors import ConfigError
+
+        if self.init not in ("match", "random"):
+            raise ConfigError(f"teacher.train.init={self.init!r}: use match or random")
+        if self.loss not in TEACHER_LOSSES:
+            raise ConfigError(f"teacher.train.loss={self.loss!r}: use one of {TEACHER_LOSSES}")
+        for key in (
+            "epochs",
+            "batch_size",
+            "max_length",
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+        ):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"teacher.train.{key}={getattr(self, key)} must be positive")
+        if self.negatives < 0 or (self.lr is not None and self.lr <= 0):
+            raise ConfigError("teacher.train.negatives must be >= 0 and teacher.train.lr > 0")
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.base_model == "scratch" else 5e-5
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> TeacherTrainConfig:
+        return options_to(cls, to_container(node), "teacher.train")
 
 
 @dataclass
@@ -92,8 +197,16 @@ class TeacherConfig:
     # Delete earlier soft labels instead of resuming them.
     overwrite: bool = False
     num_threads: int | None = None
-    # `make train-teacher` options (distill.teacher.train.TeacherTrainConfig).
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "teacher", "max_length", "batch_tokens", "shard_size", "num_threads")
+        check(
+            self.ensemble_norm in ("zscore", "minmax", "rank", "none"),
+            "teacher.ensemble_norm",
+            self.ensemble_norm,
+            "use zscore, minmax, rank or none",
+        )
 
 
 @dataclass
@@ -107,6 +220,9 @@ class LabelsConfig:
     # 1.0 = teacher only, 0.0 = human qrels only (both z-scored per query before blending).
     alpha: float = 1.0
 
+    def __post_init__(self) -> None:
+        check(0 <= self.alpha <= 1, "student.labels.alpha", self.alpha, "must be in [0, 1]")
+
 
 @dataclass
 class DaskConfig:
@@ -116,6 +232,9 @@ class DaskConfig:
     cluster: str | None = None
     workers: int = 2
     threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive(self, "student.dask", "workers", "threads_per_worker")
 
 
 @dataclass
@@ -141,6 +260,22 @@ class GBDTConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
 
+    def __post_init__(self) -> None:
+        check_positive(
+            self,
+            "student",
+            "temperature",
+            "grades",
+            "num_trees",
+            "learning_rate",
+            "num_leaves",
+            "max_depth",
+            "min_data_in_leaf",
+            "threads",
+        )
+        check(self.early_stopping >= 0, "student.early_stopping", self.early_stopping, "must be >= 0")
+        check(0 < self.val_fraction < 1, "student.val_fraction", self.val_fraction, "must be in (0, 1)")
+
 
 @dataclass
 class LoggerConfig:
@@ -152,6 +287,14 @@ class LoggerConfig:
     entity: str | None = None
     dir: str = "${paths.workspace}"
     tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check(
+            self.mode in ("offline", "online", "disabled"),
+            "logger.mode",
+            self.mode,
+            "use offline, online or disabled",
+        )
 
 
 @dataclass
@@ -172,6 +315,12 @@ class EvaluateConfig:
     p99_budget_ms: float = 60.0
     # The load profile (distill.evaluation.cascade.Load).
     load: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "evaluate", "latency_queries", "latency_candidates", "p99_budget_ms")
+        check(all(n > 0 for n in self.cascade_n), "evaluate.cascade_n", self.cascade_n, "each must be > 0")
+        check(all(k >= 0 for k in self.cascade_k), "evaluate.cascade_k", self.cascade_k, "each must be >= 0")
+        check(all(b > 0 for b in self.sla_ms), "evaluate.sla_ms", self.sla_ms, "each must be > 0")
 
 
 @dataclass
@@ -204,6 +353,21 @@ def register() -> None:
 
 
 register()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Run every typed group's value checks (`__post_init__`): composing checks keys and types, not ranges."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    from distill.errors import ConfigError
+
+    try:
+        for key in ("paths", "data", "retrieval", "teacher", "features", "logger", "evaluate", "student"):
+            node = cfg.get(key) if isinstance(cfg, DictConfig) else None
+            if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+                OmegaConf.to_object(node)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} has no value: set it on the command line ({e.full_key}=...)") from e
 
 
 def options_to(cls: type, opts: dict[str, Any] | None, where: str) -> Any:

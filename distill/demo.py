@@ -3,68 +3,134 @@
 data -> candidates -> train-teacher -> teacher-score -> features -> LightGBM, XGBoost and bi-encoder students ->
 evaluate (metrics.json, report.md with the cascade simulation), then prints the comparison table. Stages run in
 one process with the same config; pass overrides as usual (`make demo ARGS="teacher.train.max_seconds=60"`);
-`demo.bi_encoder.*` overrides the bi-encoder student (configs/student/bi_encoder.yaml).
+`demo.bi_encoder.*` overrides the bi-encoder student (configs/student/bi_encoder.yaml). A re-run skips every stage
+whose config and inputs (by content) are unchanged since it last finished (`distill/stamps.py`) and says so;
+evaluation always runs.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distill.config import CONFIG_DIR
+from distill.config import CONFIG_DIR, to_container
+from distill.data.prepare import dataset_dir
+from distill.errors import StageNotReadyError
 from distill.evaluation.stage import run as run_evaluate
 from distill.evaluation.stage import table
 from distill.features.build import run as run_features
 from distill.retrieval.candidates import run as run_candidates
+from distill.stamps import is_fresh, record, stage_key
 from distill.students.bi_encoder import run as run_bi_encoder
 from distill.students.gbdt import run as run_gbdt
 from distill.teacher.scoring import run as run_score
 from distill.teacher.train import run as run_train_teacher
-from distill.workspace import Workspace
+from distill.workspace import Workspace, remove_ours
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    timings = {}
+    timings: dict[str, Any] = {}
+    ws = Workspace.from_cfg(cfg)
+    ds_dir = dataset_dir(cfg)
 
-    def stage(name, fn, c=cfg):
+    def stage(
+        name: str, fn, c: DictConfig, config: list[Any], inputs: list[Path], outputs: list[Path]
+    ) -> None:
+        """Run a stage unless its config and inputs are unchanged since it last finished here."""
+        key = stage_key(config, inputs)
+        if is_fresh(ws, name, key, outputs):
+            print(f"demo: {name} skipped (its config and inputs are unchanged since it last ran here)")
+            timings[name] = "skipped"
+            return
         t = time.perf_counter()
         fn(c)
+        record(ws, name, key)
         timings[name] = round(time.perf_counter() - t, 1)
 
-    ws = Workspace.from_cfg(cfg)
-    # a new teacher makes every student stale: start the students and the report afresh
-    for old in [ws.model("lightgbm"), ws.model("xgboost"), ws.model("bi_encoder"), ws.metrics, ws.report]:
-        if old.is_dir():
-            shutil.rmtree(old)
-        elif old.exists():
-            old.unlink()
-    stage("candidates", run_candidates)
-    stage("train-teacher", run_train_teacher)
-    # the demo's teacher is the one it just trained; scoring starts fresh so old and new results never mix
-    with open_dict(cfg):
-        cfg.teacher.model = "trained"
-        cfg.teacher.overwrite = True
-    stage("teacher-score", run_score)
-    stage("features", run_features)
+    stage("candidates", run_candidates, cfg, [cfg.data, cfg.retrieval], [ds_dir], [ws.candidates])
+    teacher = ws.model("teacher")
+    stage(
+        "train-teacher",
+        run_train_teacher,
+        cfg,
+        [cfg.data, cfg.teacher.train],
+        [ds_dir, ws.candidates],
+        [teacher],
+    )
+    # the demo's teacher is the one it just trained; a new teacher is scored afresh, so results never mix
+    score_cfg = cfg.copy()
+    with open_dict(score_cfg):
+        score_cfg.teacher.model = "trained"
+        score_cfg.teacher.overwrite = True
+    teacher_opts = {
+        k: v for k, v in to_container(score_cfg.teacher).items() if k not in ("train", "overwrite")
+    }
+    stage(
+        "teacher-score",
+        run_score,
+        score_cfg,
+        [teacher_opts],
+        [ws.candidates, teacher],
+        [ws.soft_labels / "manifest.json"],
+    )
+    stage(
+        "features",
+        run_features,
+        cfg,
+        [cfg.data, cfg.retrieval, cfg.features],
+        [ds_dir, ws.candidates],
+        [ws.features],
+    )
+    learned_from = [ws.candidates, ws.soft_labels / "manifest.json"]
     for name in ("lightgbm", "xgboost"):
         c = cfg.copy()
         with open_dict(c):
             c.student.name = name
-        stage(f"train-student-{name}", run_gbdt, c)
+        stage(
+            f"train-student-{name}",
+            run_gbdt,
+            c,
+            [c.student, cfg.data],
+            [*learned_from, ws.features],
+            [ws.model(name)],
+        )
     c = cfg.copy()
     bi = OmegaConf.merge(
         OmegaConf.load(CONFIG_DIR / "student" / "bi_encoder.yaml"), cfg.demo.get("bi_encoder", {})
     )
     with open_dict(c):
         c.student = bi
-    stage("train-student-bi_encoder", run_bi_encoder, c)
+    stage(
+        "train-student-bi_encoder",
+        run_bi_encoder,
+        c,
+        [bi, cfg.data],
+        [*learned_from, teacher],
+        [ws.model("bi_encoder") / str(bi.loss)],
+    )
+    remove_stale_students(ws)
     metrics = run_evaluate(cfg)
     metrics["stage_seconds"] = timings
     print(
         f"\ndemo on {cfg.data.name} ({time.perf_counter() - t0:.0f}s; {timings})\n{table(metrics)}\n-> {ws.report}"
     )
     return metrics
+
+
+def remove_stale_students(ws: Workspace) -> None:
+    """Students left from earlier runs that learned from other candidates or soft labels would make evaluation
+    refuse to mix results: the demo removes them (folders it made) and says so."""
+    for info in sorted(ws.root.glob("models/*/train_info.json")) + sorted(
+        ws.root.glob("models/bi_encoder/*/distill_train.json")
+    ):
+        recorded = json.loads(info.read_text()).get("inputs")
+        try:
+            ws.check_inputs(info.parent, recorded, "")
+        except StageNotReadyError:
+            remove_ours(info.parent)
+            print(f"demo: removed {info.parent} (trained on other inputs than the workspace holds now)")

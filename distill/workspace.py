@@ -1,16 +1,27 @@
-"""The workspace folder through which stages exchange files, with fixed names (see README, "Pipeline")."""
+"""The workspace folder through which stages exchange files, with fixed names (see README, "Pipeline"), and the
+rules every output follows: written whole (a temp sibling renamed into place), fingerprinted by content, and
+removed only when the project made it."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from distill.errors import StageNotReadyError
+from distill.errors import ConfigError, DataError, StageNotReadyError
+from distill.faults import checkpoint
+
+# A folder the project wrote whole carries this file: what it holds (relative path -> size in bytes).
+COMPLETE = ".distill-complete.json"
 
 
 @dataclass(frozen=True)
@@ -19,9 +30,30 @@ class Workspace:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> Workspace:
+        from distill.config import validate
+
+        validate(cfg)
         root = Path(cfg.paths.workspace).resolve()
-        root.mkdir(parents=True, exist_ok=True)
+        cls.check_root(root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"paths.workspace={root}: cannot create it ({e.strerror})") from e
+        if not os.access(root, os.W_OK):
+            raise ConfigError(f"paths.workspace={root} is not writable: choose a writable folder")
         return cls(root)
+
+    @staticmethod
+    def check_root(root: Path) -> None:
+        """A workspace must be a folder (or not exist yet), and so must every folder above it."""
+        root = root.resolve()
+        for p in (root, *root.parents):
+            if p.exists() and not p.is_dir():
+                raise ConfigError(
+                    f"paths.workspace={root} is a file, not a folder: point paths.workspace at a folder"
+                    if p == root
+                    else f"paths.workspace={root}: {p} is a file, not a folder"
+                )
 
     @property
     def candidates(self) -> Path:
@@ -34,6 +66,30 @@ class Workspace:
     @property
     def features(self) -> Path:
         return self.root / "features.parquet"
+
+    @property
+    def features_stamp(self) -> Path:
+        """What features.parquet was built from (`distill.features.build.features_hash`)."""
+        return self.root / "features.hash"
+
+    def inputs(self) -> dict[str, str]:
+        """Content fingerprints of the inputs a student learns from, recorded in its folder."""
+        out = {"candidates": fingerprint(self.require(self.candidates, "candidates"))}
+        if (self.soft_labels / "manifest.json").is_file():
+            out["soft_labels"] = fingerprint(self.soft_labels / "manifest.json")
+        return out
+
+    def check_inputs(self, model_dir: Path, recorded: dict[str, str] | None, remedy: str) -> None:
+        """Refuse a model trained on other candidates or soft labels than the workspace holds now."""
+        if not recorded:
+            return
+        now = self.inputs()
+        stale = [k for k, v in recorded.items() if k in now and now[k] != v]
+        if stale:
+            raise StageNotReadyError(
+                f"{model_dir} is stale: it was trained on other {' and '.join(s.replace('_', ' ') for s in stale)} "
+                f"than the workspace holds now; {remedy}"
+            )
 
     def model(self, name: str) -> Path:
         return self.root / "models" / name
@@ -56,14 +112,143 @@ class Workspace:
         return path
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp sibling of `path` to write; renamed onto `path` when the body succeeds, removed when it fails (a
+    full disk leaves no partial file behind, and the previous `path` intact)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_parquet_atomic(df: pd.DataFrame, path: Path, **kwargs: Any) -> None:
     """Write to a temp file and rename, so readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False, **kwargs)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, **kwargs)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path: Path) -> str:
+    """The identity of a stage's output by content: sha256 of a file (the first 16 hex digits)."""
+    return file_sha256(path)[:16]
+
+
+def _listing(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != COMPLETE
+    }
+
+
+def is_ours(path: Path) -> bool:
+    """Whether the project made this folder (it carries a completion marker or a build marker)."""
+    return (path / COMPLETE).is_file() or any(path.glob(".distill-*"))
+
+
+def remove_ours(path: Path, what: str = "folder") -> None:
+    """Delete a folder the project made; refuse, naming it, to delete anything else."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and (is_ours(path) or not any(path.iterdir())):
+        shutil.rmtree(path)
+        return
+    raise ConfigError(
+        f"{path} exists and was not made by distill (no {COMPLETE}); it is left untouched: move it away or "
+        f"choose another {what}"
+    )
+
+
+@contextlib.contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """Write a folder as a whole: the body fills a temp sibling; on success a completion marker listing every file
+    and its size is added and the folder replaces `dest` (the old one is moved aside, then removed). A crash
+    before that leaves the previous `dest` as it was; a crash between the two renames is repaired by the next call
+    (or by `check_complete`)."""
+    tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
+    _restore(dest, old)
+    if tmp.exists():
+        remove_ours(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / ".distill-building").touch()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / ".distill-building").unlink()
+    write_json_atomic({"files": _listing(tmp)}, tmp / COMPLETE)
+    checkpoint("staged_written")
+    if dest.exists():
+        if not is_ours(dest):
+            remove_ours(dest)  # refuses with a message: a folder of the user's is never replaced
+        dest.rename(old)
+    checkpoint("staged_between_renames")
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore(dest: Path, old: Path) -> None:
+    if not dest.exists() and (old / COMPLETE).is_file():
+        old.rename(dest)
+
+
+def check_complete(folder: Path, remedy: str) -> Path:
+    """`folder`, if it was written whole and no file in it is missing or truncated; else a one-line error that
+    says how to rebuild it (`remedy`)."""
+    _restore(folder, folder.with_name(f".{folder.name}.old"))
+    marker = folder / COMPLETE
+    if not marker.is_file():
+        what = (
+            "not found"
+            if not folder.exists()
+            else f"incomplete (no {COMPLETE}: interrupted or not written by distill)"
+        )
+        raise StageNotReadyError(f"{folder} is {what}: {remedy}")
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{marker} is damaged: {remedy}") from e
+    for rel, size in files.items():
+        f = folder / rel
+        if not f.is_file() or f.stat().st_size != size:
+            state = "missing" if not f.is_file() else f"{f.stat().st_size} bytes instead of {size}"
+            raise DataError(f"{f} is damaged ({state}): {remedy}")
+    return folder
+
+
+def user_os_error(e: OSError) -> str | None:
+    """One line for an OS error a user can fix (disk full, read-only or missing folder), or None."""
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space (or point paths.workspace elsewhere) and re-run; "
+        "finished work is kept and the stage resumes",
+        errno.EDQUOT: "the disk quota is exceeded: free some space and re-run",
+        errno.EROFS: "the file system is read-only: point paths.workspace at a writable folder",
+        errno.EACCES: "permission denied: point paths.workspace at a folder you can write",
+        errno.ENOTDIR: "a path component is a file, not a folder",
+    }
+    hint = hints.get(e.errno or -1)
+    if hint is None:
+        return None
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{hint}"

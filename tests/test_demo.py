@@ -47,3 +47,22 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     assert "## Cascade" in report and "| bi_encoder_kl |" in report
     for png in ("pareto.png", "teacher_vs_student.png", "gain_hist.png"):
         assert (ws / "plots" / png).stat().st_size > 1000
+    # a re-run skips every stage whose config and inputs are unchanged, and gives the same figures
+    again = run_demo(cfg)
+    assert set(again["stage_seconds"].values()) == {"skipped"} and len(again["stage_seconds"]) == 7
+    assert {k: v["ndcg@10"] for k, v in again["rankers"].items()} == {
+        k: v["ndcg@10"] for k, v in saved["rankers"].items()
+    }
+    # a changed stage option re-runs that stage and what depends on it, nothing before it
+    changed = run_demo(tiny_changed(cfg))
+    ran = {k for k, v in changed["stage_seconds"].items() if v != "skipped"}
+    assert ran == {"train-student-lightgbm", "train-student-xgboost"}
+
+
+def tiny_changed(cfg):
+    from omegaconf import open_dict
+
+    c = cfg.copy()
+    with open_dict(c):
+        c.student.num_trees = 11
+    return c

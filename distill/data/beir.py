@@ -23,6 +23,7 @@ import pandas as pd
 
 from distill.data.quarantine import Quarantine
 from distill.errors import DataError
+from distill.ir.timestamps import parse_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,22 @@ class Dataset:
     clicks: pd.DataFrame | None = None
     quarantine: Quarantine = field(default_factory=Quarantine)
 
+    def judged(self, split: str, stage: str) -> pd.DataFrame:
+        """The qrels of `split`, or a one-line error saying how to get them (`stage` needs them)."""
+        if split not in self.qrels or self.qrels[split].empty:
+            raise DataError(
+                f"{stage} needs judged {split} queries, but dataset {self.name!r} has no qrels/{split}.tsv (found: "
+                f"{sorted(self.qrels)}); add qrels/{split}.tsv (a dataset judged on test only is split by "
+                f"data.test_fraction)"
+            )
+        return self.qrels[split]
+
     def split_qids(self, split: str) -> list[str]:
         """Queries of a split that have at least one judgement, in qrels order."""
         if split not in self.qrels:
             raise DataError(
                 f"dataset {self.name!r} has no split {split!r} (found: {sorted(self.qrels)}); "
-                f"add qrels/{split}.tsv or choose another split"
+                f"add qrels/{split}.tsv, or choose the splits with retrieval.splits=[...] (null: every split)"
             )
         qids = list(dict.fromkeys(self.qrels[split]["qid"]))
         if not qids:
@@ -91,6 +102,8 @@ def _lines(path: Path, q: Quarantine) -> Iterator[tuple[int, str]]:
         for no, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
+                if no == 1:
+                    line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Windows editors write one)
             except UnicodeDecodeError as e:
                 q.bad(
                     path.name,
@@ -193,7 +206,7 @@ def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> tuple[pd.S
     if "timestamp" not in df:
         return pd.Series(pd.NaT, index=df.index, dtype="datetime64[ns, UTC]"), keep
     raw = df["timestamp"]
-    parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="ISO8601")
+    parsed = parse_timestamps(raw)
     bad = parsed.isna() & raw.notna()
     for rid in df.index[bad.to_numpy()]:
         q.bad(
@@ -303,17 +316,35 @@ def _read_clicks(path: Path, q: Quarantine) -> pd.DataFrame:
     for col in ("position", "dwell_s"):
         if not pd.api.types.is_numeric_dtype(df[col]):
             raise DataError(f"{path}: column {col!r} must be numeric, got {df[col].dtype}")
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce")
-    bad = df["timestamp"].isna()
-    for idx in np.flatnonzero(bad.to_numpy())[:1000]:
-        q.bad(
-            path.name,
-            int(idx),
+    df["timestamp"] = parse_timestamps(df["timestamp"])
+    position = df["position"].to_numpy(dtype=float)
+    checks = [
+        (
+            df["timestamp"].isna().to_numpy(),
             "bad timestamp",
             "missing or unparsable timestamp",
-            "Give each row a timestamp",
-        )
+            "Give each row an ISO-8601 timestamp",
+        ),
+        (
+            ~(np.isfinite(position) & (position >= 1) & (position == np.round(position))),
+            "bad position",
+            "position must be a whole number >= 1 (1 = the top result)",
+            "Fix or remove the row",
+        ),
+        (
+            ~(df["dwell_s"].to_numpy(dtype=float) >= 0),
+            "bad dwell_s",
+            "dwell_s must be >= 0 seconds",
+            "Fix or remove the row",
+        ),
+    ]
+    bad = np.zeros(len(df), dtype=bool)
+    for mask, reason, detail, fix in checks:
+        for idx in np.flatnonzero(mask & ~bad):  # one reason per row, rows numbered from 1
+            q.bad(path.name, None, reason, f"row {int(idx) + 1}: {detail}", fix)
+        bad |= mask
     df = df[~bad]
+    df["position"] = df["position"].astype("int64")
     df["clicked"] = df["clicked"].astype(bool)
     return df.reset_index(drop=True)
 
@@ -321,10 +352,10 @@ def _read_clicks(path: Path, q: Quarantine) -> pd.DataFrame:
 def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise") -> Dataset:
     """Load and validate a dataset folder in BEIR layout."""
     root = Path(path)
-    if not root.is_dir():
+    if not root.is_dir() or not any((root / n).exists() for n in ("corpus.jsonl", "queries.jsonl", "qrels")):
         raise DataError(
-            f"{root}: dataset folder not found. Point data.path at a folder with corpus.jsonl, "
-            f"queries.jsonl and qrels/<split>.tsv"
+            f"{root}: dataset folder not found (or it holds none of the BEIR files). Point data.path at a folder "
+            f"with corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
         )
     q = Quarantine(on_error)
     corpus = _read_jsonl(root / "corpus.jsonl", "document", q).drop(columns=["_line"])

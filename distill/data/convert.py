@@ -22,6 +22,7 @@ from typing import Any
 from distill.config import options_to
 from distill.data.beir import write_beir
 from distill.errors import ConfigError, DataError
+from distill.ir.split import held_out
 
 Qrel = tuple[str, str, int]
 
@@ -50,10 +51,12 @@ def split_queries(qrels: Iterable[Qrel], test_fraction: float, seed: int) -> dic
     """Deterministic query-level train/test split: a query's hash decides its split, independent of order."""
     if not 0.0 <= test_fraction <= 1.0:
         raise ConfigError(f"data.test_fraction={test_fraction} must be within [0, 1]")
+    qrels = list(qrels)
+    qids = list(dict.fromkeys(q for q, _, _ in qrels))
+    is_test = dict(zip(qids, held_out(qids, test_fraction, seed), strict=True))
     out: dict[str, list[Qrel]] = {"train": [], "test": []}
     for qid, docid, rel in qrels:
-        h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        out["test" if h < test_fraction else "train"].append((qid, docid, rel))
+        out["test" if is_test[qid] else "train"].append((qid, docid, rel))
     return {k: v for k, v in out.items() if v}
 
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import DictConfig
 
-from distill.config import to_container
+from distill.config import to_container, validate
 from distill.data.beir import Dataset, load_beir
 from distill.errors import ConfigError
+from distill.ir.split import held_out
+from distill.workspace import remove_ours, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +41,18 @@ def _fresh(dest: Path, stamp: dict[str, Any]) -> bool:
 
 
 def _build(dest: Path, stamp: dict[str, Any], build) -> None:
-    """Build into a temp folder next to `dest`, then swap it in, so a crash never leaves a half dataset."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    build(tmp)
-    (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    """Build into a temp folder next to `dest`, then swap it in, so a crash never leaves a half dataset. An
+    existing `dest` is replaced only if the project made it (it carries the stamp); anything else is refused."""
+    if dest.exists() and not (dest / STAMP).is_file():
+        remove_ours(dest, "data.name (or data.path)")  # raises unless it is an empty folder
+    with staged_dir(dest) as tmp:
+        build(tmp)
+        (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
 
 
 def dataset_dir(cfg: DictConfig) -> Path:
     """The BEIR folder that `cfg.data` resolves to, generating or converting it first when needed."""
+    validate(cfg)
     d = cfg.data
     if d.format not in FORMATS:
         raise ConfigError(f"data.format={d.format!r} is not one of {FORMATS}")
@@ -87,4 +89,32 @@ def dataset_dir(cfg: DictConfig) -> Path:
 
 
 def load_dataset(cfg: DictConfig) -> Dataset:
-    return load_beir(dataset_dir(cfg), name=cfg.data.name, on_error=cfg.data.on_error)
+    ds = load_beir(dataset_dir(cfg), name=cfg.data.name, on_error=cfg.data.on_error)
+    if "train" not in ds.qrels and "test" in ds.qrels:
+        split_test(ds, float(cfg.data.test_fraction), int(cfg.data.split_seed))
+    return ds
+
+
+def split_test(ds: Dataset, test_fraction: float, seed: int) -> None:
+    """A dataset judged on a test split only (most of BEIR) gets the converters' deterministic query split: a
+    query's hash puts it in test (`test_fraction`) or train. Nothing is written; the log says so."""
+    test = ds.qrels["test"]
+    qids = test.qid.unique()
+    in_test = pd.Series(held_out(qids, test_fraction, seed), index=qids)
+    mask = test.qid.map(in_test).to_numpy(bool)
+    if mask.all() or not mask.any():
+        return  # test_fraction 0 or 1: keep the split as it is
+    ds.qrels = {
+        **ds.qrels,
+        "train": test[~mask].reset_index(drop=True),
+        "test": test[mask].reset_index(drop=True),
+    }
+    log.warning(
+        "dataset %r has no train split: %d of its %d judged test queries go to train by a hash of the query id "
+        "(data.test_fraction=%s, data.split_seed=%d); add qrels/train.tsv to choose them yourself",
+        ds.name,
+        int((~in_test).sum()),
+        len(qids),
+        test_fraction,
+        seed,
+    )

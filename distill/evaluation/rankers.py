@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
 from distill.teacher.soft_labels import read_soft_labels
-from distill.workspace import Workspace
+from distill.workspace import Workspace, check_complete
 
 Probe = Callable[[pd.DataFrame], object]  # scores one query's candidate rows
 
@@ -52,7 +52,7 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     """BM25, the teacher (soft labels), GBDT students and every bi-encoder under models/bi_encoder/."""
     rankers = [Ranker("bm25", "retrieval", cands.bm25.to_numpy(np.float64))]
     if (ws.soft_labels / "manifest.json").exists():
-        soft = read_soft_labels(ws.soft_labels)
+        soft = read_soft_labels(ws.soft_labels, ws.candidates)
         t = cands[["qid", "docid"]].merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
         if t.score.isna().any():
             raise_missing(int(t.score.isna().sum()))
@@ -64,7 +64,10 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
         feats = cands[["qid", "docid"]].merge(feats, on=["qid", "docid"], how="left")
         for name in ("lightgbm", "xgboost"):
             d = ws.model(name)
-            if (d / "features.json").exists():
+            if d.exists():
+                remedy = f'retrain it: make train-student ARGS="student={name}"'
+                check_complete(d, remedy)
+                ws.check_inputs(d, json.loads((d / "train_info.json").read_text()).get("inputs"), remedy)
                 names, predict = _gbdt_predict(d)
                 X = feats[names].to_numpy(np.float32)
                 rows = pd.Series(
@@ -76,8 +79,15 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
 
                 rankers.append(Ranker(name, "student", predict(X).astype(np.float64), probe))
     root = ws.model("bi_encoder")
-    for d in sorted(root.glob("*/distill_train.json")) if root.exists() else []:
-        rankers.extend(_bi_encoder(d.parent, ds, cands))
+    for d in (
+        sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.exists()
+        else []
+    ):
+        remedy = f'retrain it: make train-student ARGS="student=bi_encoder student.loss={d.name}"'
+        check_complete(d, remedy)
+        ws.check_inputs(d, json.loads((d / "distill_train.json").read_text()).get("inputs"), remedy)
+        rankers.extend(_bi_encoder(d, ds, cands))
     return rankers
 
 

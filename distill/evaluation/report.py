@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from distill.evaluation.cascade import pareto
-from distill.workspace import Workspace
+from distill.workspace import Workspace, atomic_path, write_text_atomic
 
 
 def _plt():
@@ -43,7 +43,7 @@ def plot_pareto(tab: pd.DataFrame, path: Path) -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle("Cascade quality vs latency under the simulated load")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -59,7 +59,7 @@ def plot_scatter(teacher: np.ndarray, students: dict[str, np.ndarray], path: Pat
         ax.set_ylabel(f"{name} score")
         ax.set_title(f"{name} (Pearson {np.corrcoef(teacher, s)[0, 1]:.2f})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -80,7 +80,7 @@ def plot_gains(per_q: dict[str, pd.Series], path: Path) -> None:
     ax.set_ylabel("queries")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -155,8 +155,11 @@ def write_report(
             "![pareto](plots/pareto.png)",
             "",
         ]
-    path = ws.report
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
-    return path
+    write_text_atomic("\n".join(parts), ws.report)
+    return ws.report
+
+
+def save_figure(fig, path: Path) -> None:
+    """A PNG written whole (temp sibling, then renamed)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")

@@ -34,7 +34,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
 from distill.retrieval.bm25 import BM25Index
-from distill.workspace import Workspace, write_parquet_atomic
+from distill.workspace import Workspace, fingerprint, write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,9 @@ def build_features(
     return out
 
 
-def features_hash(cfg: DictConfig) -> str:
-    return config_hash(cfg.data, cfg.retrieval, cfg.features)
+def features_hash(cfg: DictConfig, ws: Workspace) -> str:
+    """What features.parquet is built from: the config and the candidates file's content."""
+    return f"{config_hash(cfg.data, cfg.retrieval, cfg.features)}:{fingerprint(ws.candidates)}"
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -266,7 +267,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     )
     df.attrs = {}
     write_parquet_atomic(df, ws.features)
-    (ws.root / "features.hash").write_text(features_hash(cfg))
+    write_text_atomic(features_hash(cfg, ws), ws.features_stamp)
     cols = [c for c in df.columns if c not in ("qid", "docid", "split")]
     print(
         f"features: {len(df)} rows x {len(cols)} features ({', '.join(cols)}) in "

@@ -92,7 +92,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with start_run(cfg, stage="candidates") as tracker:
         t0 = time.perf_counter()
         ds = load_dataset(cfg)
-        splits = split_queries(ds, list(cfg.retrieval.splits))
+        splits = split_queries(
+            ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
+        )
         index = build_index(ds, cfg.retrieval)
         cands = build_candidates(ds, index, splits, cfg.retrieval.k)
         write_parquet_atomic(cands, ws.candidates)

@@ -36,7 +36,7 @@ from distill.evaluation.metrics import evaluate
 from distill.hf_training import time_limit_callback, training_args
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
-from distill.workspace import Workspace, write_json_atomic
+from distill.workspace import Workspace, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -348,10 +348,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
     ds = load_dataset(cfg)
     torch.manual_seed(bc.seed)
-    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     train_qids = set(cands.qid[cands.split == "train"])
-    ex, skipped = build_examples(soft[soft.qid.isin(train_qids)], ds.qrels["train"], ds.queries, bc)
+    ex, skipped = build_examples(
+        soft[soft.qid.isin(train_qids)], ds.judged("train", "train-student"), ds.queries, bc
+    )
     if ex.empty:
         raise DataError(
             f"no training example: {skipped} (queries skipped by reason); lower student.negatives or "
@@ -390,32 +392,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if not ranks.is_main:  # rank 0 saves, evaluates and reports
             return {"rank": ranks.rank, "steps": result.global_step}
         loss_after = held_out_loss(model, loss, probe)
-        model.save(str(out))
-        weight, weights = (
-            fit_bm25_weight(model, ds, cands, bc.similarity)
-            if bc.bm25_weight == "auto"
-            else (bc.bm25_weight, {})
-        )
-        (out / HYBRID_FILE).unlink(missing_ok=True)
-        if weight is not None:
-            write_json_atomic({"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, out / HYBRID_FILE)
-        metrics = evaluate_bi_encoder(model, ds, cands, bc, bm25_weight=weight)
-        info = {
-            "loss": bc.loss,
-            "base_model": bc.base_model,
-            "examples": len(ex),
-            "skipped": skipped,
-            "steps": result.global_step,
-            "train_loss": result.training_loss,
-            "probe_loss_before": loss_before,
-            "probe_loss_after": loss_after,
-            "train_seconds": round(seconds, 1),
-            "similarity": bc.similarity,
-            "processes": ranks.world,
-            "bm25_weight": weight,
-            "test": metrics,
-        }
-        write_json_atomic(info, out / "distill_train.json")
+        with staged_dir(out) as tmp:  # written whole: a crash leaves the previous folder as it was
+            model.save(str(tmp))
+            weight, weights = (
+                fit_bm25_weight(model, ds, cands, bc.similarity)
+                if bc.bm25_weight == "auto"
+                else (bc.bm25_weight, {})
+            )
+            if weight is not None:
+                write_json_atomic(
+                    {"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, tmp / HYBRID_FILE
+                )
+            metrics = evaluate_bi_encoder(model, ds, cands, bc, bm25_weight=weight)
+            info = {
+                "loss": bc.loss,
+                "base_model": bc.base_model,
+                "examples": len(ex),
+                "skipped": skipped,
+                "steps": result.global_step,
+                "train_loss": result.training_loss,
+                "probe_loss_before": loss_before,
+                "probe_loss_after": loss_after,
+                "train_seconds": round(seconds, 1),
+                "similarity": bc.similarity,
+                "processes": ranks.world,
+                "bm25_weight": weight,
+                "inputs": ws.inputs(),
+                "test": metrics,
+            }
+            write_json_atomic(info, tmp / "distill_train.json")
         tracker.summary(
             {f"test/{mode}/{k}": v for mode, m in metrics.items() for k, v in m.items()}
             | {"train/seconds": seconds, "train/loss": result.training_loss}

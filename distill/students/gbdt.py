@@ -16,7 +16,6 @@ importances.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -31,21 +30,17 @@ from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError
 from distill.features.build import features_hash
 from distill.features.build import run as build_features_stage
+from distill.ir.split import held_out
 from distill.objectives import OBJECTIVES, Groups
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
 from distill.teacher.ensemble import normalise
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
-from distill.workspace import Workspace, write_json_atomic
+from distill.workspace import Workspace, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 GBDT_OBJECTIVES = ("lambdarank", *OBJECTIVES)
-
-
-def _val_queries(qids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    h = np.array([int(hashlib.sha256(f"{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for q in qids])
-    return h < fraction
 
 
 def training_frame(
@@ -53,6 +48,11 @@ def training_frame(
 ) -> pd.DataFrame:
     """Train-split feature rows joined with teacher scores, grouped by query; target = blended label."""
     train = feats[feats.split == "train"]
+    if train.empty:
+        raise DataError(
+            "features.parquet has no train-split candidate: the GBDT student learns from train queries; give the "
+            "dataset a train split (qrels/train.tsv) and re-run `make candidates` (retrieval.splits=null: all)"
+        )
     df = train.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
     missing = int(df.score.isna().sum())
     if missing:
@@ -143,8 +143,9 @@ def student_config(node: Any) -> GBDTConfig:
 
 
 def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
-    stamp = ws.root / "features.hash"
-    if not ws.features.exists() or not stamp.exists() or stamp.read_text() != features_hash(cfg):
+    stamp = ws.features_stamp
+    if not ws.features.exists() or not stamp.exists() or stamp.read_text() != features_hash(cfg, ws):
+        log.info("features.parquet is missing or stale (other config or candidates): rebuilding it")
         return build_features_stage(cfg)
     return pd.read_parquet(ws.features)
 
@@ -154,7 +155,7 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     t0 = time.perf_counter()
     feats = load_features(cfg, ws)
-    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"))
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     ds = load_dataset(cfg)
     df = training_frame(
         feats,
@@ -164,7 +165,7 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
     )
     names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     qids = df.qid.unique()
-    is_val = dict(zip(qids, _val_queries(qids, sc.val_fraction, sc.seed), strict=True))
+    is_val = dict(zip(qids, held_out(qids, sc.val_fraction, sc.seed), strict=True))
     val_mask = df.qid.map(is_val).to_numpy(bool)
     tr, va = df[~val_mask], df[val_mask]
     sizes = tr.groupby("qid", sort=False).size().to_numpy()
@@ -199,34 +200,35 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         sizes_v,
         obj,
     )
-    out = ws.model(sc.name)
-    out.mkdir(parents=True, exist_ok=True)
-    if sc.name == "lightgbm":
-        model.save_model(str(out / "model.txt"))
-        importance = dict(zip(names, model.feature_importance("gain").tolist(), strict=True))
-        best = int(model.best_iteration or model.current_iteration())
-    else:
-        model.save_model(str(out / "model.json"))
-        raw = model.get_score(importance_type="gain")
-        importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
-        best = int(getattr(model, "best_iteration", model.num_boosted_rounds() - 1)) + 1
-    (out / "features.json").write_text(json.dumps(names))
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg.student, resolve=True))
-    pd.Series(importance).sort_values(ascending=False).rename("gain").to_csv(
-        out / "importance.csv", index_label="feature"
-    )
-    info = {
-        "student": sc.name,
-        "objective": sc.objective,
-        "trees": best,
-        "train_queries": len(sizes),
-        "val_queries": len(sizes_v),
-        "rows": len(df),
-        "features": len(names),
-        "dask": sc.dask.cluster,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_json_atomic(info, out / "train_info.json")
+    # written whole: a crash leaves the previous model folder as it was
+    with staged_dir(ws.model(sc.name)) as tmp:
+        if sc.name == "lightgbm":
+            model.save_model(str(tmp / "model.txt"))
+            importance = dict(zip(names, model.feature_importance("gain").tolist(), strict=True))
+            best = int(model.best_iteration or model.current_iteration())
+        else:
+            model.save_model(str(tmp / "model.json"))
+            raw = model.get_score(importance_type="gain")
+            importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
+            best = int(getattr(model, "best_iteration", model.num_boosted_rounds() - 1)) + 1
+        (tmp / "features.json").write_text(json.dumps(names))
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg.student, resolve=True))
+        pd.Series(importance).sort_values(ascending=False).rename("gain").to_csv(
+            tmp / "importance.csv", index_label="feature"
+        )
+        info = {
+            "student": sc.name,
+            "objective": sc.objective,
+            "trees": best,
+            "train_queries": len(sizes),
+            "val_queries": len(sizes_v),
+            "rows": len(df),
+            "features": len(names),
+            "dask": sc.dask.cluster,
+            "inputs": ws.inputs(),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        write_json_atomic(info, tmp / "train_info.json")
     return info
 
 

@@ -19,12 +19,12 @@ from distill.data.convert import flagembedding_ids, read_flagembedding
 from distill.errors import DataError, DistillError
 from distill.teacher.soft_labels import (
     SCHEMA_VERSION,
-    file_sha256,
     part_name,
     validate_soft_labels,
     write_manifest,
     write_part,
 )
+from distill.workspace import file_sha256
 
 
 def flagembedding_soft_labels(path: Path) -> pd.DataFrame:

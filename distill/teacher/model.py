@@ -280,7 +280,14 @@ def load_teacher(
             f"teacher.model={name!r}: cannot load it as a Hugging Face model ({str(e).splitlines()[0]}). Give a "
             f"hub id, a local model folder, or 'trained' after `make train-teacher`"
         ) from e
-    except ValueError as e:
+    except Exception as e:
+        if type(e).__name__ in ("SafetensorError", "UnpicklingError", "HeaderTooLarge", "EOFError"):
+            raise ConfigError(
+                f"teacher.model={name!r}: a weights file is damaged or truncated ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); download or train it again"
+            ) from e
+        if not isinstance(e, ValueError):
+            raise
         if "'yes' and/or 'no'" in str(e):
             raise ConfigError(untrained_message(name, NO_YES_NO)) from e
         if "trust_remote_code" in str(e):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,7 @@ from distill.teacher.soft_labels import (
     write_part,
 )
 from distill.tracking import start_run
-from distill.workspace import Workspace
+from distill.workspace import Workspace, check_complete, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +57,12 @@ def resolve_teacher(name: str, ws: Workspace) -> str:
     if name != "trained":
         return name
     path = ws.model("teacher")
-    if not (path / "config.json").is_file():
+    if not path.exists():
         raise StageNotReadyError(
             f"teacher.model=trained but {path} has no model: run `make train-teacher` "
             f"first, or set teacher.model=HUB_ID_OR_FOLDER"
         )
-    return str(path)
+    return str(check_complete(path, "re-run `make train-teacher` (or set teacher.model=HUB_ID_OR_FOLDER)"))
 
 
 def column_name(name: str) -> str:
@@ -175,7 +174,10 @@ def identity_of(cfg: DictConfig, models: list[TeacherModel], candidates: Path) -
         "dtype": models[0].dtype,
         "ensemble_norm": cfg.teacher.ensemble_norm if len(models) > 1 else None,
         "shard_size": int(cfg.teacher.shard_size),
-        "candidates": {"rows": pq.ParquetFile(candidates).metadata.num_rows},
+        "candidates": {
+            "rows": pq.ParquetFile(candidates).metadata.num_rows,
+            "sha256": fingerprint(candidates),
+        },
         "config_hash": config_hash(cfg.data, cfg.retrieval),
     }
 
@@ -190,8 +192,9 @@ def describe(identity: dict[str, Any]) -> str:
 
 def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     """The manifest to resume from (a fresh one when starting over); refuses a mismatching earlier run."""
-    if overwrite and root.exists():
-        shutil.rmtree(root)
+    if overwrite and root.is_dir():  # only what a scoring run writes: nothing else in the folder is touched
+        for f in [*root.glob("part-*.parquet"), root / "manifest.json", root / "manifest.lock"]:
+            f.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     for tmp in root.glob("*.tmp"):
         tmp.unlink()

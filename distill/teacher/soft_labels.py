@@ -9,7 +9,6 @@ content hash), max_length, dtype, the config hash and the creation time.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import DataError, StageNotReadyError
 from distill.faults import checkpoint
+from distill.workspace import file_sha256, fingerprint
 
 SCHEMA_VERSION = 1
 META_KEY = b"distill"
@@ -32,14 +32,6 @@ MANIFEST = "manifest.json"
 
 def part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
@@ -54,10 +46,14 @@ def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
         {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
     )
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        pq.write_table(table, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with tmp.open("wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: no partial file is left behind
+        raise
     checkpoint("before_rename")
     os.replace(tmp, path)
     checkpoint("after_rename")
@@ -86,10 +82,14 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     tmp = root / (MANIFEST + ".tmp")
-    with tmp.open("w") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with tmp.open("w") as fh:
+            json.dump(manifest, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, root / MANIFEST)
 
 
@@ -122,12 +122,19 @@ def update_manifest(
     return manifest
 
 
-def read_soft_labels(root: Path) -> pd.DataFrame:
+def read_soft_labels(root: Path, candidates: Path | None = None) -> pd.DataFrame:
     """All soft labels of a finished scoring run, validated part by part (complete, finite float scores, needed
-    columns; an error names the part file)."""
+    columns; an error names the part file). With `candidates`, the run must have scored that very file (its
+    content fingerprint), else the soft labels are stale and refused."""
     manifest = read_manifest(root)
     if manifest is None:
         raise StageNotReadyError(f"{root}/{MANIFEST} not found: run `make teacher-score` first")
+    scored_on = manifest.get("identity", {}).get("candidates", {}).get("sha256")
+    if candidates is not None and scored_on is not None and scored_on != fingerprint(candidates):
+        raise StageNotReadyError(
+            f"{root} is stale: it was scored on other candidates than {candidates} (re-made since); re-score "
+            f'with `make teacher-score ARGS="teacher.overwrite=true ..."` (the same data/retrieval overrides)'
+        )
     if not manifest.get("complete"):
         raise StageNotReadyError(
             f"{root}: teacher scoring is not finished ({len(manifest['shards'])} shards "

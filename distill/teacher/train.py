@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +26,16 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import options_to, to_container
+from distill.config import TeacherTrainConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
 from distill.tracking import start_run
-from distill.workspace import Workspace, write_json_atomic
+from distill.workspace import Workspace, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-LOSSES = ("bce", "listnet", "ranknet", "lambdaloss")
-
-
-@dataclass
-class TeacherTrainConfig:
-    base_model: str = "scratch"
-    loss: str = "listnet"
-    epochs: float = 4.0
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_ratio: float = 0.1
-    negatives: int = 7
-    max_length: int = 128
-    seed: int = 0
-    # Stop after this many seconds (the schedule is planned to fit; null: no limit).
-    max_seconds: float | None = None
-    # The from-scratch model and tokenizer (base_model=scratch).
-    vocab_size: int = 8000
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 1
-    intermediate_size: int = 512
-    dropout: float = 0.0
-    # match: the first attention layer starts as an exact-match detector (match_init); random: BERT's init.
-    init: str = "match"
-    match_scale: float = 1.0
-
-    @classmethod
-    def from_cfg(cls, node: Any) -> TeacherTrainConfig:
-        tc = options_to(cls, to_container(node), "teacher.train")
-        if tc.init not in ("match", "random"):
-            raise ConfigError(f"teacher.train.init={tc.init!r}: use match or random")
-        if tc.loss not in LOSSES:
-            raise ConfigError(f"teacher.train.loss={tc.loss!r}: use one of {LOSSES}")
-        return tc
 
 
 def train_texts(ds: Dataset) -> list[str]:
@@ -206,7 +169,7 @@ def build_lists(ds: Dataset, cands: pd.DataFrame, negatives: int, seed: int) -> 
     Negatives are the top BM25 candidates without a positive judgement, sampled from the top 3*negatives.
     """
     rng = np.random.default_rng(seed)
-    qrels = ds.qrels["train"]
+    qrels = ds.judged("train", "train-teacher")
     rel = qrels[qrels.relevance > 0]
     by_q = {q: g for q, g in rel.groupby("qid")}
     train_c = cands[cands.split == "train"]
@@ -289,7 +252,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "train-teacher",
         epochs=tc.epochs,
         batch_size=tc.batch_size if tc.loss != "bce" else tc.batch_size * (tc.negatives + 1),
-        lr=tc.lr,
+        lr=tc.learning_rate,
         warmup_ratio=tc.warmup_ratio,
         seed=tc.seed,
         workspace=ws,
@@ -303,7 +266,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 build_scratch_model(train_texts(ds), tc, init)
         base = str(init)
     lists = build_lists(ds, cands, tc.negatives, tc.seed)
-    max_grade = float(ds.qrels["train"].relevance.max())
+    max_grade = float(ds.judged("train", "train-teacher").relevance.max())
     train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
     model = CrossEncoder(
         base,
@@ -323,7 +286,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         result = trainer.train()
         if not ranks.is_main:  # rank 0 saves and reports
             return {"rank": ranks.rank, "steps": result.global_step}
-        model.save(str(out))
         seconds = time.perf_counter() - t0
         info = {
             "processes": ranks.world,
@@ -334,7 +296,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_loss": result.training_loss,
             "seconds": round(seconds, 1),
         }
-        write_json_atomic(info, out / "distill_train.json")
+        with staged_dir(out) as tmp:  # written whole: a crash leaves the previous teacher as it was
+            model.save(str(tmp))
+            write_json_atomic(info, tmp / "distill_train.json")
         tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
         tracker.artifact(out, type="model", name="teacher")
     print(

@@ -33,15 +33,28 @@ ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbe
 CAUSAL = ("qwen3", "qwen2", "gemma")
 
 
+def _wordpiece(specials: list[str], lowercase: bool = True):
+    """A WordPiece `tokenizers.Tokenizer` over TEXTS with a vocabulary built deterministically (the project's
+    `wordpiece_vocab`: tokenizers' trainers break ties in hash order, so trained vocabularies differ run to run)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    from distill.teacher.train import wordpiece_vocab
+
+    vocab = wordpiece_vocab(TEXTS, 200)
+    vocab = {t: i for i, t in enumerate([*specials, *(t for t in vocab if t not in specials)])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
 def wordpiece_tokenizer(token_types: bool):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style tokenizer: [CLS] query [SEP] document [SEP], with or without token type ids."""
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(TEXTS, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
+    tok = _wordpiece(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -61,26 +74,32 @@ def wordpiece_tokenizer(token_types: bool):
     )
 
 
-def bpe_tokenizer(chat_template: str | None, with_yes_no: bool = True):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def causal_tokenizer(chat_template: str | None, with_yes_no: bool = True):
+    """A decoder's tokenizer (no [CLS]/[SEP] template) with chat special tokens; "yes"/"no" are tokens unless
+    `with_yes_no=False`."""
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    texts = TEXTS if with_yes_no else [t.replace("yes", "").replace("no", "") for t in TEXTS]
-    extra = ["yes", "no"] if with_yes_no else []
-    tok.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=specials + extra,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
+    tok = _wordpiece(["[PAD]", "[UNK]"])
+    if not with_yes_no:
+        vocab = {
+            t: i
+            for i, t in enumerate(
+                t for t in sorted(tok.get_vocab(), key=tok.get_vocab().get) if t not in ("yes", "no")
+            )
+        }
+        from tokenizers import models
+
+        tok.model = models.WordPiece(vocab, unk_token="[UNK]")
+    tok.add_special_tokens(
+        [AddedToken(t, special=True) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")]
     )
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=256
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=256,
     )
     if chat_template is not None:
         hf.chat_template = chat_template
@@ -90,9 +109,11 @@ def bpe_tokenizer(chat_template: str | None, with_yes_no: bool = True):
 def encoder_model(arch: str, tok, num_labels: int):
     import transformers as tf
 
-    # A wide initialisation so that scores spread (std ~0.1-1): a 1e-5 agreement then means something.
+    # A wide initialisation so that scores spread (std ~0.6-1.3): a 1e-5 agreement then means something, while
+    # fp32 rounding between batch shapes stays near 2e-6 (it grows with the weights' scale).
+    init = 0.3
     common = dict(
-        vocab_size=len(tok), num_labels=num_labels, pad_token_id=tok.pad_token_id, initializer_range=0.5
+        vocab_size=len(tok), num_labels=num_labels, pad_token_id=tok.pad_token_id, initializer_range=init
     )
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     if arch == "bert":
@@ -155,7 +176,7 @@ def build(arch: str, dest: Path, *, num_labels: int = 1, seed: int = 0, chat_tem
     """A tiny reranker of architecture `arch` saved with save_pretrained into `dest`."""
     torch.manual_seed(seed)
     if arch in CAUSAL:
-        tok = bpe_tokenizer(RERANKER_TEMPLATE if chat_template and arch != "gemma" else None)
+        tok = causal_tokenizer(RERANKER_TEMPLATE if chat_template and arch != "gemma" else None)
         model = causal_model(arch, tok)
     else:
         tok = wordpiece_tokenizer(token_types=arch in ("bert", "electra"))

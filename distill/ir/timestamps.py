@@ -1,0 +1,39 @@
+"""The one timestamp parser of the project: ISO-8601 strings (with or without an offset), datetimes and numbers
+of seconds since the epoch, to UTC. A value without an offset is read as UTC, so a column that mixes
+offset-aware and naive values parses; what cannot be read becomes NaT for the caller to report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+UTC_DTYPE = "datetime64[ns, UTC]"
+
+
+def parse_timestamps(values: Any) -> pd.Series:
+    """UTC timestamps of `values` (a Series or sequence); unreadable or missing values are NaT."""
+    s = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+        return out.astype(UTC_DTYPE)
+    if pd.api.types.is_numeric_dtype(s):
+        return pd.to_datetime(s, unit="s", utc=True, errors="coerce").astype(UTC_DTYPE)
+    # Element by element through pandas' ISO-8601 parser: mixed offsets and naive values each parse on their own.
+    strings = s.astype("string").str.strip()
+    parsed = pd.to_datetime(strings, utc=True, errors="coerce", format="ISO8601")
+    if parsed.isna().sum() > strings.isna().sum():  # a mix pandas does not parse in one pass: per value
+        parsed = pd.Series([_one(v) for v in strings.tolist()], index=s.index, dtype=UTC_DTYPE)
+    return parsed.astype(UTC_DTYPE)
+
+
+def _one(value: Any) -> pd.Timestamp:
+    if value is None or value is pd.NA:
+        return pd.NaT
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return pd.NaT
+    if ts is pd.NaT:
+        return pd.NaT
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
