@@ -182,7 +182,7 @@ class TeacherConfig:
     trust_remote_code: bool = False
     # Score with a checkpoint whose head would be newly initialised (random scores): benchmarks only.
     allow_untrained_head: bool = False
-    # auto | fp32 | bf16 | fp16 (auto: fp16 on CUDA, fp32 otherwise)
+    # auto | fp32 | bf16 | fp16 | int8 (auto: fp16 on CUDA, bf16 on a CPU with native bf16, fp32 otherwise)
     dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
     batch_tokens: int = 16384
@@ -241,6 +241,7 @@ class DaskConfig:
 class GBDTConfig:
     """student=lightgbm | student=xgboost (distill.students.gbdt)."""
 
+    _target_: str = "distill.students.gbdt.run"
     name: str = "lightgbm"
     # regression | lambdarank | listnet_kd | ranknet_kd | margin_mse | listmle_kd
     objective: str = "listnet_kd"

@@ -20,11 +20,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from distill.config import CONFIG_DIR, to_container
 from distill.data.prepare import dataset_dir
 from distill.errors import StageNotReadyError
+from distill.evaluation.report import table
 from distill.evaluation.stage import run as run_evaluate
-from distill.evaluation.stage import table
 from distill.features.build import run as run_features
 from distill.retrieval.candidates import run as run_candidates
 from distill.stamps import is_fresh, record, stage_key
+from distill.students.base import STUDENT_FILE, student_dirs
 from distill.students.bi_encoder import run as run_bi_encoder
 from distill.students.gbdt import run as run_gbdt
 from distill.teacher.scoring import run as run_score
@@ -125,12 +126,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def remove_stale_students(ws: Workspace) -> None:
     """Students left from earlier runs that learned from other candidates or soft labels would make evaluation
     refuse to mix results: the demo removes them (folders it made) and says so."""
-    for info in sorted(ws.root.glob("models/*/train_info.json")) + sorted(
-        ws.root.glob("models/bi_encoder/*/distill_train.json")
-    ):
-        recorded = json.loads(info.read_text()).get("inputs")
+    for model_dir in student_dirs(ws):
+        recorded = json.loads((model_dir / STUDENT_FILE).read_text()).get("inputs")
         try:
-            ws.check_inputs(info.parent, recorded, "")
+            ws.check_inputs(model_dir, recorded, "")
         except StageNotReadyError:
-            remove_ours(info.parent)
-            print(f"demo: removed {info.parent} (trained on other inputs than the workspace holds now)")
+            remove_ours(model_dir)
+            print(f"demo: removed {model_dir} (trained on other inputs than the workspace holds now)")

@@ -15,7 +15,7 @@ from collections import Counter
 _hits: Counter[str] = Counter()
 
 
-def checkpoint(point: str) -> None:
+def kill_point(point: str) -> None:
     spec = os.environ.get("DISTILL_KILL_AT")
     if not spec:
         return

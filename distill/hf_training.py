@@ -35,7 +35,7 @@ def training_args(
 
     return cls(
         use_cpu=not torch.cuda.is_available(),
-        output_dir=str(workspace.root / "runs" / run),
+        output_dir=str(workspace.runs(run)),
         num_train_epochs=epochs,
         per_device_train_batch_size=batch_size,
         learning_rate=lr,

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from distill.errors import ConfigError, DataError, StageNotReadyError
-from distill.faults import checkpoint
+from distill.faults import kill_point
 
 # A folder the project wrote whole carries this file: what it holds (relative path -> size in bytes).
 COMPLETE = ".distill-complete.json"
@@ -66,6 +66,24 @@ class Workspace:
     @property
     def features(self) -> Path:
         return self.root / "features.parquet"
+
+    @property
+    def candidates_metrics(self) -> Path:
+        """BM25's own quality on each split, written by `make candidates`."""
+        return self.root / "candidates_metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    def runs(self, stage: str) -> Path:
+        """The Hugging Face trainers' output folder of a stage."""
+        return self.root / "runs" / stage
+
+    @property
+    def teacher_init(self) -> Path:
+        """The from-scratch teacher before training (built once, shared by DDP ranks)."""
+        return self.root / "models" / "teacher_init"
 
     @property
     def features_stamp(self) -> Path:
@@ -198,12 +216,12 @@ def staged_dir(dest: Path) -> Iterator[Path]:
         raise
     (tmp / ".distill-building").unlink()
     write_json_atomic({"files": _listing(tmp)}, tmp / COMPLETE)
-    checkpoint("staged_written")
+    kill_point("staged_written")
     if dest.exists():
         if not is_ours(dest):
             remove_ours(dest)  # refuses with a message: a folder of the user's is never replaced
         dest.rename(old)
-    checkpoint("staged_between_renames")
+    kill_point("staged_between_renames")
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -1,6 +1,6 @@
-"""`make bench`: throughput benchmarks, one JSON line per setting (see distill/teacher/bench.py)."""
+"""`make bench`: throughput benchmarks, one JSON line per setting (see distill/bench.py)."""
 
-from distill.teacher.bench import main
+from distill.bench import main
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,7 @@ from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
 from distill.teacher.scoring import dedupe, iter_shards, texts_for
 from distill.teacher.soft_labels import read_soft_labels, write_manifest, write_part
-from tests.test_teacher_engine import reference_scores
+from tests.teacher.test_engine import reference_scores
 
 
 def dataset(root: Path) -> Path:
@@ -160,7 +160,7 @@ def test_duplicate_candidate_pairs_are_dropped_and_counted():
         (pd.DataFrame({"qid": ["q1"]}), r"c.parquet: missing column\(s\) \['docid'\]"),
         (
             pd.DataFrame({"qid": ["q1", "q2", "q1"], "docid": ["d1", "d2", "d3"]}),
-            r"c.parquet: row 2: qid 'q1'",
+            r"c.parquet: row 3: qid 'q1'",
         ),
     ],
     ids=["candidates missing column", "candidates not grouped by query"],
@@ -174,7 +174,7 @@ def test_bad_candidates_file(tmp_path, frame, error):
 def test_candidate_naming_an_unknown_document(tmp_path):
     ds = load_beir(dataset(tmp_path / "ds"), name="ds")
     shard = pd.DataFrame({"qid": ["q1", "q1"], "docid": ["d1", "d404"]}, index=[0, 1])
-    with pytest.raises(DataError, match=r"candidates.parquet: row 1: docid 'd404' is not in corpus.jsonl"):
+    with pytest.raises(DataError, match=r"candidates.parquet: row 2: docid 'd404' is not in corpus.jsonl"):
         texts_for(ds, shard, "candidates.parquet")
 
 
@@ -182,9 +182,9 @@ SOFT_LABEL_ROWS = [
     (
         "NaN score",
         {"score": [0.5, np.nan]},
-        r"part-00000.parquet: 1 non-finite score\(s\).*row 1 \(qid 'q1', docid 'd2'\)",
+        r"part-00000.parquet: 1 non-finite score\(s\).*row 2 \(qid 'q1', docid 'd2'\)",
     ),
-    ("inf score", {"score": [np.inf, 0.5]}, r"part-00000.parquet: 1 non-finite score\(s\).*row 0"),
+    ("inf score", {"score": [np.inf, 0.5]}, r"part-00000.parquet: 1 non-finite score\(s\).*row 1"),
     ("int score column", {"score": [1, 2]}, r"part-00000.parquet: column 'score' has type int64.*float"),
     ("missing column", {}, r"part-00000.parquet: missing column\(s\) \['score'\]"),
 ]

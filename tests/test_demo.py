@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from distill.demo import run as run_demo
-from tests.test_teacher_train_import import TINY_TRAIN
+from tests.teacher.test_train_import import TINY_TRAIN
 
 TINY_BI = [
     "+demo.bi_encoder.negatives=3",

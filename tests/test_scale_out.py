@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from distill.teacher.soft_labels import read_soft_labels
-from tests.test_crash_resume import _check_resumed, _setup
+from tests.teacher.test_crash_resume import _check_resumed, _setup
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 TWO_CPU_PROCESSES = [
@@ -88,7 +88,7 @@ def test_bi_encoder_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg
     from distill.config import PROJECT_ROOT
     from distill.students.stage import run as run_student
     from tests.conftest import TINY_SAMPLE
-    from tests.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+    from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
 
     scored_by_tiny_teacher(tiny_sample_cfg)
     overrides = [
@@ -125,7 +125,7 @@ def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
     from distill.retrieval.candidates import run as run_candidates
     from distill.teacher.model import load_teacher
     from tests.conftest import TINY_SAMPLE
-    from tests.test_bi_encoder import TINY_TEACHER
+    from tests.students.test_bi_encoder import TINY_TEACHER
 
     overrides = [*TINY_TEACHER, "teacher.train.epochs=2"]
     cfg = tiny_sample_cfg(*overrides)

@@ -93,7 +93,7 @@ def add_simulated_clicks(
     from pathlib import Path
 
     from distill.data.beir import load_beir
-    from distill.retrieval.bm25 import BM25Index
+    from distill.ir.bm25 import BM25Index
 
     root = Path(root)
     ds = load_beir(root)

@@ -47,7 +47,7 @@ def _norm_id(s: str) -> str:
     return str(int(s)) if s.isdigit() else s
 
 
-def split_queries(qrels: Iterable[Qrel], test_fraction: float, seed: int) -> dict[str, list[Qrel]]:
+def split_qrels(qrels: Iterable[Qrel], test_fraction: float, seed: int) -> dict[str, list[Qrel]]:
     """Deterministic query-level train/test split: a query's hash decides its split, independent of order."""
     if not 0.0 <= test_fraction <= 1.0:
         raise ConfigError(f"data.test_fraction={test_fraction} must be within [0, 1]")
@@ -435,7 +435,7 @@ def convert(
         raise DataError(f"{src}: source folder not found (data.path)")
     docs, queries, qrels = fn(src, opts)
     if not isinstance(qrels, dict):
-        qrels = split_queries(qrels, test_fraction, split_seed)
+        qrels = split_qrels(qrels, test_fraction, split_seed)
     _check_unique(docs, "document")
     _check_unique(queries, "query")
     write_beir(dest, docs, queries, qrels)

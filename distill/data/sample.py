@@ -242,7 +242,7 @@ def _queries(
 def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, Any]:
     """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`."""
     from distill.data.clicks import simulate_clicks
-    from distill.retrieval.bm25 import BM25Index
+    from distill.ir.bm25 import BM25Index
 
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)

@@ -98,6 +98,26 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+COLS = ["ndcg@10", "mrr@10", "recall@100", "map", "kendall_tau_vs_teacher", "ms_per_query", "p_vs_bm25"]
+
+
+def table(metrics: dict[str, Any], fmt: str = "text") -> str:
+    """The rankers' metrics as an aligned text table or a Markdown table."""
+    rows = []
+    for name, m in metrics["rankers"].items():
+        cells = []
+        for c in COLS:
+            v = m.get(c)
+            cells.append("-" if v is None else (f"{v:.2g}" if c.startswith("p_") else f"{v:.4f}"))
+        rows.append([name, *cells])
+    if fmt == "md":
+        return _md(pd.DataFrame(rows, columns=["ranker", *COLS]))
+    w = max(len(r[0]) for r in rows) + 2
+    lines = [f"{'ranker':<{w}}" + "".join(f"{c:>24}" for c in COLS)]
+    lines += [f"{r[0]:<{w}}" + "".join(f"{x:>24}" for x in r[1:]) for r in rows]
+    return "\n".join(lines)
+
+
 def write_report(
     ws: Workspace,
     metrics: dict[str, Any],
@@ -106,9 +126,7 @@ def write_report(
     per_q: dict[str, pd.Series],
     cascade: pd.DataFrame | None,
 ) -> Path:
-    from distill.evaluation.stage import table
-
-    plots = ws.root / "plots"
+    plots = ws.plots
     plots.mkdir(exist_ok=True)
     by = {r.name: r for r in rankers}
     parts = [

@@ -26,8 +26,9 @@ from scipy.stats import kendalltau, ttest_rel
 from distill.config import options_to, to_container
 from distill.data.prepare import load_dataset
 from distill.evaluation.cascade import Costs, Load, best_under, quality_table, sweep
-from distill.evaluation.metrics import evaluate, per_query
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
+from distill.evaluation.report import table, write_report
+from distill.ir.metrics import evaluate, per_query
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups
 from distill.tracking import start_run
@@ -78,7 +79,6 @@ def _retrieval_ms(cfg: DictConfig, ds, qids: list[str]) -> float:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     from distill.config import EvaluateConfig
-    from distill.evaluation.report import write_report
 
     ec = options_to(EvaluateConfig, to_container(cfg.evaluate), "evaluate")
     ws = Workspace.from_cfg(cfg)
@@ -150,31 +150,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             }
         )
         tracker.artifact(ws.metrics, type="metrics")
-        tracker.artifact(report.parent / "plots", type="report", name="report-plots")
+        tracker.artifact(ws.plots, type="report", name="report-plots")
         tracker.artifact(report, type="report")
     print(f"{table(out)}\n-> {ws.metrics}, {report}")
     return out
 
 
-COLS = ["ndcg@10", "mrr@10", "recall@100", "map", "kendall_tau_vs_teacher", "ms_per_query", "p_vs_bm25"]
-
-
-def table(metrics: dict[str, Any], fmt: str = "text") -> str:
-    """The rankers' metrics as an aligned text table or a Markdown table."""
-    rows = []
-    for name, m in metrics["rankers"].items():
-        cells = []
-        for c in COLS:
-            v = m.get(c)
-            cells.append("-" if v is None else (f"{v:.2g}" if c.startswith("p_") else f"{v:.4f}"))
-        rows.append([name, *cells])
-    if fmt == "md":
-        head = "| ranker | " + " | ".join(COLS) + " |\n|" + "---|" * (len(COLS) + 1)
-        return head + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
-    w = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'ranker':<{w}}" + "".join(f"{c:>24}" for c in COLS)]
-    lines += [f"{r[0]:<{w}}" + "".join(f"{x:>24}" for x in r[1:]) for r in rows]
-    return "\n".join(lines)
-
-
-__all__ = ["run", "table", "Ranker"]
+__all__ = ["run", "Ranker"]

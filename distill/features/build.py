@@ -33,7 +33,7 @@ from distill.config import config_hash, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
-from distill.retrieval.bm25 import BM25Index
+from distill.ir.bm25 import BM25Index
 from distill.workspace import Workspace, fingerprint, write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _term_matrix(index: BM25Index, texts: list[str]) -> sp.csr_matrix:
     """Binary texts x vocabulary matrix in the index's vocabulary (unknown terms ignored)."""
     vocab = index.retriever.vocab_dict
     rows, cols = [], []
-    for i, toks in enumerate(index._tokenize(texts, ids=False)):
+    for i, toks in enumerate(index.tokenize(texts, ids=False)):
         ids = {vocab[t] for t in toks if t in vocab}
         rows += [i] * len(ids)
         cols += list(ids)
@@ -79,7 +79,7 @@ def _pair_bm25(index: BM25Index, queries: list[str], q_idx: np.ndarray, d_idx: n
     """BM25 of each (query, doc) pair: one full score vector per distinct query, gathered."""
     out = np.zeros(len(q_idx), dtype=np.float32)
     vocab = index.retriever.vocab_dict
-    toks = index._tokenize(queries, ids=False)
+    toks = index.tokenize(queries, ids=False)
     order = np.argsort(q_idx, kind="stable")
     bounds = np.flatnonzero(np.r_[True, q_idx[order][1:] != q_idx[order][:-1], True])
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
@@ -103,9 +103,9 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
     full = BM25Index(ds.doc_texts(docids, rc.fields), **kw)
     if names & {"query_len", "doc_len", "coverage"}:
         Q = _term_matrix(full, qtexts)
-        doc_tokens = full._tokenize(ds.doc_texts(docids, rc.fields), ids=False)
+        doc_tokens = full.tokenize(ds.doc_texts(docids, rc.fields), ids=False)
         doc_len = np.array([len(t) for t in doc_tokens], dtype=np.float32)
-        qlen = np.array([len(set(t)) for t in full._tokenize(qtexts, ids=False)], dtype=np.float32)
+        qlen = np.array([len(set(t)) for t in full.tokenize(qtexts, ids=False)], dtype=np.float32)
         feats["query_len"] = qlen[q_idx].astype(np.float32)
         feats["doc_len"] = doc_len[d_idx]
         if "coverage" in names:

@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import DataError
-from distill.evaluation.metrics import evaluate
-from distill.retrieval.bm25 import BM25Index
+from distill.ir.bm25 import BM25Index
+from distill.ir.metrics import evaluate
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
@@ -33,7 +33,7 @@ def build_index(ds: Dataset, rc: Any) -> BM25Index:
     )
 
 
-def split_queries(ds: Dataset, splits: list[str]) -> dict[str, list[str]]:
+def queries_per_split(ds: Dataset, splits: list[str]) -> dict[str, list[str]]:
     """qids per split; a query judged in two splits is an error (it would leak test labels into training)."""
     out = {s: ds.split_qids(s) for s in splits}
     seen: dict[str, str] = {}
@@ -92,14 +92,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with start_run(cfg, stage="candidates") as tracker:
         t0 = time.perf_counter()
         ds = load_dataset(cfg)
-        splits = split_queries(
+        splits = queries_per_split(
             ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
         )
         index = build_index(ds, cfg.retrieval)
         cands = build_candidates(ds, index, splits, cfg.retrieval.k)
         write_parquet_atomic(cands, ws.candidates)
         metrics = bm25_metrics(ds, cands)
-        write_json_atomic({"bm25": metrics, "k": cfg.retrieval.k}, ws.root / "candidates_metrics.json")
+        write_json_atomic({"bm25": metrics, "k": cfg.retrieval.k}, ws.candidates_metrics)
         seconds = time.perf_counter() - t0
         tracker.log({f"{s}/bm25/{k}": v for s, m in metrics.items() for k, v in m.items()})
         tracker.artifact(ws.candidates, type="candidates")

@@ -17,9 +17,11 @@ sentence-transformers folder, so a multirun over losses keeps both.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,9 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError, DataError
-from distill.evaluation.metrics import evaluate
 from distill.hf_training import time_limit_callback, training_args
+from distill.ir.metrics import evaluate
+from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
@@ -82,7 +85,8 @@ class BiEncoderConfig:
 
     @classmethod
     def from_cfg(cls, node: Any) -> BiEncoderConfig:
-        bc = options_to(cls, to_container(node), "student (bi_encoder)")
+        opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
+        bc = options_to(cls, opts, "student (bi_encoder)")
         checks = {
             "loss": (bc.loss, LOSSES),
             "positives": (bc.positives, ("qrels", "teacher")),
@@ -165,7 +169,7 @@ def _hf_dataset(ds: Dataset, ex: pd.DataFrame, n_neg: int) -> Any:
     return HFDataset.from_dict(cols)
 
 
-def build_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
+def build_student_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
     from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     base = bc.base_model
@@ -260,7 +264,7 @@ def embed_candidates(
     return d, dids, np.einsum("ij,ij->i", q[q_idx], d[d_idx])
 
 
-def score_candidates(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
+def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
     """The bi-encoder's score for every (qid, docid) row of `cands` (each text encoded once)."""
     return embed_candidates(model, ds, cands, similarity)[-1]
 
@@ -309,7 +313,7 @@ def fit_bm25_weight(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: st
         raise DataError(
             "student.bm25_weight=auto needs train candidates and train qrels; set a number or null"
         )
-    student = score_candidates(model, ds, train, similarity)
+    student = rerank_scores(model, ds, train, similarity)
     bm25 = train.bm25.to_numpy(np.float64)
     table = {
         w: evaluate(ds.qrels["train"], train[["qid", "docid"]].assign(score=student + w * bm25))["ndcg@10"]
@@ -330,7 +334,7 @@ def evaluate_bi_encoder(
     (student + w * bm25) when a weight is given, and as a dense retriever over the corpus."""
     cands = cands[cands.split == split]
     qrels = ds.qrels[split]
-    student = score_candidates(model, ds, cands, bc.similarity)
+    student = rerank_scores(model, ds, cands, bc.similarity)
     out = {"rerank": evaluate(qrels, cands[["qid", "docid"]].assign(score=student))}
     if bm25_weight is not None:
         hybrid = student + bm25_weight * cands.bm25.to_numpy(np.float64)
@@ -363,7 +367,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("bi-encoder examples: skipped %s", skipped)
     out = ws.model("bi_encoder") / bc.loss
     t0 = time.perf_counter()
-    model = build_model(bc, ws)
+    model = build_student_model(bc, ws)
     args = training_args(
         SentenceTransformerTrainingArguments,
         cfg,
@@ -421,6 +425,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "test": metrics,
             }
             write_json_atomic(info, tmp / "distill_train.json")
+            write_student_json(
+                tmp,
+                name=f"bi_encoder_{bc.loss}",
+                loader="distill.students.bi_encoder:load",
+                ws=ws,
+                config=cfg.student,
+            )
         tracker.summary(
             {f"test/{mode}/{k}": v for mode, m in metrics.items() for k, v in m.items()}
             | {"train/seconds": seconds, "train/loss": result.training_loss}
@@ -438,3 +449,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         + f", dense retrieval {d['ndcg@10']:.4f} (R@100 {d['recall@100']:.4f}) -> {out}"
     )
     return info
+
+
+def load(model_dir: Path, ctx: Context) -> list[Scorer]:
+    """The bi-encoder as a scorer of candidate rows: the documents of the context's candidates are encoded once
+    (a production index holds them); each call encodes its queries. With a hybrid weight saved by training, a
+    second scorer `<name>+bm25` adds w x BM25."""
+    from sentence_transformers import SentenceTransformer
+
+    info = json.loads((model_dir / "distill_train.json").read_text())
+    norm = info.get("similarity", "dot") == "cos"
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    dids = ctx.cands.docid.unique()
+    docs = encode(model, ctx.ds.doc_texts(list(dids)), norm)
+    row_of = pd.Series(np.arange(len(dids)), index=dids)
+    qtext = ctx.ds.queries["text"]
+
+    def score(rows: pd.DataFrame) -> np.ndarray:
+        qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
+        q = encode(model, qtext.loc[qids].tolist(), norm)
+        return np.einsum("ij,ij->i", q[q_idx], docs[row_of.loc[rows.docid.to_numpy()].to_numpy()])
+
+    name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
+    out: list[Scorer] = [FunctionScorer(name, score)]
+    if (model_dir / HYBRID_FILE).exists():
+        w = float(json.loads((model_dir / HYBRID_FILE).read_text())["bm25_weight"])
+        out.append(
+            FunctionScorer(f"{name}+bm25", lambda rows: score(rows) + w * rows.bm25.to_numpy(np.float64))
+        )
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ from distill.features.build import run as build_features_stage
 from distill.ir.split import held_out
 from distill.objectives import OBJECTIVES, Groups
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
+from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
+from distill.students.gbdt_params import xgboost_params
 from distill.teacher.ensemble import normalise
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
@@ -101,19 +104,8 @@ def _fit_lightgbm(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, o
 def _fit_xgboost(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import xgboost as xgb
 
-    params: dict[str, Any] = {
-        "eta": sc.learning_rate,
-        "max_depth": sc.max_depth,
-        "nthread": sc.threads,
-        "seed": sc.seed,
-        "eval_metric": "ndcg@10",
-        "min_child_weight": 1e-3,
-    }
-    custom = None
-    if sc.objective == "lambdarank":
-        params.update(objective="rank:ndcg", ndcg_exp_gain=True)
-    else:
-        custom = xgboost_objective(obj, targets=y)
+    params = xgboost_params(sc, sc.threads) | {"eval_metric": "ndcg@10"}
+    custom = None if sc.objective == "lambdarank" else xgboost_objective(obj, targets=y)
     dtrain = xgb.DMatrix(X, label=grades)
     dtrain.set_group(sizes)
     evals = []
@@ -229,6 +221,7 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 2),
         }
         write_json_atomic(info, tmp / "train_info.json")
+        write_student_json(tmp, name=sc.name, loader="distill.students.gbdt:load", ws=ws, config=cfg.student)
     return info
 
 
@@ -242,3 +235,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"{info['train_queries']} queries, {info['features']} features in {info['seconds']}s"
     )
     return info
+
+
+def _predictor(model_dir: Path) -> tuple[list[str], Any]:
+    names = json.loads((model_dir / "features.json").read_text())
+    if (model_dir / "model.txt").exists():
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
+        return names, lambda X: np.asarray(booster.predict(X, num_threads=1))
+    import xgboost as xgb
+
+    xb = xgb.Booster()
+    xb.load_model(str(model_dir / "model.json"))
+    xb.set_param({"nthread": 1})
+    return names, lambda X: xb.inplace_predict(X)
+
+
+def load(model_dir: Path, ctx: Context) -> list[Scorer]:
+    """The GBDT student as a scorer of candidate rows: their features come from features.parquet (precomputed, as
+    a production ranker has them); a row without features gets NaN features (both libraries handle missing)."""
+    names, predict = _predictor(model_dir)
+    feats = ctx.cache.get("features")
+    if feats is None:
+        feats = pd.read_parquet(ctx.ws.require(ctx.ws.features, "features")).set_index(["qid", "docid"])
+        ctx.cache["features"] = feats
+
+    def score(rows: pd.DataFrame) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([rows.qid.to_numpy(), rows.docid.to_numpy()])
+        return predict(feats.reindex(keys)[names].to_numpy(np.float32))
+
+    name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
+    return [FunctionScorer(name, score)]

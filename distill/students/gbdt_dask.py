@@ -26,6 +26,7 @@ from distill.config import GBDTConfig
 from distill.errors import ConfigError
 from distill.objectives.adapters import lightgbm_sklearn_objective, xgboost_objective
 from distill.objectives.groups import Groups
+from distill.students.gbdt_params import xgboost_params
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +149,8 @@ def fit_xgboost_dask(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v
     import xgboost as xgb
     import xgboost.dask  # noqa: F401  (the submodule is not imported by `import xgboost`)
 
-    params: dict[str, Any] = {
-        "eta": sc.learning_rate,
-        "max_depth": sc.max_depth,
-        "nthread": sc.dask.threads_per_worker,
-        "seed": sc.seed,
-        "min_child_weight": 1e-3,
-    }
+    params = xgboost_params(sc, sc.dask.threads_per_worker)
     custom = sc.objective != "lambdarank"
-    if not custom:
-        params.update(objective="rank:ndcg", ndcg_exp_gain=True)
     qid = np.repeat(np.arange(len(sizes)), sizes)
     with dask_client(sc) as client:
         rows, _ = partitions(sizes, max(1, len(client.scheduler_info()["workers"])))

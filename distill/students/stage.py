@@ -1,4 +1,4 @@
-"""`make train-student`: dispatch on `student.name`."""
+"""`make train-student`: train the student that `student._target_` names (configs/student/<name>.yaml)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from distill.errors import ConfigError
+from distill.students.base import load_callable
 
 
 def run(cfg: DictConfig) -> Any:
-    name = cfg.student.name
-    if name in ("lightgbm", "xgboost"):
-        from distill.students.gbdt import run as run_gbdt
-
-        return run_gbdt(cfg)
-    if name == "bi_encoder":
-        from distill.students.bi_encoder import run as run_bi_encoder
-
-        return run_bi_encoder(cfg)
-    raise ConfigError(f"student={name!r}: use lightgbm, xgboost or bi_encoder")
+    target = cfg.student.get("_target_") if cfg.student is not None else None
+    if not target:
+        raise ConfigError(
+            "student has no _target_: choose a student with student=NAME (configs/student/NAME.yaml names the "
+            "module that trains it, e.g. _target_: distill.students.gbdt.run)"
+        )
+    return load_callable(str(target), "student._target_")(cfg)

@@ -18,12 +18,10 @@ GPU's bf16 peak: both the datasheet figure and a measured 8192^3 bf16 matrix pro
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +55,7 @@ def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return [pairs[i] for i in np.resize(order, n)]
 
 
-def build_model(dest: Path, seed: int = 0) -> Path:
+def build_bench_model(dest: Path, seed: int = 0) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # type: ignore[attr-defined]
 
     src = SHARED / "minilm_l6_cross_encoder_config"
@@ -175,58 +173,29 @@ def bench_setting(
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=800)
-    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt", help="also: fp16, NAME+compile")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--batch-tokens", type=int, default=4096)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    pairs = real_pairs(args.pairs)
-    peak = measured_bf16_peak() if device == "cuda" else None
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "minilm")
-        for s in args.settings.split(","):
-            if s == "gbdt":
-                from distill.students.bench import gbdt_bench
-
-                for line in gbdt_bench(threads=torch.get_num_threads()):
-                    print(json.dumps(line), flush=True)
-                continue
-            kw = {
-                "fp32": ("fp32", torch.float32),
-                "bf16": ("bf16", torch.bfloat16),
-                "int8": ("int8", torch.float32),
-                "default": ("auto", torch.float32),
-                "fp16": ("fp16", torch.float32),
-            }[s.removesuffix("+compile")]
-            if (s == "int8" and device != "cpu") or (s == "fp16" and device == "cpu"):
-                continue
-            print(
-                json.dumps(
-                    bench_setting(
-                        s,
-                        model_dir,
-                        pairs,
-                        engine_dtype=kw[0],
-                        st_dtype=kw[1],
-                        max_length=args.max_length,
-                        batch_tokens=args.batch_tokens,
-                        repeats=args.repeats,
-                        device=device,
-                        compile=s.endswith("+compile"),
-                        peak=peak,
-                    )
-                ),
-                flush=True,
-            )
-
-
-if __name__ == "__main__":
-    main()
+def teacher_setting(
+    s: str, model_dir: Path, pairs: list, args: Any, device: str, peak: float | None
+) -> dict | None:
+    """One teacher setting of `make bench` (None where it does not apply on this device)."""
+    kw = {
+        "fp32": ("fp32", torch.float32),
+        "bf16": ("bf16", torch.bfloat16),
+        "int8": ("int8", torch.float32),
+        "default": ("auto", torch.float32),
+        "fp16": ("fp16", torch.float32),
+    }[s.removesuffix("+compile")]
+    if (s == "int8" and device != "cpu") or (s == "fp16" and device == "cpu"):
+        return None
+    return bench_setting(
+        s,
+        model_dir,
+        pairs,
+        engine_dtype=kw[0],
+        st_dtype=kw[1],
+        max_length=args.max_length,
+        batch_tokens=args.batch_tokens,
+        repeats=args.repeats,
+        device=device,
+        compile=s.endswith("+compile"),
+        peak=peak,
+    )

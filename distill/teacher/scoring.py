@@ -28,7 +28,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import DataError, DistillError, StageNotReadyError
-from distill.faults import checkpoint
+from distill.faults import kill_point
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.ensemble import combine
 from distill.teacher.model import TeacherModel, load_teacher
@@ -94,7 +94,7 @@ def iter_shards(path: Path, shard_size: int) -> Iterator[pd.DataFrame]:
             q = df.qid.iloc[i]
             if q in seen:
                 raise DataError(
-                    f"{path}: row {df.index[i]}: qid {q!r} appears again after other queries; "
+                    f"{path}: row {df.index[i] + 1}: qid {q!r} appears again after other queries; "
                     f"candidates must be grouped by qid (sort the file by qid, rank)"
                 )
             seen.add(q)
@@ -126,7 +126,7 @@ def dedupe(shard: pd.DataFrame, where: str) -> tuple[pd.DataFrame, int]:
             int(dup.sum()),
             first.qid,
             first.docid,
-            int(shard.index[dup][0]),
+            int(shard.index[dup][0]) + 1,
         )
     return shard[~dup], int(dup.sum())
 
@@ -138,7 +138,7 @@ def texts_for(ds: Dataset, shard: pd.DataFrame, where: str) -> tuple[list[str], 
         if mask.any():
             i = shard.index[mask.to_numpy()][0]
             raise DataError(
-                f"{where}: row {i}: {col} {shard.loc[i, col]!r} is not in {src} of dataset "
+                f"{where}: row {i + 1}: {col} {shard.loc[i, col]!r} is not in {src} of dataset "
                 f"{ds.name!r}; candidates and dataset do not match (re-run `make candidates`)"
             )
     return ds.queries.loc[shard.qid, "text"].tolist(), ds.doc_texts(shard.docid)
@@ -278,7 +278,7 @@ def load_teachers(cfg: DictConfig, ws: Workspace, device: str) -> list[TeacherMo
     return [load_configured_teacher(cfg, resolve_teacher(n, ws), device) for n in teacher_names(cfg)]
 
 
-def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
+def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
     """Score every candidate pair not yet done. Under `accelerate launch` / `torchrun` with N processes, rank r
     scores shards r, r+N, r+2N, ... and all ranks record into the one manifest; rank 0 prepares the folder
     first and finishes it last (stray parts removed, `complete`, summary over all ranks)."""
@@ -338,7 +338,7 @@ def score_candidates(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
                 i,
                 {"file": part_name(i), "rows": len(out), "sha256": sha, "duplicates_dropped": n_dup},
             )
-            checkpoint("after_manifest")
+            kill_point("after_manifest")
             scored += len(out)
             if tracker is not None:
                 tracker.log(
@@ -392,7 +392,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     with start_run(cfg, stage="teacher-score") as tracker:
         ds = load_dataset(cfg)
-        s = score_candidates(cfg, ds, ws, tracker)
+        s = score_all_shards(cfg, ds, ws, tracker)
         if not process_ranks().is_main:  # the run's summary belongs to rank 0
             return s
         tracker.summary({f"teacher_score/{k}": v for k, v in s.items()})

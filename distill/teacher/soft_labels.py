@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.errors import DataError, StageNotReadyError
-from distill.faults import checkpoint
+from distill.faults import kill_point
 from distill.workspace import file_sha256, fingerprint
 
 SCHEMA_VERSION = 1
@@ -54,9 +54,9 @@ def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
     except BaseException:
         tmp.unlink(missing_ok=True)  # e.g. a full disk: no partial file is left behind
         raise
-    checkpoint("before_rename")
+    kill_point("before_rename")
     os.replace(tmp, path)
-    checkpoint("after_rename")
+    kill_point("after_rename")
     return file_sha256(path)
 
 
@@ -168,7 +168,7 @@ def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{where}: {int(bad.sum())} non-finite score(s) (NaN/inf), first at row {i} "
+            f"{where}: {int(bad.sum())} non-finite score(s) (NaN/inf), first at row {i + 1} "
             f"(qid {df.qid.iloc[i]!r}, docid {df.docid.iloc[i]!r}); re-score or drop those rows"
         )
     return df.astype({"qid": "string", "docid": "string"})

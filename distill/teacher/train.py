@@ -136,7 +136,7 @@ def match_init(model: Any, scale: float = 1.0) -> None:
     orthogonal), and its value and output projections are the identity, so what comes back carries the
     segment of those occurrences: a query token found n times in the document moves towards the document's
     segment sign by n/(n+1), a saturating term frequency. Everything else keeps BERT's initialisation and all
-    weights are trained. With one head of width 128 the match is sharp; `scale` 2 was too sharp to train here.
+    weights are trained. With one head of width 128 the match is already sharp at `scale` 1; larger scales saturate the softmax.
     """
     cfg = model.config
     hid = cfg.hidden_size
@@ -260,7 +260,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     base = tc.base_model
     if base == "scratch":
         # Rank 0 builds the initial model (seeded) while the other ranks of a DDP run wait, then load it.
-        init = ws.root / "models" / "teacher_init"
+        init = ws.teacher_init
         with args.main_process_first(desc="teacher init"):
             if ranks.is_main:
                 build_scratch_model(train_texts(ds), tc, init)

@@ -120,7 +120,7 @@ def test_missing_stage_and_ungrouped_candidates(scored_ws, tmp_path):
         run_score(cfg)
     bad = pd.DataFrame({"qid": ["a", "b", "a"], "docid": ["1", "2", "3"]})
     bad.to_parquet(tmp_path / "c.parquet")
-    with pytest.raises(DataError, match=r"row 2: qid 'a' appears again"):
+    with pytest.raises(DataError, match=r"row 3: qid 'a' appears again"):
         list(iter_shards(tmp_path / "c.parquet", 10))
 
 
@@ -154,7 +154,7 @@ def test_shards_cut_at_query_boundaries(tmp_path):
         (pd.DataFrame({"qid": ["a"], "docid": ["1"], "score": [3]}), "must be float scores"),
         (
             pd.DataFrame({"qid": ["a", "b"], "docid": ["1", "2"], "score": [0.5, np.inf]}),
-            r"1 non-finite score\(s\).*row 1 \(qid 'b', docid '2'\)",
+            r"1 non-finite score\(s\).*row 2 \(qid 'b', docid '2'\)",
         ),
         (pd.DataFrame({"qid": ["a"], "docid": ["1"], "score": [np.nan]}), "non-finite"),
     ],

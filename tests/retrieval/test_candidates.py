@@ -7,7 +7,7 @@ import pytest
 
 from distill.config import PROJECT_ROOT
 from distill.errors import DataError
-from distill.retrieval.bm25 import BM25Index
+from distill.ir.bm25 import BM25Index
 from distill.retrieval.candidates import run
 
 

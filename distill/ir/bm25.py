@@ -50,10 +50,12 @@ class BM25Index:
         self.lowercase = lowercase
         self.n_docs = len(texts)
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
-        tokens = self._tokenize(texts)
+        tokens = self.tokenize(texts)
         self.retriever.index(tokens, show_progress=False)
 
-    def _tokenize(self, texts: Sequence[str], ids: bool = True):
+    def tokenize(self, texts: Sequence[str], ids: bool = True):
+        """The index's tokens of `texts` (lower-casing, stop words, stemming as configured): token ids, or
+        token strings with `ids=False`."""
         return bm25s.tokenize(
             list(texts),
             lower=self.lowercase,
@@ -69,7 +71,7 @@ class BM25Index:
             raise ConfigError(f"retrieval.k={k} must be at least 1")
         k = min(k, self.n_docs)
         vocab = self.retriever.vocab_dict
-        qtokens = [[t for t in q if t in vocab] for q in self._tokenize(queries, ids=False)]
+        qtokens = [[t for t in q if t in vocab] for q in self.tokenize(queries, ids=False)]
         out_ids: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(queries)
         out_scores: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(queries)
         nonempty = [i for i, t in enumerate(qtokens) if t]

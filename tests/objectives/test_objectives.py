@@ -170,7 +170,7 @@ def test_lightgbm_and_xgboost_learn_the_same_objective(shared_data, name):
     import lightgbm as lgb
     import xgboost as xgb
 
-    from distill.evaluation.metrics import evaluate
+    from distill.ir.metrics import evaluate
     from distill.objectives.adapters import lightgbm_objective, xgboost_objective
 
     X, y, sizes = load_rank_example(shared_data, "train")

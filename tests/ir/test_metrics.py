@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from distill.evaluation.metrics import evaluate, per_query
+from distill.ir.metrics import evaluate, per_query
 
 
 def qrels(rows):

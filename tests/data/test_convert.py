@@ -3,7 +3,7 @@ import json
 import pytest
 
 from distill.data.beir import load_beir
-from distill.data.convert import convert, parse_smart, parse_trec_docs, parse_trec_topics, split_queries
+from distill.data.convert import convert, parse_smart, parse_trec_docs, parse_trec_topics, split_qrels
 from distill.errors import ConfigError, DataError
 
 TREC_DOCS = """<DOC>
@@ -167,7 +167,7 @@ def test_unknown_format_and_option(tmp_path):
 
 def test_split_is_deterministic_and_query_level():
     qrels = [(f"q{i}", f"d{j}", 1) for i in range(200) for j in range(3)]
-    a, b = split_queries(qrels, 0.3, 0), split_queries(list(reversed(qrels)), 0.3, 0)
+    a, b = split_qrels(qrels, 0.3, 0), split_qrels(list(reversed(qrels)), 0.3, 0)
     assert {q for q, _, _ in a["test"]} == {q for q, _, _ in b["test"]}
     assert not {q for q, _, _ in a["test"]} & {q for q, _, _ in a["train"]}
     assert 40 < len({q for q, _, _ in a["test"]}) < 80

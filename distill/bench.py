@@ -1,0 +1,49 @@
+"""`make bench`: throughput benchmarks, one JSON line per setting.
+
+Teacher settings (distill/teacher/bench.py; the engine against sentence-transformers' `CrossEncoder.predict` on
+the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile. `gbdt`: the GBDT
+objectives (distill/students/bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from distill.students.bench import gbdt_bench
+from distill.teacher.bench import build_bench_model, measured_bf16_peak, real_pairs, teacher_setting
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=800)
+    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt", help="also: fp16, NAME+compile")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    pairs = real_pairs(args.pairs)
+    peak = measured_bf16_peak() if device == "cuda" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_bench_model(Path(tmp) / "minilm")
+        for s in args.settings.split(","):
+            if s == "gbdt":
+                lines = gbdt_bench(threads=torch.get_num_threads())
+            else:
+                line = teacher_setting(s, model_dir, pairs, args, device, peak)
+                lines = [line] if line is not None else []
+            for line in lines:
+                print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The student contract: how a student is trained, saved, found and scored.
+
+A student is one module with two entry points, named in its config and its model folder:
+
+- `train(cfg) -> info`: trains on the workspace's soft labels and writes `models/<name>/` whole
+  (`workspace.staged_dir`), including `student.json` (`write_student_json`);
+- `load(model_dir, ctx) -> list[Scorer]`: what evaluation, the cascade and a server score with. A folder may give
+  several scorers (the bi-encoder also gives its hybrid with BM25).
+
+`configs/student/<name>.yaml` selects the module with `_target_: distill.students.<module>.train`; `make
+train-student ARGS="student=<name>"` calls it, and `make evaluate` finds every `models/**/student.json` and calls
+the `loader` it names. Neither names a student, so a new student is one module plus one YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from distill.config import to_container
+from distill.data.beir import Dataset
+from distill.errors import ConfigError
+from distill.workspace import COMPLETE, Workspace, check_complete, write_json_atomic
+
+STUDENT_FILE = "student.json"
+
+
+@dataclass
+class Context:
+    """What a scorer may read: the dataset, the workspace, and the candidate rows it will be asked about."""
+
+    ds: Dataset
+    ws: Workspace
+    cands: pd.DataFrame  # qid, docid, rank, bm25, split
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """Scores of candidate rows (qid, docid, bm25; one query or many), aligned with `rows`."""
+        ...
+
+
+@dataclass
+class FunctionScorer:
+    name: str
+    fn: Callable[[pd.DataFrame], np.ndarray]
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.fn(rows), dtype=np.float64)
+
+
+def write_student_json(folder: Path, *, name: str, loader: str, ws: Workspace, config: Any) -> None:
+    """The model folder's identity: its ranker name, the `module:function` that loads it, the inputs it learned
+    from (content fingerprints) and its config."""
+    write_json_atomic(
+        {"name": name, "loader": loader, "inputs": ws.inputs(), "config": to_container(config)},
+        folder / STUDENT_FILE,
+    )
+
+
+def student_dirs(ws: Workspace) -> list[Path]:
+    """Every finished (or damaged) student folder of the workspace: those holding a student.json."""
+    found = [p.parent for p in sorted(ws.root.glob(f"models/**/{STUDENT_FILE}"))]
+    return [d for d in found if not any(part.startswith(".") for part in d.relative_to(ws.root).parts)]
+
+
+def load_callable(path: str, what: str) -> Callable[..., Any]:
+    """`module:function` or `module.function` -> the function."""
+    import importlib
+
+    module, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{what}: cannot import {path!r} ({e})") from e
+
+
+def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:
+    """The scorers of a student folder, after checking it is whole and learned from the workspace's inputs."""
+    remedy = f"retrain it (make train-student), or remove {model_dir}"
+    check_complete(model_dir, remedy)
+    meta = json.loads((model_dir / STUDENT_FILE).read_text())
+    ctx.ws.check_inputs(model_dir, meta.get("inputs"), remedy)
+    return load_callable(meta["loader"], f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
+
+
+__all__ = [
+    "COMPLETE",
+    "Context",
+    "FunctionScorer",
+    "Scorer",
+    "load_scorers",
+    "student_dirs",
+    "write_student_json",
+]
