@@ -34,6 +34,8 @@ def make_cfg(tmp_path):
             f"paths.output_root={tmp_path / 'outputs'}",
             f"paths.data_root={tmp_path / 'data'}",
             "logger=none",
+            # fp32 whatever the CPU: tests compare scores with fp32 references (`auto` is tested on its own)
+            "teacher.dtype=fp32",
         ]
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return compose("config", overrides=base + list(overrides))

@@ -64,14 +64,34 @@ def resolve_device(device: str) -> torch.device:
         ) from e
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16, through oneDNN). Elsewhere
+    bf16 is emulated and slower than fp32."""
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        f = getattr(torch.cpu, probe, None)
+        try:
+            if f is not None and f():
+                return True
+        except Exception:  # a private probe that changed: fall back to the kernel's flags
+            break
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto` is fp16 on a GPU, fp32 elsewhere.
+    """`auto` is fp16 on a GPU, bf16 on a CPU with native bf16 matrix units, fp32 elsewhere.
 
     fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits, so it
     ranks like fp32 where bf16 reorders close scores. An fp16 overflow is caught (non-finite scores) with a hint to
-    use bf16."""
+    use bf16. On a CPU, bf16 pays only where the hardware multiplies it natively (docs/results.md: speed and
+    ranking against fp32 on real weights)."""
     if dtype == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
     if dtype not in DTYPES:
         raise ConfigError(f"teacher.dtype={dtype!r}: use one of auto, {', '.join(DTYPES)}")
     if dtype == "int8" and device.type != "cpu":
