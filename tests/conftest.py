@@ -133,3 +133,26 @@ def tiny_two_label_dir(tmp_path_factory):
         vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64, seed=1
     )
     return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce2"), num_labels=2)
+
+
+@pytest.fixture
+def gbdt_ws(tiny_sample_cfg, tiny_model_dir):
+    """A tiny sample workspace with candidates and soft labels of the tiny teacher; returns a cfg factory."""
+    from distill.retrieval.candidates import run as run_candidates
+    from distill.teacher.scoring import run as run_score
+
+    def cfg(*o):
+        return tiny_sample_cfg(
+            "retrieval.k=15",
+            f"teacher.model={tiny_model_dir}",
+            "teacher.max_length=64",
+            "teacher.batch_tokens=2048",
+            "student.num_trees=20",
+            "student.early_stopping=5",
+            "student.min_data_in_leaf=5",
+            *o,
+        )
+
+    run_candidates(cfg())
+    run_score(cfg())
+    return cfg

@@ -55,60 +55,41 @@ def test_a_folder_not_made_by_the_project_is_never_replaced(make_cfg, shared_dat
 
 
 # ------------------------------------------------------------------------------------ 2. stale inputs
-@pytest.fixture
-def scored(tiny_sample_cfg, tiny_model_dir):
-    def cfg(*o):
-        return tiny_sample_cfg(
-            "retrieval.k=12",
-            f"teacher.model={tiny_model_dir}",
-            "teacher.max_length=64",
-            "teacher.batch_tokens=2048",
-            "student.num_trees=10",
-            "student.early_stopping=3",
-            "student.min_data_in_leaf=5",
-            *o,
-        )
-
-    run_candidates(cfg())
-    run_score(cfg())
-    return cfg
-
-
-def test_scoring_after_the_candidates_changed_is_refused(scored):
-    run_candidates(scored("retrieval.k1=0.3", "retrieval.b=0.2"))  # other candidates, same k
+def test_scoring_after_the_candidates_changed_is_refused(gbdt_ws):
+    run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))  # other candidates, same k
     # scoring again without the override: its config hash is the old one, the candidates' content is not
     with pytest.raises(DistillError, match=r"holds soft labels from another run.*candidates changed"):
-        run_score(scored())
+        run_score(gbdt_ws())
 
 
-def test_students_refuse_soft_labels_of_other_candidates(scored):
-    ws = Workspace.from_cfg(scored())
-    run_candidates(scored("retrieval.k1=0.3", "retrieval.b=0.2"))
-    with pytest.raises(StageNotReadyError, match=r"soft_labels is stale: it was scored on other candidates"):
+def test_students_refuse_soft_labels_of_other_candidates(gbdt_ws):
+    ws = Workspace.from_cfg(gbdt_ws())
+    run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
+    with pytest.raises(StageNotReadyError, match=r"soft_labels is stale: it was gbdt_ws on other candidates"):
         read_soft_labels(ws.soft_labels, ws.candidates)
     with pytest.raises(StageNotReadyError, match=r"is stale.*teacher\.overwrite=true"):
-        run_gbdt(scored("student=lightgbm"))
+        run_gbdt(gbdt_ws("student=lightgbm"))
 
 
-def test_features_of_other_candidates_are_rebuilt(scored):
-    cfg = scored()
+def test_features_of_other_candidates_are_rebuilt(gbdt_ws):
+    cfg = gbdt_ws()
     ws = Workspace.from_cfg(cfg)
     old = load_features(cfg, ws)
-    run_candidates(scored("retrieval.k1=0.3", "retrieval.b=0.2"))
+    run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
     new = load_features(cfg, ws)
     cands = pd.read_parquet(ws.candidates)
     assert len(new) == len(cands) and set(zip(new.qid, new.docid)) == set(zip(cands.qid, cands.docid))
     assert set(zip(old.qid, old.docid)) != set(zip(new.qid, new.docid))
 
 
-def test_a_student_trained_on_other_inputs_is_refused(scored):
-    cfg = scored("student=lightgbm")
+def test_a_student_trained_on_other_inputs_is_refused(gbdt_ws):
+    cfg = gbdt_ws("student=lightgbm")
     run_gbdt(cfg)
     ws = Workspace.from_cfg(cfg)
     info = json.loads((ws.model("lightgbm") / "train_info.json").read_text())
     assert set(info["inputs"]) == {"candidates", "soft_labels"}
     ws.check_inputs(ws.model("lightgbm"), info["inputs"], "retrain")  # current: fine
-    run_candidates(scored("retrieval.k1=0.3", "retrieval.b=0.2"))
+    run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
     with pytest.raises(
         StageNotReadyError, match=r"models/lightgbm is stale: it was trained on other candidates"
     ):
@@ -123,7 +104,7 @@ def _train_lightgbm_killed_at(point: str, cfg, tmp_path) -> int:
         f"paths.output_root={cfg.paths.output_root}",
         f"paths.data_root={cfg.paths.data_root}",
         "logger=none",
-        "retrieval.k=12",
+        "retrieval.k=15",
         "student=lightgbm",
         "student.num_trees=12",
         "student.early_stopping=3",
@@ -142,10 +123,10 @@ def _train_lightgbm_killed_at(point: str, cfg, tmp_path) -> int:
 
 
 @pytest.mark.parametrize("point", ["staged_written", "staged_between_renames"])
-def test_a_kill_while_saving_a_student_keeps_the_previous_model(scored, tmp_path, point):
+def test_a_kill_while_saving_a_student_keeps_the_previous_model(gbdt_ws, tmp_path, point):
     import lightgbm as lgb
 
-    cfg = scored("student=lightgbm", "student.num_trees=6")
+    cfg = gbdt_ws("student=lightgbm", "student.num_trees=6")
     run_gbdt(cfg)
     model_dir = Workspace.from_cfg(cfg).model("lightgbm")
     before = (model_dir / "model.txt").read_bytes()
@@ -155,8 +136,8 @@ def test_a_kill_while_saving_a_student_keeps_the_previous_model(scored, tmp_path
     lgb.Booster(model_file=str(model_dir / "model.txt"))
 
 
-def test_a_truncated_model_file_is_refused_in_one_line_before_loading(scored):
-    cfg = scored("student=lightgbm", "student.num_trees=6")
+def test_a_truncated_model_file_is_refused_in_one_line_before_loading(gbdt_ws):
+    cfg = gbdt_ws("student=lightgbm", "student.num_trees=6")
     run_gbdt(cfg)
     model = Workspace.from_cfg(cfg).model("lightgbm") / "model.txt"
     model.write_bytes(model.read_bytes()[:100])  # LightGBM would segfault loading this

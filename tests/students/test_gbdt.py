@@ -12,26 +12,6 @@ from distill.features.build import ALL_FEATURES, build_features
 from distill.features.build import run as run_features
 from distill.retrieval.candidates import run as run_candidates
 from distill.students.gbdt import student_config, train_gbdt, training_frame
-from distill.teacher.scoring import run as run_score
-
-
-@pytest.fixture
-def gbdt_ws(tiny_sample_cfg, tiny_model_dir):
-    def cfg(*o):
-        return tiny_sample_cfg(
-            "retrieval.k=15",
-            f"teacher.model={tiny_model_dir}",
-            "teacher.max_length=64",
-            "teacher.batch_tokens=2048",
-            "student.num_trees=20",
-            "student.early_stopping=5",
-            "student.min_data_in_leaf=5",
-            *o,
-        )
-
-    run_candidates(cfg())
-    run_score(cfg())
-    return cfg
 
 
 def test_features_are_complete_and_sensible(tiny_sample_cfg):

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import torch
 
-TEXTS = [
-    "the cat sat on the mat",
-    "dogs chase cats in the park",
-    "stock markets fell sharply today",
-    "salmon swim upstream to spawn",
-    "cat on a mat",
-    "markets",
-    "a quick brown fox jumps",
-    "yes no",
-] * 4
+from tests.conftest import TINY_TEXTS
+
+# conftest's sentences and "yes no", so that the causal tokenizers hold the answer tokens
+TEXTS = [*dict.fromkeys(TINY_TEXTS), "yes no"] * 4
 
 # A Qwen3-Reranker-style chat template: the instruction (the prompt, as a system message), query and document,
 # then an empty thinking block; the relevance is logit("yes") - logit("no") at the last token.
