@@ -65,7 +65,7 @@ def test_scoring_after_the_candidates_changed_is_refused(gbdt_ws):
 def test_students_refuse_soft_labels_of_other_candidates(gbdt_ws):
     ws = Workspace.from_cfg(gbdt_ws())
     run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
-    with pytest.raises(StageNotReadyError, match=r"soft_labels is stale: it was gbdt_ws on other candidates"):
+    with pytest.raises(StageNotReadyError, match=r"soft_labels is stale: it was scored on other candidates"):
         read_soft_labels(ws.soft_labels, ws.candidates)
     with pytest.raises(StageNotReadyError, match=r"is stale.*teacher\.overwrite=true"):
         run_gbdt(gbdt_ws("student=lightgbm"))
