@@ -118,10 +118,13 @@ def add_simulated_clicks(
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    if len(sys.argv) < 2:
-        print("usage: python -m distill.data.clicks BEIR_DIR [SESSIONS_PER_QUERY]")
-        raise SystemExit(2)
-    out = add_simulated_clicks(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 20)
-    print(f"wrote {len(out)} simulated impressions ({int(out.clicked.sum())} clicks) to {sys.argv[1]}/logs/")
+    ap = argparse.ArgumentParser(prog="python -m distill.data.clicks", description=__doc__)
+    ap.add_argument("beir_dir", help="a dataset folder in BEIR layout, with qrels")
+    ap.add_argument("sessions_per_query", nargs="?", type=int, default=20)
+    args = ap.parse_args()
+    out = add_simulated_clicks(args.beir_dir, args.sessions_per_query)
+    print(
+        f"wrote {len(out)} simulated impressions ({int(out.clicked.sum())} clicks) to {args.beir_dir}/logs/"
+    )

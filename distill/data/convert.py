@@ -449,16 +449,21 @@ def _check_unique(rows: list[dict], kind: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        print(__doc__)
-        return 2
-    fmt, src, dest, *kv = argv
-    options: dict[str, Any] = {}
-    for item in kv:
-        key, _, value = item.partition("=")
-        options[key] = value
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m distill.data.convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("format", help="trec | smart | flagembedding | msmarco | hf")
+    ap.add_argument("src", help="the source files' folder")
+    ap.add_argument("dest", help="the BEIR folder to write")
+    ap.add_argument("options", nargs="*", metavar="KEY=VALUE", help="format options, e.g. docs=doc-text.trec")
+    args = ap.parse_args(argv)
+    options: dict[str, Any] = dict(item.partition("=")[::2] for item in args.options)
     try:
-        counts = convert(fmt, src, dest, dict(options))
+        counts = convert(args.format, args.src, args.dest, options)
     except (DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

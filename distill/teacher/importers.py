@@ -76,15 +76,19 @@ def import_flagembedding(path: str | Path, out: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "flagembedding":
-        print(__doc__)
-        return 2
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m distill.teacher.importers", description=__doc__)
+    ap.add_argument("format", choices=["flagembedding"])
+    ap.add_argument("file", help="the JSONL file with pos_scores / neg_scores")
+    ap.add_argument("workspace", type=Path, help="the workspace whose soft_labels/ to write")
+    args = ap.parse_args(argv)
     try:
-        s = import_flagembedding(argv[1], Path(argv[2]) / "soft_labels")
+        s = import_flagembedding(args.file, args.workspace / "soft_labels")
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"imported {s['pairs']} soft labels for {s['queries']} queries into {argv[2]}/soft_labels")
+    print(f"imported {s['pairs']} soft labels for {s['queries']} queries into {args.workspace}/soft_labels")
     return 0
 
 

@@ -290,33 +290,59 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
 
         torch.set_num_threads(int(cfg.teacher.num_threads))
     identity = identity_of(cfg, models, cand_path)
-    root = ws.soft_labels
+    manifest = open_manifest(ws.soft_labels, identity, bool(cfg.teacher.overwrite), ranks)
+    t0 = time.perf_counter()
+    scorer = TeacherScorer(models, cfg)
+    mine, keep = score_my_shards(
+        scorer, cfg, ds, cand_path, ws.soft_labels, manifest, identity, ranks, tracker
+    )
+    mine["seconds"] = round(time.perf_counter() - t0, 2)
+    update_manifest(
+        ws.soft_labels, lambda m: m.setdefault("ranks", {}).__setitem__(str(ranks.rank), mine), manifest
+    )
+    ranks.barrier()
+    if not ranks.is_main:
+        return {"rank": ranks.rank, **mine}
+    total = identity["candidates"]["rows"]
+    return finish_run(ws.soft_labels, manifest, keep, total, time.perf_counter() - t0, ranks.world)
+
+
+def open_manifest(root: Path, identity: dict[str, Any], overwrite: bool, ranks: Any) -> dict[str, Any]:
+    """Rank 0 prepares the folder (refusing another run's labels) and marks the run as started; every rank then
+    reads the one manifest."""
     if ranks.is_main:
-        manifest = prepare_dir(root, identity, bool(cfg.teacher.overwrite))
+        manifest = prepare_dir(root, identity, overwrite)
         manifest.update(complete=False, ranks={})
         manifest.pop("summary", None)
         write_manifest(root, manifest)
     ranks.barrier()
-    if not ranks.is_main:
-        shared = read_manifest(root)
-        if shared is None:
-            raise DistillError(
-                f"{root}/manifest.json is unreadable on rank {ranks.rank} after rank 0 wrote it"
-            )
-        manifest = shared
-    scorer = TeacherScorer(models, cfg)
-    total = identity["candidates"]["rows"]
-    t0 = time.perf_counter()
+    if ranks.is_main:
+        return manifest
+    shared = read_manifest(root)
+    if shared is None:
+        raise DistillError(f"{root}/manifest.json is unreadable on rank {ranks.rank} after rank 0 wrote it")
+    return shared
+
+
+def score_my_shards(
+    scorer: TeacherScorer,
+    cfg: DictConfig,
+    ds: Dataset,
+    cand_path: Path,
+    root: Path,
+    manifest: dict[str, Any],
+    identity: dict[str, Any],
+    ranks: Any,
+    tracker: Any,
+) -> tuple[dict[str, Any], set[str]]:
+    """Score this rank's shards that are not done yet, each written crash-safely and recorded in the manifest.
+    Returns this rank's counts and the part names the run keeps (every shard's, whichever rank scores it)."""
     scored = skipped = dropped = 0
     keep = set()
     desc = "teacher-score" if ranks.world == 1 else f"teacher-score rank {ranks.rank}/{ranks.world}"
+    total = identity["candidates"]["rows"] if ranks.world == 1 else None
     with tqdm(
-        total=total if ranks.world == 1 else None,
-        unit="pair",
-        desc=desc,
-        dynamic_ncols=True,
-        mininterval=1.0,
-        position=ranks.rank,
+        total=total, unit="pair", desc=desc, dynamic_ncols=True, mininterval=1.0, position=ranks.rank
     ) as bar:
         for i, shard in enumerate(iter_shards(cand_path, int(cfg.teacher.shard_size))):
             keep.add(part_name(i))
@@ -332,12 +358,8 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
             out = scorer.score(shard, queries, docs, progress=bar)
             bar.update(n_dup)
             sha = write_part(out, root / part_name(i), identity)
-            record_shard(
-                root,
-                manifest,
-                i,
-                {"file": part_name(i), "rows": len(out), "sha256": sha, "duplicates_dropped": n_dup},
-            )
+            entry = {"file": part_name(i), "rows": len(out), "sha256": sha, "duplicates_dropped": n_dup}
+            record_shard(root, manifest, i, entry)
             kill_point("after_manifest")
             scored += len(out)
             if tracker is not None:
@@ -352,19 +374,20 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
         "scored": scored,
         "skipped": skipped,
         "duplicates_dropped": dropped,
-        "seconds": round(time.perf_counter() - t0, 2),
         "real_tokens": stats.real_tokens,
         "padded_tokens": stats.padded_tokens,
         "oom_retries": stats.oom_retries,
     }
-    update_manifest(root, lambda m: m.setdefault("ranks", {}).__setitem__(str(ranks.rank), mine), manifest)
-    ranks.barrier()
-    if not ranks.is_main:
-        return {"rank": ranks.rank, **mine}
+    return mine, keep
+
+
+def finish_run(
+    root: Path, manifest: dict[str, Any], keep: set[str], total: int, seconds: float, world: int
+) -> dict[str, Any]:
+    """Rank 0, after every rank: remove parts of no shard, mark the manifest complete, sum the ranks' counts."""
     for stray in root.glob("part-*.parquet"):
         if stray.name not in keep:
             stray.unlink()
-    seconds = time.perf_counter() - t0
 
     def finish(m: dict[str, Any]) -> None:
         m["shards"] = {k: v for k, v in m["shards"].items() if v["file"] in keep}
@@ -382,7 +405,7 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
             "padding_overhead": round(1 - real / padded, 4) if padded else 0.0,
             "oom_retries": sum(r["oom_retries"] for r in per),
             "shards": len(m["shards"]),
-            "processes": ranks.world,
+            "processes": world,
         }
 
     return update_manifest(root, finish, manifest)["summary"]

@@ -95,19 +95,12 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def manifest_lock(root: Path) -> Iterator[None]:
-    """An exclusive lock on the manifest (`manifest.lock`, fcntl), so processes scoring disjoint shards of one
-    run can each record theirs. Where fcntl does not exist (Windows) it is a no-op: run one process there."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
+    """An exclusive lock on the manifest (`manifest.lock`, filelock: fcntl on Unix, msvcrt on Windows), so processes
+    scoring disjoint shards of one run can each record theirs."""
+    from filelock import FileLock
+
+    with FileLock(str(root / "manifest.lock")):
         yield
-        return
-    with (root / "manifest.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def update_manifest(
