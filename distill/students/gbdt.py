@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,19 +143,29 @@ def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
     return pd.read_parquet(ws.features)
 
 
-def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
-    sc = student_config(cfg.student)
-    ws = Workspace.from_cfg(cfg)
-    t0 = time.perf_counter()
+@dataclass
+class Frames:
+    """The training rows split by query into train and validation, as the libraries take them."""
+
+    names: list[str]  # feature columns
+    X: np.ndarray
+    y: np.ndarray  # blended targets (teacher scores, optionally with qrels)
+    grades: (
+        np.ndarray
+    )  # integer teacher grades per query (ranking metrics and lambdarank need integer labels)
+    sizes: np.ndarray
+    Xv: np.ndarray
+    yv: np.ndarray  # validation grades
+    sizes_v: np.ndarray
+    rows: int
+
+
+def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
     feats = load_features(cfg, ws)
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     ds = load_dataset(cfg)
-    df = training_frame(
-        feats,
-        soft,
-        ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"])),
-        sc.labels.alpha,
-    )
+    qrels = ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"]))
+    df = training_frame(feats, soft, qrels, sc.labels.alpha)
     names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     qids = df.qid.unique()
     is_val = dict(zip(qids, held_out(qids, sc.val_fraction, sc.seed), strict=True))
@@ -167,22 +178,10 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         if len(va)
         else np.zeros(0)
     )
-    obj = None
-    if sc.objective in OBJECTIVES:
-        cls = OBJECTIVES[sc.objective]
-        obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
-    if sc.dask.cluster:
-        from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
-
-        fit = fit_lightgbm_dask if sc.name == "lightgbm" else fit_xgboost_dask
-    else:
-        fit = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
     y = tr.target.to_numpy()
-    # Ranking metrics need integer labels: both libraries get teacher grades as labels, the custom objectives
-    # the (blended) scores themselves.
     grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
-    model = fit(
-        sc,
+    return Frames(
+        names,
         tr[names].to_numpy(np.float32),
         y,
         grades,
@@ -190,20 +189,38 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         va[names].to_numpy(np.float32),
         yv,
         sizes_v,
-        obj,
+        len(df),
     )
-    # written whole: a crash leaves the previous model folder as it was
+
+
+def fit(sc: GBDTConfig, f: Frames) -> Any:
+    """LightGBM or XGBoost, in this process or on Dask, with the configured objective."""
+    obj = None
+    if sc.objective in OBJECTIVES:
+        cls = OBJECTIVES[sc.objective]
+        obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
+    if sc.dask.cluster:
+        from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
+
+        fit_fn = fit_lightgbm_dask if sc.name == "lightgbm" else fit_xgboost_dask
+    else:
+        fit_fn = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
+    return fit_fn(sc, f.X, f.y, f.grades, f.sizes, f.Xv, f.yv, f.sizes_v, obj)
+
+
+def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, t0: float) -> dict[str, Any]:
+    """The model folder, written whole (a crash leaves the previous one as it was)."""
     with staged_dir(ws.model(sc.name)) as tmp:
         if sc.name == "lightgbm":
             model.save_model(str(tmp / "model.txt"))
-            importance = dict(zip(names, model.feature_importance("gain").tolist(), strict=True))
+            importance = dict(zip(f.names, model.feature_importance("gain").tolist(), strict=True))
             best = int(model.best_iteration or model.current_iteration())
         else:
             model.save_model(str(tmp / "model.json"))
             raw = model.get_score(importance_type="gain")
-            importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(names)}
+            importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(f.names)}
             best = int(getattr(model, "best_iteration", model.num_boosted_rounds() - 1)) + 1
-        (tmp / "features.json").write_text(json.dumps(names))
+        (tmp / "features.json").write_text(json.dumps(f.names))
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg.student, resolve=True))
         pd.Series(importance).sort_values(ascending=False).rename("gain").to_csv(
             tmp / "importance.csv", index_label="feature"
@@ -212,10 +229,10 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
             "student": sc.name,
             "objective": sc.objective,
             "trees": best,
-            "train_queries": len(sizes),
-            "val_queries": len(sizes_v),
-            "rows": len(df),
-            "features": len(names),
+            "train_queries": len(f.sizes),
+            "val_queries": len(f.sizes_v),
+            "rows": f.rows,
+            "features": len(f.names),
             "dask": sc.dask.cluster,
             "inputs": ws.inputs(),
             "seconds": round(time.perf_counter() - t0, 2),
@@ -223,6 +240,15 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(info, tmp / "train_info.json")
         write_student_json(tmp, name=sc.name, loader="distill.students.gbdt:load", ws=ws, config=cfg.student)
     return info
+
+
+def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
+    """Build the frames, fit, save."""
+    sc = student_config(cfg.student)
+    ws = Workspace.from_cfg(cfg)
+    t0 = time.perf_counter()
+    frames = build_frames(cfg, sc, ws)
+    return save(cfg, sc, ws, fit(sc, frames), frames, t0)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
