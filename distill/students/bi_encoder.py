@@ -344,14 +344,10 @@ def evaluate_bi_encoder(
     return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    bc = BiEncoderConfig.from_cfg(cfg.student)
-    ws = Workspace.from_cfg(cfg)
-    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
-    ds = load_dataset(cfg)
-    torch.manual_seed(bc.seed)
+def examples_for(
+    cfg: DictConfig, bc: BiEncoderConfig, ws: Workspace, ds: Dataset
+) -> tuple[pd.DataFrame, dict]:
+    """The training examples of the train queries (and how many positives were skipped, by reason)."""
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
     train_qids = set(cands.qid[cands.split == "train"])
@@ -365,6 +361,54 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     if any(skipped.values()):
         log.warning("bi-encoder examples: skipped %s", skipped)
+    return ex, skipped
+
+
+def save_and_evaluate(
+    cfg: DictConfig, bc: BiEncoderConfig, ws: Workspace, ds: Dataset, model: Any, facts: dict[str, Any]
+) -> dict[str, Any]:
+    """The model folder, written whole with its hybrid weight, test metrics and student.json."""
+    cands = pd.read_parquet(ws.candidates)
+    with staged_dir(ws.model("bi_encoder") / bc.loss) as tmp:  # a crash leaves the previous folder as it was
+        model.save(str(tmp))
+        weight, weights = (
+            fit_bm25_weight(model, ds, cands, bc.similarity)
+            if bc.bm25_weight == "auto"
+            else (bc.bm25_weight, {})
+        )
+        if weight is not None:
+            write_json_atomic({"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, tmp / HYBRID_FILE)
+        metrics = evaluate_bi_encoder(model, ds, cands, bc, bm25_weight=weight)
+        info = {
+            "loss": bc.loss,
+            "base_model": bc.base_model,
+            **facts,
+            "similarity": bc.similarity,
+            "bm25_weight": weight,
+            "inputs": ws.inputs(),
+            "test": metrics,
+        }
+        write_json_atomic(info, tmp / "distill_train.json")
+        write_student_json(
+            tmp,
+            name=f"bi_encoder_{bc.loss}",
+            loader="distill.students.bi_encoder:load",
+            ws=ws,
+            config=cfg.student,
+        )
+    return info
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Build the examples, train with sentence-transformers' trainer (DDP under a launcher), save and evaluate."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    bc = BiEncoderConfig.from_cfg(cfg.student)
+    ws = Workspace.from_cfg(cfg)
+    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
+    ds = load_dataset(cfg)
+    torch.manual_seed(bc.seed)
+    ex, skipped = examples_for(cfg, bc, ws, ds)
     out = ws.model("bi_encoder") / bc.loss
     t0 = time.perf_counter()
     model = build_student_model(bc, ws)
@@ -395,43 +439,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         if not ranks.is_main:  # rank 0 saves, evaluates and reports
             return {"rank": ranks.rank, "steps": result.global_step}
-        loss_after = held_out_loss(model, loss, probe)
-        with staged_dir(out) as tmp:  # written whole: a crash leaves the previous folder as it was
-            model.save(str(tmp))
-            weight, weights = (
-                fit_bm25_weight(model, ds, cands, bc.similarity)
-                if bc.bm25_weight == "auto"
-                else (bc.bm25_weight, {})
-            )
-            if weight is not None:
-                write_json_atomic(
-                    {"bm25_weight": weight, "train_ndcg@10_by_weight": weights}, tmp / HYBRID_FILE
-                )
-            metrics = evaluate_bi_encoder(model, ds, cands, bc, bm25_weight=weight)
-            info = {
-                "loss": bc.loss,
-                "base_model": bc.base_model,
-                "examples": len(ex),
-                "skipped": skipped,
-                "steps": result.global_step,
-                "train_loss": result.training_loss,
-                "probe_loss_before": loss_before,
-                "probe_loss_after": loss_after,
-                "train_seconds": round(seconds, 1),
-                "similarity": bc.similarity,
-                "processes": ranks.world,
-                "bm25_weight": weight,
-                "inputs": ws.inputs(),
-                "test": metrics,
-            }
-            write_json_atomic(info, tmp / "distill_train.json")
-            write_student_json(
-                tmp,
-                name=f"bi_encoder_{bc.loss}",
-                loader="distill.students.bi_encoder:load",
-                ws=ws,
-                config=cfg.student,
-            )
+        facts = {
+            "examples": len(ex),
+            "skipped": skipped,
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "probe_loss_before": loss_before,
+            "probe_loss_after": held_out_loss(model, loss, probe),
+            "train_seconds": round(seconds, 1),
+            "processes": ranks.world,
+        }
+        info = save_and_evaluate(cfg, bc, ws, ds, model, facts)
+        metrics, weight = info["test"], info["bm25_weight"]
         tracker.summary(
             {f"test/{mode}/{k}": v for mode, m in metrics.items() for k, v in m.items()}
             | {"train/seconds": seconds, "train/loss": result.training_loss}
