@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from scipy.stats import kendalltau, ttest_rel
 
 from distill.config import options_to, to_container
+from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.evaluation.cascade import Costs, Load, best_under, quality_table, sweep
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
@@ -77,7 +78,84 @@ def _retrieval_ms(cfg: DictConfig, ds, qids: list[str]) -> float:
     return float(np.median(times))
 
 
+def latency_groups(cands: pd.DataFrame, ec: Any, seed: int) -> tuple[np.ndarray, list[pd.DataFrame]]:
+    """The queries whose top `latency_candidates` candidates time each ranker (a seeded sample)."""
+    qids = cands.qid.unique()
+    probe_q = np.random.default_rng(seed).choice(qids, size=min(ec.latency_queries, len(qids)), replace=False)
+    groups = [
+        g.sort_values("rank").head(ec.latency_candidates)
+        for _, g in cands[cands.qid.isin(probe_q)].groupby("qid")
+    ]
+    return probe_q, groups
+
+
+def ranker_metrics(
+    rankers: list[Ranker], cands: pd.DataFrame, qrels: pd.DataFrame, groups: list[pd.DataFrame]
+) -> tuple[dict[str, dict[str, Any]], dict[str, pd.Series]]:
+    """Quality, fidelity to the teacher, latency and significance of every ranker; and per-query nDCG@10."""
+    teacher = next((r for r in rankers if r.name == "teacher"), None)
+    tq = teacher_qrels(cands, teacher.scores) if teacher is not None else None
+    per_q: dict[str, pd.Series] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for r in rankers:
+        run_df = cands[["qid", "docid"]].assign(score=r.scores)
+        m: dict[str, Any] = {k: v for k, v in evaluate(qrels, run_df).items() if k != "queries"}
+        per_q[r.name] = per_query(qrels, run_df)["ndcg@10"]
+        if teacher is not None and r is not teacher:
+            m["kendall_tau_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores)
+            m["ndcg@10_vs_teacher_grades"] = evaluate(tq, run_df)["ndcg@10"]
+        m["ms_per_query"] = median_ms(r.probe, groups) if r.probe is not None else None
+        out[r.name] = m
+    for name, m in out.items():
+        m["p_vs_bm25"] = _p(per_q[name], per_q["bm25"]) if name != "bm25" else None
+        m["p_vs_teacher"] = (
+            _p(per_q[name], per_q["teacher"]) if teacher is not None and name != "teacher" else None
+        )
+    return out, per_q
+
+
+def cascade_section(
+    cfg: DictConfig,
+    ec: Any,
+    ds: Dataset,
+    cands: pd.DataFrame,
+    qrels: pd.DataFrame,
+    rankers: list[Ranker],
+    metrics: dict[str, dict[str, Any]],
+    probe_q: np.ndarray,
+    groups: list[pd.DataFrame],
+) -> tuple[dict[str, Any] | None, pd.DataFrame | None]:
+    """The cascade BM25 -> the best (or the configured) student -> the teacher, simulated under the load profile
+    with the measured costs; None when there is no teacher, no student or no teacher latency."""
+    by_name = {r.name: r for r in rankers}
+    teacher = by_name.get("teacher")
+    students = [r for r in rankers if r.kind == "student"]
+    if teacher is None or not students:
+        return None, None
+    student = by_name.get(ec.cascade_student) or max(students, key=lambda r: metrics[r.name]["ndcg@10"])
+    s_ms = metrics[student.name]["ms_per_query"] or 0.0
+    t_ms = metrics["teacher"]["ms_per_query"]
+    if t_ms is None:
+        log.warning("no teacher latency (teacher model not loadable here): cascade simulation skipped")
+        return None, None
+    n_c = float(np.mean([len(g) for g in groups]))
+    costs = Costs(_retrieval_ms(cfg, ds, list(probe_q)), s_ms / n_c, t_ms / n_c)
+    qtab = quality_table(qrels, cands, student.scores, teacher.scores, ec.cascade_n, ec.cascade_k)
+    load = options_to(Load, ec.load, "evaluate.load")
+    tab, _ = sweep(qtab, costs, load, ec.sla_ms)
+    section = {
+        "student": student.name,
+        "costs": asdict(costs),
+        "load": asdict(load),
+        "p99_budget_ms": ec.p99_budget_ms,
+        "best_under_budget": best_under(tab, ec.p99_budget_ms),
+        "policies": tab.to_dict("records"),
+    }
+    return section, tab
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Every ranker of the workspace on a split: metrics, the cascade, metrics.json, report.md, tracking."""
     from distill.config import EvaluateConfig
 
     ec = options_to(EvaluateConfig, to_container(cfg.evaluate), "evaluate")
@@ -87,57 +165,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cands = cands[cands.split == ec.split].reset_index(drop=True)
     qrels = ds.qrels[ec.split]
     rankers = find_rankers(cfg, ds, ws, cands)
-    by_name = {r.name: r for r in rankers}
-    teacher = by_name.get("teacher")
-    rng = np.random.default_rng(cfg.seed)
-    qids = cands.qid.unique()
-    probe_q = rng.choice(qids, size=min(ec.latency_queries, len(qids)), replace=False)
-    groups = [
-        g.sort_values("rank").head(ec.latency_candidates)
-        for _, g in cands[cands.qid.isin(probe_q)].groupby("qid")
-    ]
-    tq = teacher_qrels(cands, teacher.scores) if teacher is not None else None
-    per_q: dict[str, pd.Series] = {}
-    out: dict[str, Any] = {"split": ec.split, "rankers": {}}
-    for r in rankers:
-        run_df = cands[["qid", "docid"]].assign(score=r.scores)
-        m: dict[str, Any] = {k: v for k, v in evaluate(qrels, run_df).items() if k != "queries"}
-        per_q[r.name] = per_query(qrels, run_df)["ndcg@10"]
-        if teacher is not None and r is not teacher:
-            m["kendall_tau_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores)
-            m["ndcg@10_vs_teacher_grades"] = evaluate(tq, run_df)["ndcg@10"]
-        m["ms_per_query"] = median_ms(r.probe, groups) if r.probe is not None else None
-        out["rankers"][r.name] = m
-    for name, m in out["rankers"].items():
-        m["p_vs_bm25"] = _p(per_q[name], per_q["bm25"]) if name != "bm25" else None
-        m["p_vs_teacher"] = (
-            _p(per_q[name], per_q["teacher"]) if teacher is not None and name != "teacher" else None
-        )
-    students = [r for r in rankers if r.kind == "student"]
-    cascade_tab = None
-    if teacher is not None and students:
-        student = by_name.get(ec.cascade_student) or max(
-            students, key=lambda r: out["rankers"][r.name]["ndcg@10"]
-        )
-        s_ms = out["rankers"][student.name]["ms_per_query"] or 0.0
-        t_ms = out["rankers"]["teacher"]["ms_per_query"]
-        if t_ms is None:
-            log.warning("no teacher latency (teacher model not loadable here): cascade simulation skipped")
-        else:
-            n_c = float(np.mean([len(g) for g in groups]))
-            costs = Costs(_retrieval_ms(cfg, ds, list(probe_q)), s_ms / n_c, t_ms / n_c)
-            qtab = quality_table(qrels, cands, student.scores, teacher.scores, ec.cascade_n, ec.cascade_k)
-            load = options_to(Load, ec.load, "evaluate.load")
-            cascade_tab, _ = sweep(qtab, costs, load, ec.sla_ms)
-            best = best_under(cascade_tab, ec.p99_budget_ms)
-            out["cascade"] = {
-                "student": student.name,
-                "costs": asdict(costs),
-                "load": asdict(load),
-                "p99_budget_ms": ec.p99_budget_ms,
-                "best_under_budget": best,
-                "policies": cascade_tab.to_dict("records"),
-            }
+    probe_q, groups = latency_groups(cands, ec, cfg.seed)
+    metrics, per_q = ranker_metrics(rankers, cands, qrels, groups)
+    out: dict[str, Any] = {"split": ec.split, "rankers": metrics}
+    cascade, cascade_tab = cascade_section(cfg, ec, ds, cands, qrels, rankers, metrics, probe_q, groups)
+    if cascade is not None:
+        out["cascade"] = cascade
     write_json_atomic(out, ws.metrics)
     report = write_report(ws, out, cands, rankers, per_q, cascade_tab)
     with start_run(cfg, stage="evaluate") as tracker:
