@@ -231,7 +231,26 @@ def _dataset(ds: Dataset, lists: pd.DataFrame, loss: str, max_grade: float, seed
     )
 
 
+def starting_point(tc: TeacherTrainConfig, ws: Workspace, ds: Dataset, args: Any, ranks: Any) -> str:
+    """The model to fine-tune: `base_model` as given, or for `scratch` a small BERT built from the corpus (rank 0
+    builds it, seeded, while the other ranks of a DDP run wait, then all load it)."""
+    if tc.base_model != "scratch":
+        return tc.base_model
+    with args.main_process_first(desc="teacher init"):
+        if ranks.is_main:
+            build_scratch_model(train_texts(ds), tc, ws.teacher_init)
+    return str(ws.teacher_init)
+
+
+def save_teacher(model: Any, info: dict[str, Any], out: Path) -> None:
+    """The trained teacher, written whole: a crash leaves the previous teacher as it was."""
+    with staged_dir(out) as tmp:
+        model.save(str(tmp))
+        write_json_atomic(info, tmp / "distill_train.json")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune the teacher on the train qrels with BM25 negatives; rank 0 saves and reports."""
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
         CrossEncoderTrainer,
@@ -257,19 +276,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         seed=tc.seed,
         workspace=ws,
     )
-    base = tc.base_model
-    if base == "scratch":
-        # Rank 0 builds the initial model (seeded) while the other ranks of a DDP run wait, then load it.
-        init = ws.teacher_init
-        with args.main_process_first(desc="teacher init"):
-            if ranks.is_main:
-                build_scratch_model(train_texts(ds), tc, init)
-        base = str(init)
     lists = build_lists(ds, cands, tc.negatives, tc.seed)
     max_grade = float(ds.judged("train", "train-teacher").relevance.max())
     train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
     model = CrossEncoder(
-        base,
+        starting_point(tc, ws, ds, args, ranks),
         num_labels=1,
         max_length=tc.max_length,
         activation_fn=torch.nn.Identity(),
@@ -296,9 +307,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_loss": result.training_loss,
             "seconds": round(seconds, 1),
         }
-        with staged_dir(out) as tmp:  # written whole: a crash leaves the previous teacher as it was
-            model.save(str(tmp))
-            write_json_atomic(info, tmp / "distill_train.json")
+        save_teacher(model, info, out)
         tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
         tracker.artifact(out, type="model", name="teacher")
     print(
