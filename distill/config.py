@@ -299,6 +299,32 @@ class LoggerConfig:
 
 
 @dataclass
+class LoadConfig:
+    """The cascade simulation's load profile (`evaluate.load.*`, distill.evaluation.cascade): Poisson arrivals at a
+    rate that is a fraction of the capacity of the most expensive static setting, with bursts, served FIFO."""
+
+    duration_s: float = 120.0
+    base_utilisation: float = 0.5
+    burst_utilisation: float = 1.6
+    burst_every_s: float = 30.0
+    burst_s: float = 8.0
+    workers: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive(
+            self, "evaluate.load", "duration_s", "base_utilisation", "burst_utilisation", "burst_every_s"
+        )
+        check(self.workers >= 1, "evaluate.load.workers", self.workers, "must be >= 1")
+        check(
+            0 <= self.burst_s <= self.burst_every_s,
+            "evaluate.load.burst_s",
+            self.burst_s,
+            "must be in [0, evaluate.load.burst_every_s]",
+        )
+
+
+@dataclass
 class EvaluateConfig:
     """`make evaluate` (distill/evaluation/stage.py)."""
 
@@ -314,8 +340,7 @@ class EvaluateConfig:
     # Per-query latency budgets of the dynamic policy, and the p99 budget for the recommended setting.
     sla_ms: list[float] = field(default_factory=lambda: [20.0, 40.0, 80.0])
     p99_budget_ms: float = 60.0
-    # The load profile (distill.evaluation.cascade.Load).
-    load: dict[str, Any] = field(default_factory=dict)
+    load: LoadConfig = field(default_factory=LoadConfig)
 
     def __post_init__(self) -> None:
         check_positive(self, "evaluate", "latency_queries", "latency_candidates", "p99_budget_ms")

@@ -174,6 +174,7 @@ def test_a_failing_writer_leaves_the_previous_folder(tmp_path):
         ("student.val_fraction=1", r"student\.val_fraction=1\.0: must be in \(0, 1\)"),
         ("teacher.train.epochs=0", r"teacher\.train\.epochs=0\.0 must be positive"),
         ("evaluate.cascade_k=[5,-1]", r"evaluate\.cascade_k=\[5, -1\]: each must be >= 0"),
+        ("evaluate.load.workers=0", r"evaluate\.load\.workers=0: must be >= 1"),
     ],
 )
 def test_numeric_options_have_ranges(make_cfg, override, match):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from distill.config import LoadConfig
 from distill.ir.metrics import per_query
 
 
@@ -74,17 +75,7 @@ class Costs:
         return self.retrieval_ms + self.student_ms_per_doc * n + self.teacher_ms_per_doc * np.asarray(k)
 
 
-@dataclass
-class Load:
-    """Arrival rate over time as a fraction of the capacity of the most expensive static setting."""
-
-    duration_s: float = 120.0
-    base_utilisation: float = 0.5
-    burst_utilisation: float = 1.6
-    burst_every_s: float = 30.0
-    burst_s: float = 8.0
-    workers: int = 1
-    seed: int = 0
+Load = LoadConfig  # the load profile: distill.config.LoadConfig (`evaluate.load.*`)
 
 
 def arrivals(load: Load, capacity_qps: float) -> np.ndarray:

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau, ttest_rel
 
-from distill.config import options_to, to_container
+from distill.config import EvaluateConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
-from distill.evaluation.cascade import Costs, Load, best_under, quality_table, sweep
+from distill.evaluation.cascade import Costs, best_under, quality_table, sweep
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
 from distill.evaluation.report import table, write_report
 from distill.ir.metrics import evaluate, per_query
@@ -141,7 +141,7 @@ def cascade_section(
     n_c = float(np.mean([len(g) for g in groups]))
     costs = Costs(_retrieval_ms(cfg, ds, list(probe_q)), s_ms / n_c, t_ms / n_c)
     qtab = quality_table(qrels, cands, student.scores, teacher.scores, ec.cascade_n, ec.cascade_k)
-    load = options_to(Load, ec.load, "evaluate.load")
+    load = ec.load
     tab, _ = sweep(qtab, costs, load, ec.sla_ms)
     section = {
         "student": student.name,
@@ -156,9 +156,7 @@ def cascade_section(
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Every ranker of the workspace on a split: metrics, the cascade, metrics.json, report.md, tracking."""
-    from distill.config import EvaluateConfig
-
-    ec = options_to(EvaluateConfig, to_container(cfg.evaluate), "evaluate")
+    ec: EvaluateConfig = OmegaConf.to_object(cfg.evaluate)  # type: ignore[assignment]
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
