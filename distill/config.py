@@ -279,6 +279,75 @@ class GBDTConfig:
 
 
 @dataclass
+class BiEncoderConfig:
+    """student=bi_encoder (distill.students.bi_encoder)."""
+
+    _target_: str = "distill.students.bi_encoder.run"
+    name: str = "bi_encoder"
+    loss: str = "kl"
+    # teacher: the workspace teacher's tokenizer and encoder weights (documented in the README); scratch: a
+    # fresh small BERT with the teacher's tokenizer; static: a StaticEmbedding model (mean of learned token
+    # embeddings, no transformer; the teacher's tokenizer, initialised from the teacher's word embeddings, or
+    # random and `embedding_dim` wide when that is set); or any sentence-transformers / Hugging Face id or folder.
+    base_model: str = "static"
+    embedding_dim: int | None = 256
+    # Positives: "qrels" (judged relevant train documents that the teacher scored) or "teacher" (its top-1).
+    positives: str = "qrels"
+    negatives: int = 16
+    # Hard negatives come from the teacher-scored candidates ranked within the top `negative_depth` by the
+    # teacher, skipping any the teacher scores above (positive score - negative_margin): likely false negatives.
+    negative_depth: int = 60
+    negative_margin: float | None = None  # None: no denoising
+    # Examples per positive, each with a fresh sample of negatives (more variety than more epochs).
+    samples_per_positive: int = 6
+    temperature: float = 1.0
+    similarity: str = "dot"
+    pooling: str = "mean"
+    batch_size: int = 64
+    epochs: float = 1.0
+    lr: float = 5e-2
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    seed: int = 0
+    max_seconds: float | None = 280.0
+    # Dense retrieval over the whole corpus: how many documents to keep per query.
+    retrieve_k: int = 100
+    # The hybrid reranker: student score + w * BM25 score (lexical and learned matching complement each other;
+    # cf. CLEAR, Gao et al., ECIR 2021). "auto": the w of BM25_WEIGHTS with the best train-split nDCG@10;
+    # a number: that w; null: no hybrid.
+    bm25_weight: Any = "auto"
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "loss": ("margin_mse", "kl"),
+            "positives": ("qrels", "teacher"),
+            "similarity": ("dot", "cos"),
+            "pooling": ("mean", "cls", "max"),
+        }
+        for key, values in allowed.items():
+            check(getattr(self, key) in values, f"student.{key}", getattr(self, key), f"use one of {values}")
+        check(
+            self.negatives >= 1, "student.negatives", self.negatives, "needs at least 1 negative per example"
+        )
+        w = self.bm25_weight
+        check(
+            w is None or w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0),
+            "student.bm25_weight",
+            w,
+            "use auto, null or a number >= 0",
+        )
+        check_positive(
+            self, "student", "batch_size", "epochs", "lr", "max_length", "retrieve_k", "samples_per_positive"
+        )
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> BiEncoderConfig:
+        """From the student config node (typed or a plain dict); unknown keys are a `ConfigError` naming them."""
+        opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
+        return options_to(cls, opts, "student (bi_encoder)")
+
+
+@dataclass
 class LoggerConfig:
     # wandb | none
     backend: str = "wandb"
@@ -375,6 +444,7 @@ def register() -> None:
     cs.store(group="features", name="features_schema", node=FeaturesConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="student", name="gbdt_schema", node=GBDTConfig)
+    cs.store(group="student", name="bi_encoder_schema", node=BiEncoderConfig)
     cs.store(group="evaluate", name="evaluate_schema", node=EvaluateConfig)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distill.config import CONFIG_DIR, to_container
+from distill.config import CONFIG_DIR, BiEncoderConfig, to_container
 from distill.data.prepare import dataset_dir
 from distill.errors import StageNotReadyError
 from distill.evaluation.report import table
@@ -101,9 +101,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             [ws.model(name)],
         )
     c = cfg.copy()
-    bi = OmegaConf.merge(
-        OmegaConf.load(CONFIG_DIR / "student" / "bi_encoder.yaml"), cfg.demo.get("bi_encoder", {})
-    )
+    bi_yaml = OmegaConf.load(CONFIG_DIR / "student" / "bi_encoder.yaml")
+    assert isinstance(bi_yaml, DictConfig)
+    bi_yaml.pop("defaults", None)  # the schema it names is merged here
+    bi = OmegaConf.merge(OmegaConf.structured(BiEncoderConfig), bi_yaml, cfg.demo.get("bi_encoder", {}))
     with open_dict(c):
         c.student = bi
     stage(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import options_to, to_container
+from distill.config import BiEncoderConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
-from distill.errors import ConfigError, DataError
+from distill.errors import DataError
 from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import evaluate
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
@@ -43,67 +42,7 @@ from distill.workspace import Workspace, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("margin_mse", "kl")
 HYBRID_FILE = "distill_hybrid.json"  # in the model folder: the hybrid reranker's BM25 weight
-
-
-@dataclass
-class BiEncoderConfig:
-    name: str = "bi_encoder"
-    loss: str = "kl"
-    # teacher: the workspace teacher's tokenizer and encoder weights (documented in the README); scratch: a
-    # fresh small BERT with the teacher's tokenizer; static: a StaticEmbedding model (mean of learned token
-    # embeddings, no transformer; the teacher's tokenizer, initialised from the teacher's word embeddings, or
-    # random and `embedding_dim` wide when that is set); or any sentence-transformers / Hugging Face id or folder.
-    base_model: str = "static"
-    embedding_dim: int | None = 256
-    # Positives: "qrels" (judged relevant train documents that the teacher scored) or "teacher" (its top-1).
-    positives: str = "qrels"
-    negatives: int = 16
-    # Hard negatives come from the teacher-scored candidates ranked within the top `negative_depth` by the
-    # teacher, skipping any the teacher scores above (positive score - negative_margin): likely false negatives.
-    negative_depth: int = 60
-    negative_margin: float | None = None  # None: no denoising
-    # Examples per positive, each with a fresh sample of negatives (more variety than more epochs).
-    samples_per_positive: int = 6
-    temperature: float = 1.0
-    similarity: str = "dot"
-    pooling: str = "mean"
-    batch_size: int = 64
-    epochs: float = 1.0
-    lr: float = 5e-2
-    warmup_ratio: float = 0.1
-    max_length: int = 128
-    seed: int = 0
-    max_seconds: float | None = 280.0
-    # Dense retrieval over the whole corpus: how many documents to keep per query.
-    retrieve_k: int = 100
-    # The hybrid reranker: student score + w * BM25 score (lexical and learned matching complement each other;
-    # cf. CLEAR, Gao et al., ECIR 2021). "auto": the w of BM25_WEIGHTS with the best train-split nDCG@10;
-    # a number: that w; null: no hybrid.
-    bm25_weight: Any = "auto"
-
-    @classmethod
-    def from_cfg(cls, node: Any) -> BiEncoderConfig:
-        opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
-        bc = options_to(cls, opts, "student (bi_encoder)")
-        checks = {
-            "loss": (bc.loss, LOSSES),
-            "positives": (bc.positives, ("qrels", "teacher")),
-            "similarity": (bc.similarity, ("dot", "cos")),
-            "pooling": (bc.pooling, ("mean", "cls", "max")),
-        }
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ConfigError(f"student.{key}={value!r}: use one of {allowed}")
-        if bc.negatives < 1:
-            raise ConfigError(f"student.negatives={bc.negatives}: needs at least 1 negative per example")
-        w = bc.bm25_weight
-        if not (
-            w is None or w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0)
-        ):
-            raise ConfigError(f"student.bm25_weight={w!r}: use auto, null or a number >= 0")
-        return bc
 
 
 def build_examples(
