@@ -51,8 +51,7 @@ def entry(run: Callable[[DictConfig], Any]) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def _main(cfg: DictConfig) -> Any:
-        try:
-            validate(cfg)
+        try:  # the config was validated by CheckBeforeRun (configs/hydra/default.yaml)
             return run(cfg)
         except DistillError as e:
             fail(str(e))

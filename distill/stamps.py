@@ -48,11 +48,7 @@ def is_fresh(ws: Workspace, stage: str, key: str, outputs: list[Path]) -> bool:
         recorded = json.loads(f.read_text())["key"]
     except (OSError, ValueError, KeyError):
         return False
-    return (
-        recorded == key
-        and all((o / COMPLETE).is_file() if o.is_dir() else o.is_file() for o in outputs)
-        and all(o.exists() for o in outputs)
-    )
+    return recorded == key and all((o / COMPLETE).is_file() if o.is_dir() else o.is_file() for o in outputs)
 
 
 def record(ws: Workspace, stage: str, key: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -166,9 +167,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
+def _sha256_of_version(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
 def fingerprint(path: Path) -> str:
-    """The identity of a stage's output by content: sha256 of a file (the first 16 hex digits)."""
-    return file_sha256(path)[:16]
+    """The identity of a stage's output by content: sha256 of a file (the first 16 hex digits). Each version of a
+    file (path, inode, size, modification time) is hashed once per process: stages compare the same inputs often."""
+    st = path.stat()
+    return _sha256_of_version(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)[:16]
 
 
 def _listing(root: Path) -> dict[str, int]:
@@ -180,8 +188,9 @@ def _listing(root: Path) -> dict[str, int]:
 
 
 def is_ours(path: Path) -> bool:
-    """Whether the project made this folder (it carries a completion marker or a build marker)."""
-    return (path / COMPLETE).is_file() or any(path.glob(".distill-*"))
+    """Whether the project made this folder: it carries one of the project's `.distill-*` markers (the completion
+    marker, the build marker of a folder being written, a dataset's source stamp)."""
+    return any(path.glob(".distill-*"))
 
 
 def remove_ours(path: Path, what: str = "folder") -> None:
@@ -198,13 +207,16 @@ def remove_ours(path: Path, what: str = "folder") -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(dest: Path) -> Iterator[Path]:
+def staged_dir(dest: Path, what: str = "folder") -> Iterator[Path]:
     """Write a folder as a whole: the body fills a temp sibling; on success a completion marker listing every file
     and its size is added and the folder replaces `dest` (the old one is moved aside, then removed). A crash
     before that leaves the previous `dest` as it was; a crash between the two renames is repaired by the next call
-    (or by `check_complete`)."""
+    (or by `check_complete`). An existing `dest` the project did not make is never replaced: the error names it
+    and `what` to change."""
     tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
     _restore(dest, old)
+    if dest.exists() and not is_ours(dest):
+        remove_ours(dest, what)  # removes an empty folder, refuses anything else (before any work is done)
     if tmp.exists():
         remove_ours(tmp)
     tmp.mkdir(parents=True)
@@ -218,8 +230,6 @@ def staged_dir(dest: Path) -> Iterator[Path]:
     write_json_atomic({"files": _listing(tmp)}, tmp / COMPLETE)
     kill_point("staged_written")
     if dest.exists():
-        if not is_ours(dest):
-            remove_ours(dest)  # refuses with a message: a folder of the user's is never replaced
         dest.rename(old)
     kill_point("staged_between_renames")
     tmp.rename(dest)

@@ -86,7 +86,7 @@ def test_a_student_trained_on_other_inputs_is_refused(gbdt_ws):
     cfg = gbdt_ws("student=lightgbm")
     run_gbdt(cfg)
     ws = Workspace.from_cfg(cfg)
-    info = json.loads((ws.model("lightgbm") / "train_info.json").read_text())
+    info = json.loads((ws.model("lightgbm") / "student.json").read_text())
     assert set(info["inputs"]) == {"candidates", "soft_labels"}
     ws.check_inputs(ws.model("lightgbm"), info["inputs"], "retrain")  # current: fine
     run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
@@ -158,6 +158,23 @@ def test_a_failing_writer_leaves_the_previous_folder(tmp_path):
         raise RuntimeError("crash")
     assert (dest / "a.txt").read_text() == "v1" and check_complete(dest, "x") == dest
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_folder_is_written_over_an_empty_one_and_never_over_a_users(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with staged_dir(tmp_path / "empty") as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert check_complete(tmp_path / "empty", "x") and (tmp_path / "empty" / "a.txt").read_text() == "v1"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with (
+        pytest.raises(
+            ConfigError, match=r"mine exists and was not made by distill.*choose another model name"
+        ),
+        staged_dir(tmp_path / "mine", "model name"),
+    ):
+        raise AssertionError("the body must not run")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
 # -------------------------------------------------------------------------------- 4. numeric ranges

@@ -18,7 +18,7 @@ from distill.config import to_container, validate
 from distill.data.beir import Dataset, load_beir
 from distill.errors import ConfigError
 from distill.ir.split import held_out
-from distill.workspace import remove_ours, staged_dir
+from distill.workspace import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,8 @@ def _fresh(dest: Path, stamp: dict[str, Any]) -> bool:
 
 def _build(dest: Path, stamp: dict[str, Any], build) -> None:
     """Build into a temp folder next to `dest`, then swap it in, so a crash never leaves a half dataset. An
-    existing `dest` is replaced only if the project made it (it carries the stamp); anything else is refused."""
-    if dest.exists() and not (dest / STAMP).is_file():
-        remove_ours(dest, "data.name (or data.path)")  # raises unless it is an empty folder
-    with staged_dir(dest) as tmp:
+    existing `dest` is replaced only if the project made it; anything else is refused."""
+    with staged_dir(dest, "data.name (or data.path)") as tmp:
         build(tmp)
         (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
 

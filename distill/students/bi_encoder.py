@@ -190,22 +190,14 @@ def encode(model: Any, texts: list[str], normalize: bool = False, batch_size: in
     )
 
 
-def embed_candidates(
-    model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each distinct query and document of `cands` encoded once. Returns (embeddings of the distinct documents,
-    their docids, the score of every row of `cands`)."""
+def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
+    """The bi-encoder's score for every (qid, docid) row of `cands` (each distinct text encoded once)."""
     qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
     dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
     norm = similarity == "cos"
     q = encode(model, ds.queries.loc[qids, "text"].tolist(), norm)
     d = encode(model, ds.doc_texts(list(dids)), norm)
-    return d, dids, np.einsum("ij,ij->i", q[q_idx], d[d_idx])
-
-
-def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
-    """The bi-encoder's score for every (qid, docid) row of `cands` (each text encoded once)."""
-    return embed_candidates(model, ds, cands, similarity)[-1]
+    return np.einsum("ij,ij->i", q[q_idx], d[d_idx])
 
 
 def dense_retrieve(
@@ -324,7 +316,6 @@ def save_and_evaluate(
             **facts,
             "similarity": bc.similarity,
             "bm25_weight": weight,
-            "inputs": ws.inputs(),
             "test": metrics,
         }
         write_json_atomic(info, tmp / "distill_train.json")

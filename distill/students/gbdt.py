@@ -234,7 +234,6 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
             "rows": f.rows,
             "features": len(f.names),
             "dask": sc.dask.cluster,
-            "inputs": ws.inputs(),
             "seconds": round(time.perf_counter() - t0, 2),
         }
         write_json_atomic(info, tmp / "train_info.json")

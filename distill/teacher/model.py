@@ -50,7 +50,6 @@ WEIGHT_FILES = (
     "sentence_bert_config.json",
     "*/config.json",
 )
-FAMILIES = ("encoder", "causal_lm")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -221,12 +220,12 @@ NO_YES_NO = (
 )
 
 
-def untrained_message(name: str, what: str, allow_key: str = "teacher.allow_untrained_head") -> str:
+def untrained_message(name: str, what: str) -> str:
     return (
         f"teacher.model={name!r} is not a trained reranker: {what}, so its scores would be random. Use a "
         f"reranker instead (a cross-encoder or LLM reranker id or folder), or fine-tune this model into one: "
         f'make train-teacher ARGS="teacher.train.base_model={name}" (then teacher.model=trained); '
-        f"{allow_key}=true scores anyway, for benchmarks only"
+        f"teacher.allow_untrained_head=true scores anyway, for benchmarks only"
     )
 
 
