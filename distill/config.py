@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -279,18 +279,18 @@ class GBDTConfig:
 
 
 @dataclass
-class BiEncoderConfig:
-    """student=bi_encoder (distill.students.bi_encoder)."""
+class NeuralStudentConfig:
+    """What every sentence-transformers student shares (distill/students/neural.py): the training examples
+    (distill/students/examples.py), the loss, the base model and the trainer's schedule."""
 
     _target_: str = "distill.students.bi_encoder.run"
     name: str = "bi_encoder"
+    # each student's own list: LOSSES below
     loss: str = "kl"
-    # teacher: the workspace teacher's tokenizer and encoder weights (documented in the README); scratch: a
-    # fresh small BERT with the teacher's tokenizer; static: a StaticEmbedding model (mean of learned token
-    # embeddings, no transformer; the teacher's tokenizer, initialised from the teacher's word embeddings, or
-    # random and `embedding_dim` wide when that is set); or any sentence-transformers / Hugging Face id or folder.
-    base_model: str = "static"
-    embedding_dim: int | None = 256
+    temperature: float = 1.0
+    # teacher: the workspace teacher's tokenizer and encoder weights; scratch: a fresh model of the teacher's
+    # shape and tokenizer; or any sentence-transformers / Hugging Face id or local folder.
+    base_model: str = "teacher"
     # Positives: "qrels" (judged relevant train documents that the teacher scored) or "teacher" (its top-1).
     positives: str = "qrels"
     negatives: int = 16
@@ -300,9 +300,6 @@ class BiEncoderConfig:
     negative_margin: float | None = None  # None: no denoising
     # Examples per positive, each with a fresh sample of negatives (more variety than more epochs).
     samples_per_positive: int = 6
-    temperature: float = 1.0
-    similarity: str = "dot"
-    pooling: str = "mean"
     batch_size: int = 64
     epochs: float = 1.0
     lr: float = 5e-2
@@ -310,25 +307,63 @@ class BiEncoderConfig:
     max_length: int = 128
     seed: int = 0
     max_seconds: float | None = 280.0
-    # Dense retrieval over the whole corpus: how many documents to keep per query.
+    # Retrieval over the whole corpus: how many documents to keep per query.
     retrieve_k: int = 100
+
+    LOSSES: ClassVar[tuple[str, ...]] = ("margin_mse", "kl")
+
+    def __post_init__(self) -> None:
+        check(self.loss in self.LOSSES, "student.loss", self.loss, f"use one of {self.LOSSES}")
+        check(
+            self.positives in ("qrels", "teacher"),
+            "student.positives",
+            self.positives,
+            "use qrels or teacher",
+        )
+        check(
+            self.negatives >= 1, "student.negatives", self.negatives, "needs at least 1 negative per example"
+        )
+        check(is_plain_name(self.name), "student.name", self.name, "use letters, digits, - and _ only")
+        check_positive(
+            self,
+            "student",
+            "temperature",
+            "batch_size",
+            "epochs",
+            "lr",
+            "max_length",
+            "retrieve_k",
+            "samples_per_positive",
+            "negative_depth",
+        )
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> Any:
+        """From the student config node (typed or a plain dict); unknown keys are a `ConfigError` naming them."""
+        opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
+        return options_to(cls, opts, f"student ({cls.__name__})")
+
+
+@dataclass
+class BiEncoderConfig(NeuralStudentConfig):
+    """student=bi_encoder (distill.students.bi_encoder)."""
+
+    # static: a StaticEmbedding model (mean of learned token embeddings, no transformer; the teacher's tokenizer,
+    # initialised from the teacher's word embeddings, or random and `embedding_dim` wide when that is set);
+    # teacher, scratch or any id / folder as for every neural student.
+    base_model: str = "static"
+    embedding_dim: int | None = 256
+    similarity: str = "dot"
+    pooling: str = "mean"
     # The hybrid reranker: student score + w * BM25 score (lexical and learned matching complement each other;
     # cf. CLEAR, Gao et al., ECIR 2021). "auto": the w of BM25_WEIGHTS with the best train-split nDCG@10;
     # a number: that w; null: no hybrid.
     bm25_weight: Any = "auto"
 
     def __post_init__(self) -> None:
-        allowed = {
-            "loss": ("margin_mse", "kl"),
-            "positives": ("qrels", "teacher"),
-            "similarity": ("dot", "cos"),
-            "pooling": ("mean", "cls", "max"),
-        }
-        for key, values in allowed.items():
+        super().__post_init__()
+        for key, values in {"similarity": ("dot", "cos"), "pooling": ("mean", "cls", "max")}.items():
             check(getattr(self, key) in values, f"student.{key}", getattr(self, key), f"use one of {values}")
-        check(
-            self.negatives >= 1, "student.negatives", self.negatives, "needs at least 1 negative per example"
-        )
         w = self.bm25_weight
         check(
             w is None or w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0),
@@ -336,15 +371,44 @@ class BiEncoderConfig:
             w,
             "use auto, null or a number >= 0",
         )
-        check_positive(
-            self, "student", "batch_size", "epochs", "lr", "max_length", "retrieve_k", "samples_per_positive"
-        )
 
-    @classmethod
-    def from_cfg(cls, node: Any) -> BiEncoderConfig:
-        """From the student config node (typed or a plain dict); unknown keys are a `ConfigError` naming them."""
-        opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
-        return options_to(cls, opts, "student (bi_encoder)")
+
+@dataclass
+class MultiVectorConfig(NeuralStudentConfig):
+    """student=multi_vector (distill.students.multi_vector): a late-interaction (ColBERT) student."""
+
+    _target_: str = "distill.students.multi_vector.run"
+    name: str = "multi_vector"
+    # width of the per-token vectors (the projection after the encoder; ColBERT uses 128)
+    dim: int = 128
+    query_length: int = 32
+    document_length: int = 128
+    lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "student", "dim", "query_length", "document_length")
+
+
+@dataclass
+class SparseConfig(NeuralStudentConfig):
+    """student=sparse (distill.students.sparse): a learned-sparse (SPLADE) student."""
+
+    _target_: str = "distill.students.sparse.run"
+    name: str = "sparse"
+    lr: float = 1e-4
+    # FLOPS regularisation weights (Paria et al., 2020; SPLADE, Formal et al., 2021): higher = sparser
+    query_regularizer_weight: float = 5e-5
+    document_regularizer_weight: float = 3e-5
+    # keep at most this many terms per document / query at inference (null: all the model activates)
+    max_active_dims: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("query_regularizer_weight", "document_regularizer_weight"):
+            check(getattr(self, key) >= 0, f"student.{key}", getattr(self, key), "must be >= 0")
+        m = self.max_active_dims
+        check(m is None or m > 0, "student.max_active_dims", m, "must be > 0 or null")
 
 
 @dataclass
@@ -410,12 +474,31 @@ class EvaluateConfig:
     sla_ms: list[float] = field(default_factory=lambda: [20.0, 40.0, 80.0])
     p99_budget_ms: float = 60.0
     load: LoadConfig = field(default_factory=LoadConfig)
+    # Students that also retrieve (bi-encoder, multi-vector, sparse) are searched over the whole corpus: top k.
+    retrieve_k: int = 100
 
     def __post_init__(self) -> None:
-        check_positive(self, "evaluate", "latency_queries", "latency_candidates", "p99_budget_ms")
+        check_positive(
+            self, "evaluate", "latency_queries", "latency_candidates", "p99_budget_ms", "retrieve_k"
+        )
         check(all(n > 0 for n in self.cascade_n), "evaluate.cascade_n", self.cascade_n, "each must be > 0")
         check(all(k >= 0 for k in self.cascade_k), "evaluate.cascade_k", self.cascade_k, "each must be >= 0")
         check(all(b > 0 for b in self.sla_ms), "evaluate.sla_ms", self.sla_ms, "each must be > 0")
+
+
+@dataclass
+class DemoConfig:
+    """`make demo`: which students it trains (configs/student/<name>.yaml each) and overrides of their options,
+    e.g. `+demo.overrides.bi_encoder.loss=margin_mse`."""
+
+    students: list[str] = field(
+        default_factory=lambda: ["lightgbm", "xgboost", "bi_encoder", "multi_vector", "sparse"]
+    )
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in self.students:
+            check(is_plain_name(name), "demo.students", name, "name files of configs/student/")
 
 
 @dataclass
@@ -429,8 +512,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    # `make demo`: overrides of the bi-encoder student it trains (configs/student/bi_encoder.yaml).
-    demo: dict[str, Any] = field(default_factory=lambda: {"bi_encoder": {}})
+    demo: DemoConfig = field(default_factory=lambda: DemoConfig())
     seed: int = 0
 
 
@@ -445,6 +527,8 @@ def register() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="student", name="gbdt_schema", node=GBDTConfig)
     cs.store(group="student", name="bi_encoder_schema", node=BiEncoderConfig)
+    cs.store(group="student", name="multi_vector_schema", node=MultiVectorConfig)
+    cs.store(group="student", name="sparse_schema", node=SparseConfig)
     cs.store(group="evaluate", name="evaluate_schema", node=EvaluateConfig)
 
 

@@ -1,9 +1,9 @@
 """`make demo`: the pipeline end to end on the configured data (default: the sample world).
 
-data -> candidates -> train-teacher -> teacher-score -> features -> LightGBM, XGBoost and bi-encoder students ->
-evaluate (metrics.json, report.md with the cascade simulation), then prints the comparison table. Stages run in
-one process with the same config; pass overrides as usual (`make demo ARGS="teacher.train.max_seconds=60"`);
-`demo.bi_encoder.*` overrides the bi-encoder student (configs/student/bi_encoder.yaml). A re-run skips every stage
+data -> candidates -> train-teacher -> teacher-score -> features -> the students of `demo.students` (each from
+configs/student/<name>.yaml) -> evaluate (metrics.json, report.md with the cascade simulation), then prints the
+comparison table. Stages run in one process with the same config; pass overrides as usual (`make demo
+ARGS="teacher.train.max_seconds=60"`); `+demo.overrides.<name>.<key>=...` overrides a student's option. A re-run skips every stage
 whose config and inputs (by content) are unchanged since it last finished (`distill/stamps.py`) and says so;
 evaluation always runs.
 """
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from distill.config import CONFIG_DIR, BiEncoderConfig, to_container
+from distill.config import to_container
 from distill.data.prepare import dataset_dir
 from distill.errors import StageNotReadyError
 from distill.evaluation.report import table
@@ -26,8 +26,8 @@ from distill.features.build import run as run_features
 from distill.retrieval.candidates import run as run_candidates
 from distill.stamps import is_fresh, record, stage_key
 from distill.students.base import STUDENT_FILE, student_dirs
-from distill.students.bi_encoder import run as run_bi_encoder
-from distill.students.gbdt import run as run_gbdt
+from distill.students.stage import run as run_student
+from distill.students.stage import student_config
 from distill.teacher.scoring import run as run_score
 from distill.teacher.train import run as run_train_teacher
 from distill.workspace import Workspace, remove_ours
@@ -87,34 +87,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         [ds_dir, ws.candidates],
         [ws.features],
     )
-    learned_from = [ws.candidates, ws.soft_labels / "manifest.json"]
-    for name in ("lightgbm", "xgboost"):
+    learned_from = [ws.candidates, ws.soft_labels / "manifest.json", ws.features, teacher]
+    for name in cfg.demo.students:
         c = cfg.copy()
         with open_dict(c):
-            c.student.name = name
+            c.student = student_config(name, cfg.demo.overrides.get(name), f"demo.students[{name}]")
         stage(
             f"train-student-{name}",
-            run_gbdt,
+            run_student,
             c,
             [c.student, cfg.data],
-            [*learned_from, ws.features],
-            [ws.model(name)],
+            learned_from,
+            trained_folders(ws, str(c.student.name)),
         )
-    c = cfg.copy()
-    bi_yaml = OmegaConf.load(CONFIG_DIR / "student" / "bi_encoder.yaml")
-    assert isinstance(bi_yaml, DictConfig)
-    bi_yaml.pop("defaults", None)  # the schema it names is merged here
-    bi = OmegaConf.merge(OmegaConf.structured(BiEncoderConfig), bi_yaml, cfg.demo.get("bi_encoder", {}))
-    with open_dict(c):
-        c.student = bi
-    stage(
-        "train-student-bi_encoder",
-        run_bi_encoder,
-        c,
-        [bi, cfg.data],
-        [*learned_from, teacher],
-        [ws.model("bi_encoder") / str(bi.loss)],
-    )
     remove_stale_students(ws)
     metrics = run_evaluate(cfg)
     metrics["stage_seconds"] = timings
@@ -122,6 +107,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"\ndemo on {cfg.data.name} ({time.perf_counter() - t0:.0f}s; {timings})\n{table(metrics)}\n-> {ws.report}"
     )
     return metrics
+
+
+def trained_folders(ws: Workspace, name: str) -> list[Path]:
+    """The model folders a student of this name has written (models/<name>/ or models/<name>/<loss>/); the bare
+    folder when there is none yet (so the stage is not fresh)."""
+    root = ws.model(name)
+    return [d for d in student_dirs(ws) if d == root or root in d.parents] or [root]
 
 
 def remove_stale_students(ws: Workspace) -> None:

@@ -4,22 +4,29 @@ from pathlib import Path
 from distill.demo import run as run_demo
 from tests.teacher.test_train_import import TINY_TRAIN
 
-TINY_BI = [
-    "+demo.bi_encoder.negatives=3",
-    "+demo.bi_encoder.negative_margin=null",
-    "+demo.bi_encoder.samples_per_positive=2",
-    "+demo.bi_encoder.embedding_dim=32",
-    "+demo.bi_encoder.max_length=48",
+TINY_NEURAL = [
+    f"+demo.overrides.{name}.{opt}"
+    for name in ("bi_encoder", "multi_vector", "sparse")
+    for opt in (
+        "negatives=3",
+        "negative_margin=null",
+        "samples_per_positive=2",
+        "max_length=48",
+        "batch_size=16",
+    )
+] + ["+demo.overrides.bi_encoder.embedding_dim=32", "+demo.overrides.multi_vector.document_length=48"]
+TINY_GBDT = [
+    f"+demo.overrides.{name}.{opt}"
+    for name in ("lightgbm", "xgboost")
+    for opt in ("num_trees=10", "early_stopping=3", "min_data_in_leaf=5")
 ]
 
 
 def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     cfg = tiny_sample_cfg(
         *TINY_TRAIN,
-        *TINY_BI,
-        "student.num_trees=10",
-        "student.early_stopping=3",
-        "student.min_data_in_leaf=5",
+        *TINY_NEURAL,
+        *TINY_GBDT,
         "evaluate.latency_queries=3",
         "evaluate.load.duration_s=5",
     )
@@ -33,7 +40,10 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
         "xgboost",
         "bi_encoder_kl",
         "bi_encoder_kl+bm25",
+        "multi_vector_kl",
+        "sparse_kl",
     }
+    assert set(saved["retrievers"]) == {"bm25", "bi_encoder_kl", "multi_vector_kl", "sparse_kl"}
     for name, m in saved["rankers"].items():
         assert 0 <= m["ndcg@10"] <= 1 and 0 <= m["map"] <= 1
         if name != "bm25":
@@ -49,7 +59,7 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
         assert (ws / "plots" / png).stat().st_size > 1000
     # a re-run skips every stage whose config and inputs are unchanged, and gives the same figures
     again = run_demo(cfg)
-    assert set(again["stage_seconds"].values()) == {"skipped"} and len(again["stage_seconds"]) == 7
+    assert set(again["stage_seconds"].values()) == {"skipped"} and len(again["stage_seconds"]) == 9
     assert {k: v["ndcg@10"] for k, v in again["rankers"].items()} == {
         k: v["ndcg@10"] for k, v in saved["rankers"].items()
     }
@@ -64,5 +74,6 @@ def tiny_changed(cfg):
 
     c = cfg.copy()
     with open_dict(c):
-        c.student.num_trees = 11
+        c.demo.overrides.lightgbm.num_trees = 11
+        c.demo.overrides.xgboost.num_trees = 11
     return c

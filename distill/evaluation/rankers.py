@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
-from distill.students.base import Context, load_scorers, student_dirs
+from distill.students.base import Context, Search, load_scorers, student_dirs
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
 
@@ -30,6 +30,7 @@ class Ranker:
     kind: str  # retrieval | teacher | student
     scores: np.ndarray  # aligned with the split's candidate rows
     probe: Probe | None = None
+    search: Search | None = None  # students that also retrieve from the whole corpus
 
 
 def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> list[Ranker]:
@@ -48,7 +49,13 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     for model_dir in student_dirs(ws):
         for scorer in load_scorers(model_dir, ctx):
             rankers.append(
-                Ranker(scorer.name, "student", scorer.score(cands).astype(np.float64), scorer.score)
+                Ranker(
+                    scorer.name,
+                    "student",
+                    scorer.score(cands).astype(np.float64),
+                    scorer.score,
+                    getattr(scorer, "search", None),
+                )
             )
     return rankers
 

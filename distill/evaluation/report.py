@@ -98,23 +98,55 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-COLS = ["ndcg@10", "mrr@10", "recall@100", "map", "kendall_tau_vs_teacher", "ms_per_query", "p_vs_bm25"]
+COLS = [
+    "ndcg@10",
+    "mrr@10",
+    "recall@100",
+    "recovered",
+    "kendall_tau_vs_teacher",
+    "kendall_tau_top10_vs_teacher",
+    "ndcg@10_vs_teacher_grades",
+    "ms_per_query",
+    "p_vs_bm25",
+]
+SHORT = {
+    "kendall_tau_vs_teacher": "tau",
+    "kendall_tau_top10_vs_teacher": "tau@10",
+    "ndcg@10_vs_teacher_grades": "t-ndcg@10",
+    "ms_per_query": "ms/q",
+}
+RETRIEVER_COLS = [
+    "ndcg@10",
+    "mrr@10",
+    "recall@100",
+    "index_bytes_per_doc",
+    "active_terms_per_doc",
+    "active_terms_per_query",
+    "ms_per_query_batched",
+]
 
 
-def table(metrics: dict[str, Any], fmt: str = "text") -> str:
-    """The rankers' metrics as an aligned text table or a Markdown table."""
+def table(metrics: dict[str, Any], fmt: str = "text", section: str = "rankers") -> str:
+    """A section of metrics.json (rankers, or retrievers) as an aligned text table or a Markdown table."""
+    cols = COLS if section == "rankers" else RETRIEVER_COLS
     rows = []
-    for name, m in metrics["rankers"].items():
+    for name, m in metrics[section].items():
         cells = []
-        for c in COLS:
+        for c in cols:
             v = m.get(c)
-            cells.append("-" if v is None else (f"{v:.2g}" if c.startswith("p_") else f"{v:.4f}"))
+            cells.append(
+                "-"
+                if v is None
+                else (f"{v:.2g}" if c.startswith("p_") else f"{v:.4f}" if v < 100 else f"{v:.0f}")
+            )
         rows.append([name, *cells])
+    head = [SHORT.get(c, c) for c in cols]
     if fmt == "md":
-        return _md(pd.DataFrame(rows, columns=["ranker", *COLS]))
+        return _md(pd.DataFrame(rows, columns=[section[:-1], *head]))
     w = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'ranker':<{w}}" + "".join(f"{c:>24}" for c in COLS)]
-    lines += [f"{r[0]:<{w}}" + "".join(f"{x:>24}" for x in r[1:]) for r in rows]
+    cw = max(len(h) for h in head) + 2
+    lines = [f"{section[:-1]:<{w}}" + "".join(f"{c:>{cw}}" for c in head)]
+    lines += [f"{r[0]:<{w}}" + "".join(f"{x:>{cw}}" for x in r[1:]) for r in rows]
     return "\n".join(lines)
 
 
@@ -133,12 +165,25 @@ def write_report(
         f"# Evaluation report ({metrics['split']} split, {cands.qid.nunique()} queries)",
         "",
         "nDCG@10, MRR@10, Recall@100 and MAP against the qrels; Kendall tau: mean per-query rank agreement with "
-        "the teacher; ms_per_query: median time to score one query's candidates on this machine; p_vs_bm25: "
-        "paired t-test over per-query nDCG@10.",
+        "the teacher (tau@10: over the teacher's top 10); t-ndcg@10: nDCG@10 against grades from the teacher's "
+        "scores; recovered: share of the teacher's nDCG@10 gain over BM25; ms/q: median time to score one "
+        "query's candidates on this machine; p_vs_bm25: paired t-test over per-query nDCG@10.",
         "",
         table(metrics, fmt="md"),
         "",
     ]
+    if "retrievers" in metrics:
+        parts += [
+            "## Students as retrievers (whole corpus)",
+            "",
+            "BM25's row is its candidate list; each student searches every document exactly (dense: inner "
+            "product; multi-vector: MaxSim over float16 token vectors; sparse: term weights as a sparse matrix). "
+            "index_bytes_per_doc: the size of what it searches; ms_per_query_batched: encoding the corpus and "
+            "every query, then searching, divided by the queries.",
+            "",
+            table(metrics, fmt="md", section="retrievers"),
+            "",
+        ]
     students = {r.name: r.scores for r in rankers if r.kind == "student"}
     if "teacher" in by and students:
         plot_scatter(by["teacher"].scores, students, plots / "teacher_vs_student.png")

@@ -38,16 +38,27 @@ from distill.workspace import Workspace, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def kendall_per_query(cands: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> float | None:
-    """Mean per-query Kendall tau between two score lists over the same rows (queries with ties only skipped)."""
+def kendall_per_query(
+    cands: pd.DataFrame, a: np.ndarray, b: np.ndarray, top: int | None = None
+) -> float | None:
+    """Mean per-query Kendall tau between scores `a` and reference scores `b` over the same rows; with `top`,
+    over each query's `top` rows by `b` only (where disagreement reaches users). Queries where either side is
+    constant are skipped."""
     taus = []
     for idx in cands.groupby("qid", sort=False).indices.values():
+        if top is not None:
+            idx = idx[np.argsort(-b[idx], kind="stable")[:top]]
         x, y = a[idx], b[idx]
         if len(idx) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0:
             t = kendalltau(x, y)[0]
             if np.isfinite(t):
                 taus.append(t)
     return float(np.mean(taus)) if taus else None
+
+
+def recovered(ndcg: float, bm25: float, teacher: float) -> float | None:
+    """The share of the teacher's nDCG@10 gain over BM25 that a ranker recovers (1 = all of it)."""
+    return (ndcg - bm25) / (teacher - bm25) if teacher - bm25 > 1e-9 else None
 
 
 def teacher_qrels(cands: pd.DataFrame, teacher: np.ndarray, n_grades: int = 5) -> pd.DataFrame:
@@ -99,19 +110,42 @@ def ranker_metrics(
     out: dict[str, dict[str, Any]] = {}
     for r in rankers:
         run_df = cands[["qid", "docid"]].assign(score=r.scores)
-        m: dict[str, Any] = {k: v for k, v in evaluate(qrels, run_df).items() if k != "queries"}
+        m: dict[str, Any] = _quality(qrels, run_df)
         per_q[r.name] = per_query(qrels, run_df)["ndcg@10"]
         if teacher is not None and r is not teacher:
             m["kendall_tau_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores)
+            m["kendall_tau_top10_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores, top=10)
             m["ndcg@10_vs_teacher_grades"] = evaluate(tq, run_df)["ndcg@10"]
         m["ms_per_query"] = median_ms(r.probe, groups) if r.probe is not None else None
         out[r.name] = m
     for name, m in out.items():
+        if teacher is not None and name != "teacher":
+            m["recovered"] = recovered(m["ndcg@10"], out["bm25"]["ndcg@10"], out["teacher"]["ndcg@10"])
         m["p_vs_bm25"] = _p(per_q[name], per_q["bm25"]) if name != "bm25" else None
         m["p_vs_teacher"] = (
             _p(per_q[name], per_q["teacher"]) if teacher is not None and name != "teacher" else None
         )
     return out, per_q
+
+
+def retriever_metrics(
+    rankers: list[Ranker], cands: pd.DataFrame, qrels: pd.DataFrame, k: int
+) -> dict[str, dict[str, Any]]:
+    """Students that also retrieve, each over the whole corpus (top k), beside BM25's candidates (its top k)."""
+    qids = sorted(set(qrels.qid) & set(cands.qid))
+    bm25 = cands[cands.qid.isin(qids)]
+    out = {"bm25": _quality(qrels, bm25[["qid", "docid"]].assign(score=bm25.bm25.to_numpy()))}
+    for r in rankers:
+        if r.search is not None:
+            t = time.perf_counter()
+            run, facts = r.search(qids, k)
+            ms = (time.perf_counter() - t) * 1000.0 / max(1, len(qids))
+            out[r.name] = _quality(qrels, run) | facts | {"ms_per_query_batched": ms}
+    return out
+
+
+def _quality(qrels: pd.DataFrame, run: pd.DataFrame) -> dict[str, Any]:
+    return {k: v for k, v in evaluate(qrels, run).items() if k != "queries"}
 
 
 def cascade_section(
@@ -166,6 +200,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     probe_q, groups = latency_groups(cands, ec, cfg.seed)
     metrics, per_q = ranker_metrics(rankers, cands, qrels, groups)
     out: dict[str, Any] = {"split": ec.split, "rankers": metrics}
+    if any(r.search is not None for r in rankers):
+        out["retrievers"] = retriever_metrics(rankers, cands, qrels, ec.retrieve_k)
     cascade, cascade_tab = cascade_section(cfg, ec, ds, cands, qrels, rankers, metrics, probe_q, groups)
     if cascade is not None:
         out["cascade"] = cascade

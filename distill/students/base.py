@@ -5,7 +5,8 @@ A student is one module with two entry points, named in its config and its model
 - `train(cfg) -> info`: trains on the workspace's soft labels and writes `models/<name>/` whole
   (`workspace.staged_dir`), including `student.json` (`write_student_json`);
 - `load(model_dir, ctx) -> list[Scorer]`: what evaluation, the cascade and a server score with. A folder may give
-  several scorers (the bi-encoder also gives its hybrid with BM25).
+  several scorers (the bi-encoder also gives its hybrid with BM25); a scorer with a `search` function is also
+  evaluated as a retriever over the whole corpus.
 
 `configs/student/<name>.yaml` selects the module with `_target_: distill.students.<module>.train`; `make
 train-student ARGS="student=<name>"` calls it, and `make evaluate` finds every `models/**/student.json` and calls
@@ -49,10 +50,19 @@ class Scorer(Protocol):
         ...
 
 
+# (qids, k) -> (run: qid, docid, score with the top k documents of the whole corpus per query, index facts such
+# as index_bytes_per_doc)
+Search = Callable[[list[str], int], tuple[pd.DataFrame, dict[str, float]]]
+
+
 @dataclass
 class FunctionScorer:
+    """A scorer from a function; with `search`, the student also retrieves from the whole corpus (evaluation
+    then reports it as a retriever too)."""
+
     name: str
     fn: Callable[[pd.DataFrame], np.ndarray]
+    search: Search | None = None
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.fn(rows), dtype=np.float64)

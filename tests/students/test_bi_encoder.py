@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from distill.config import BiEncoderConfig
 from distill.errors import ConfigError, DataError
 from distill.retrieval.candidates import run as run_candidates
-from distill.students.bi_encoder import BiEncoderConfig, build_examples
+from distill.students.examples import build_examples
 from distill.students.stage import run as run_student
 from distill.teacher.scoring import run as run_score
 from distill.teacher.train import run as run_train

@@ -1,0 +1,171 @@
+"""The training flow every sentence-transformers student shares: examples -> model -> trainer -> model folder.
+
+A neural student module supplies a `Recipe` (how to build its model and loss, which trainer runs it, what it
+measures and saves beside the model) and calls `train(cfg, recipe)`. The rest is the same for all of them: the
+examples (`distill/students/examples.py`), sentence-transformers' trainer with the project's arguments (DDP
+under a launcher, a time limit, tracking), the distillation loss on a fixed probe before and after training
+(through the trainer's own evaluation, so the same collator and loss), and a model folder written whole
+(`models/<name>/<loss>/`, `student.json`, the test metrics in `distill_train.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from distill.data.beir import Dataset
+from distill.data.prepare import load_dataset
+from distill.distributed import process_ranks
+from distill.hf_training import time_limit_callback, training_args
+from distill.students.base import write_student_json
+from distill.students.examples import examples_for, hf_dataset
+from distill.tracking import start_run
+from distill.workspace import Workspace, staged_dir, write_json_atomic
+
+TRAIN_FILE = "distill_train.json"  # in the model folder: how it was trained and its test metrics
+PROBE_SIZE = 64
+
+
+@dataclass
+class Recipe:
+    """What differs between neural students."""
+
+    config: Callable[[Any], Any]  # student node -> typed config (e.g. MultiVectorConfig.from_cfg)
+    build_model: Callable[[Any, Workspace], Any]  # (typed config, workspace) -> an untrained model
+    loss: Callable[[Any, Any], Any]  # (typed config, model) -> a sentence-transformers loss
+    trainer: Any  # e.g. MultiVectorEncoderTrainer
+    arguments: Any  # e.g. MultiVectorEncoderTrainingArguments
+    # (model, dataset, candidates, typed config, folder being written) -> test metrics by mode; may write
+    # extra files into the folder
+    finish: Callable[[Any, Dataset, pd.DataFrame, Any, Path], dict[str, dict[str, float]]]
+    loader: str  # "module:function" that loads the folder for evaluation (distill/students/base.py)
+
+
+def device() -> str:
+    """This process's GPU under a multi-process launch, else the GPU if there is one, else the CPU."""
+    d = process_ranks().device("auto")
+    return d if d != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def base_transformer(sc: Any, ws: Workspace, task: str = "feature-extraction", **kwargs: Any) -> Any:
+    """The encoder a student starts from, as sentence-transformers' `Transformer` module: `teacher` (the
+    workspace teacher's tokenizer and encoder weights), `scratch` (a fresh model of the teacher's shape, seeded)
+    or any Hugging Face id / local folder. `task`: feature-extraction (token embeddings) or fill-mask (MLM
+    logits, for SPLADE)."""
+    from sentence_transformers.base.modules import Transformer
+
+    path = (
+        str(ws.require(ws.model("teacher"), "train-teacher"))
+        if sc.base_model in ("teacher", "scratch")
+        else sc.base_model
+    )
+    module = Transformer(path, transformer_task=task, max_seq_length=sc.max_length, **kwargs)
+    if sc.base_model == "scratch":
+        from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+        torch.manual_seed(sc.seed)
+        auto = AutoModelForMaskedLM if task == "fill-mask" else AutoModel
+        module.model = auto.from_config(AutoConfig.from_pretrained(path))
+    return module
+
+
+def own_checkpoint(base: str, model_type: str) -> bool:
+    """Whether `base` (id or folder) is already a sentence-transformers model of this kind (or a PyLate one, for
+    multi-vector): then it loads whole; any other model (a plain HF encoder, a SentenceTransformer bi-encoder
+    such as all-MiniLM-L6-v2, a CrossEncoder) gives only its backbone."""
+    from sentence_transformers.util import load_file_path
+
+    if base in ("teacher", "scratch", "static"):
+        return False
+    found = load_file_path(base, "config_sentence_transformers.json")
+    if found and json.loads(Path(found).read_text()).get("model_type") == model_type:
+        return True
+    modules = load_file_path(base, "modules.json") if model_type == "MultiVectorEncoder" else None
+    return modules is not None and "pylate" in Path(modules).read_text()
+
+
+def run_name(sc: Any) -> str:
+    """The ranker's name in metrics.json: the config's name and its loss (bi_encoder_kl, sparse_margin_mse)."""
+    return f"{sc.name}_{sc.loss}"
+
+
+def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
+    """Build the examples, train with the recipe's trainer (DDP under a launcher), save, measure, report."""
+    sc = recipe.config(cfg.student)
+    ws = Workspace.from_cfg(cfg)
+    ranks = process_ranks()
+    ds = load_dataset(cfg)
+    torch.manual_seed(sc.seed)
+    ex, skipped = examples_for(sc, ws, ds)
+    out = ws.model(sc.name) / sc.loss
+    name = run_name(sc)
+    t0 = time.perf_counter()
+    model = recipe.build_model(sc, ws)
+    args = training_args(
+        recipe.arguments,
+        cfg,
+        f"{sc.name}-{sc.loss}",
+        epochs=sc.epochs,
+        batch_size=sc.batch_size,
+        lr=sc.lr,
+        warmup_ratio=sc.warmup_ratio,
+        seed=sc.seed,
+        workspace=ws,
+    )
+    with start_run(cfg, stage=f"train-student-{sc.name}-{sc.loss}") as tracker:
+        train_ds = hf_dataset(ds, ex)
+        trainer = recipe.trainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            loss=recipe.loss(sc, model),
+            callbacks=[time_limit_callback(sc.max_seconds, "student.max_seconds")],
+        )
+        probe = train_ds.select(range(min(PROBE_SIZE, len(train_ds))))
+        loss_before = probe_loss(trainer, probe)
+        result = trainer.train()
+        seconds = time.perf_counter() - t0
+        if not ranks.is_main:  # rank 0 saves, evaluates and reports
+            return {"rank": ranks.rank, "steps": result.global_step}
+        facts = {
+            "loss": sc.loss,
+            "base_model": sc.base_model,
+            "examples": len(ex),
+            "skipped": skipped,
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "probe_loss_before": loss_before,
+            "probe_loss_after": probe_loss(trainer, probe),
+            "train_seconds": round(seconds, 1),
+            "processes": ranks.world,
+        }
+        cands = pd.read_parquet(ws.candidates)
+        with staged_dir(out) as tmp:  # a crash leaves the previous folder as it was
+            model.save(str(tmp))
+            info = {**facts, "test": recipe.finish(model, ds, cands, sc, tmp)}
+            write_json_atomic(info, tmp / TRAIN_FILE)
+            write_student_json(tmp, name=name, loader=recipe.loader, ws=ws, config=cfg.student)
+        tracker.summary(
+            {f"test/{mode}/{k}": v for mode, m in info["test"].items() for k, v in m.items()}
+            | {"train/seconds": seconds, "train/loss": result.training_loss}
+        )
+        tracker.artifact(out, type="model", name=f"{sc.name}-{sc.loss}")
+    modes = ", ".join(f"{mode} {m['ndcg@10']:.4f}" for mode, m in info["test"].items() if "ndcg@10" in m)
+    print(
+        f"train-student {name}: {len(ex)} examples, {result.global_step} steps in {seconds:.0f}s; "
+        f"test nDCG@10: {modes} -> {out}"
+    )
+    return info
+
+
+def probe_loss(trainer: Any, probe: Any) -> float:
+    """The distillation loss on a fixed set of examples, through the trainer's own collator and loss."""
+    return float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])

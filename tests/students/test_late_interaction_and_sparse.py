@@ -1,0 +1,117 @@
+"""The multi-vector (ColBERT) and sparse (SPLADE) students: their scoring against hand-computed cases and against
+sentence-transformers' own similarity, and a tiny end-to-end training per student whose folder loads in plain
+sentence-transformers and through the student contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse as sp
+
+from distill.config import MultiVectorConfig, SparseConfig
+from distill.errors import ConfigError
+from distill.students.base import Context, load_scorers
+from distill.students.multi_vector import MaxSimIndex, maxsim
+from distill.students.sparse import _rerank, active_terms, index_bytes
+from distill.students.stage import run as run_student
+from distill.workspace import Workspace
+from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+
+
+def test_maxsim_hand_computed():
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    d1 = np.array([[1.0, 0.0], [0.5, 0.5]])  # token 1: max(1, .5) = 1; token 2: max(0, .5) = .5
+    d2 = np.array([[0.0, 1.0]])  # token 1: 0; token 2: 1
+    got = maxsim(q, np.concatenate([d1, d2]), np.array([0, 2]))
+    np.testing.assert_allclose(got, [1.5, 1.0])
+
+
+def test_maxsim_index_search_equals_brute_force_across_chunks():
+    rng = np.random.default_rng(0)
+    docs = [rng.normal(size=(int(n), 4)).astype(np.float32) for n in rng.integers(0, 6, size=23)]
+    queries = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(5)]
+    index = MaxSimIndex([f"d{i}" for i in range(23)], docs, 4)
+    scores, rows = index.search(queries, k=7, docs_per_chunk=4)
+    for q, s, r in zip(queries, scores, rows, strict=True):
+        brute = np.array(
+            [(q @ d.astype(np.float16).astype(np.float32).T).max(1).sum() if len(d) else 0.0 for d in docs]
+        )
+        np.testing.assert_allclose(s, np.sort(brute)[::-1][:7], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(brute[r], s, rtol=1e-5, atol=1e-5)
+    assert index.bytes_per_doc == (sum(max(len(d), 1) for d in docs) * 4 * 2 + 23 * 8) / 23
+
+
+def test_sparse_rerank_and_sizes_hand_computed():
+    q = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]], np.float32))
+    d = sp.csr_matrix(np.array([[0.5, 1.0, 0.0], [0.0, 0.0, 4.0]], np.float32))
+    got = _rerank(q, np.array([0, 0, 1, 1]), d, np.array([0, 1, 0, 1]))
+    np.testing.assert_allclose(got, [0.5, 8.0, 3.0, 0.0])
+    assert active_terms(d) == 1.5 and index_bytes(d) == 3 * 4 + 3 * 4 + 3 * 4
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match=r"student.loss='mse': use one of \('margin_mse', 'kl'\)"):
+        MultiVectorConfig.from_cfg({"loss": "mse"})
+    with pytest.raises(ConfigError, match="student.dim=0: must be > 0"):
+        MultiVectorConfig.from_cfg({"dim": 0})
+    with pytest.raises(ConfigError, match="student.document_regularizer_weight=-1.0: must be >= 0"):
+        SparseConfig.from_cfg({"document_regularizer_weight": -1.0})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['flops'\]"):
+        SparseConfig.from_cfg({"flops": 1})
+
+
+TINY_STUDENT = [
+    "student.negatives=3",
+    "student.negative_margin=null",
+    "student.samples_per_positive=3",
+    "student.max_length=48",
+    "student.batch_size=16",
+    "student.epochs=2",
+    "student.lr=2e-3",
+]
+
+
+@pytest.mark.parametrize(
+    "student,loss,cls",
+    [
+        ("multi_vector", "kl", "MultiVectorEncoder"),
+        ("multi_vector", "margin_mse", "MultiVectorEncoder"),
+        ("sparse", "kl", "SparseEncoder"),
+        ("sparse", "margin_mse", "SparseEncoder"),
+    ],
+)
+def test_tiny_end_to_end(tiny_sample_cfg, student, loss, cls):
+    import sentence_transformers
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    extra = ["student.document_length=48", "student.dim=16"] if student == "multi_vector" else []
+    cfg = tiny_sample_cfg(*TINY_TEACHER, f"student={student}", f"student.loss={loss}", *TINY_STUDENT, *extra)
+    info = run_student(cfg)
+    assert info["steps"] > 0 and info["probe_loss_after"] < info["probe_loss_before"]
+    ws = Workspace.from_cfg(cfg)
+    out = ws.model(student) / loss
+    assert json.loads((out / "distill_train.json").read_text())["steps"] == info["steps"]
+    for mode in ("rerank", "retrieve"):
+        assert 0 <= info["test"][mode]["ndcg@10"] <= 1
+    assert info["test"]["retrieve"]["index_bytes_per_doc"] > 0
+
+    # the folder is a plain sentence-transformers model; the contract's scorer agrees with its own similarity
+    model = getattr(sentence_transformers, cls)(str(out), device="cpu")
+    cands = pd.read_parquet(ws.candidates)
+    from distill.data.prepare import load_dataset
+
+    ds = load_dataset(cfg)
+    (scorer,) = load_scorers(out, Context(ds, ws, cands))
+    assert scorer.name == f"{student}_{loss}"
+    one = cands[cands.qid == cands.qid.iloc[0]].head(5)
+    q = model.encode_query([ds.queries.loc[one.qid.iloc[0], "text"]])
+    d = model.encode_document(ds.doc_texts(list(one.docid)))
+    expected = model.similarity(q, d).cpu().float().numpy().ravel()
+    np.testing.assert_allclose(scorer.score(one), expected, rtol=1e-4, atol=1e-4)
+    run, facts = scorer.search([one.qid.iloc[0]], 5)
+    assert len(run) == 5 and facts["index_bytes_per_doc"] > 0
+    if student == "sparse":
+        assert facts["active_terms_per_doc"] > 0
