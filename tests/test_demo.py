@@ -5,7 +5,7 @@ from distill.demo import run as run_demo
 from tests.teacher.test_train_import import TINY_TRAIN
 
 TINY_NEURAL = [
-    f"+demo.overrides.{name}.{opt}"
+    f"++demo.overrides.{name}.{opt}"
     for name in ("bi_encoder", "multi_vector", "sparse")
     for opt in (
         "negatives=3",
@@ -14,7 +14,7 @@ TINY_NEURAL = [
         "max_length=48",
         "batch_size=16",
     )
-] + ["+demo.overrides.bi_encoder.embedding_dim=32", "+demo.overrides.multi_vector.document_length=48"]
+] + ["++demo.overrides.bi_encoder.embedding_dim=32", "++demo.overrides.multi_vector.document_length=48"]
 TINY_GBDT = [
     f"+demo.overrides.{name}.{opt}"
     for name in ("lightgbm", "xgboost")
@@ -25,6 +25,7 @@ TINY_GBDT = [
 def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     cfg = tiny_sample_cfg(
         *TINY_TRAIN,
+        "demo.students=[lightgbm,xgboost,bi_encoder,multi_vector,sparse]",
         *TINY_NEURAL,
         *TINY_GBDT,
         "evaluate.latency_queries=3",

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 HYBRID_FILE = "distill_hybrid.json"  # in the model folder: the hybrid reranker's BM25 weight
 
 
-def build_student_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
+def build_student_model(bc: BiEncoderConfig, ws: Workspace, ds: Dataset | None = None) -> Any:
     from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     base = bc.base_model

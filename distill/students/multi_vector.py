@@ -33,7 +33,7 @@ from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
 from distill.workspace import Workspace
 
 
-def build_model(mc: MultiVectorConfig, ws: Workspace) -> Any:
+def build_model(mc: MultiVectorConfig, ws: Workspace, ds: Dataset) -> Any:
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Normalize
     from sentence_transformers.base.modules.dense import Dense

@@ -39,7 +39,7 @@ class Recipe:
     """What differs between neural students."""
 
     config: Callable[[Any], Any]  # student node -> typed config (e.g. MultiVectorConfig.from_cfg)
-    build_model: Callable[[Any, Workspace], Any]  # (typed config, workspace) -> an untrained model
+    build_model: Callable[[Any, Workspace, Dataset], Any]  # (typed config, workspace, dataset) -> a new model
     loss: Callable[[Any, Any], Any]  # (typed config, model) -> a sentence-transformers loss
     trainer: Any  # e.g. MultiVectorEncoderTrainer
     arguments: Any  # e.g. MultiVectorEncoderTrainingArguments
@@ -47,6 +47,8 @@ class Recipe:
     # extra files into the folder
     finish: Callable[[Any, Dataset, pd.DataFrame, Any, Path], dict[str, dict[str, float]]]
     loader: str  # "module:function" that loads the folder for evaluation (distill/students/base.py)
+    # (dataset, examples, typed config) -> the trainer's dataset; default: query, positive, negative_i, label
+    dataset: Callable[[Dataset, pd.DataFrame, Any], Any] | None = None
 
 
 def device() -> str:
@@ -108,7 +110,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
     out = ws.model(sc.name) / sc.loss
     name = run_name(sc)
     t0 = time.perf_counter()
-    model = recipe.build_model(sc, ws)
+    model = recipe.build_model(sc, ws, ds)
     args = training_args(
         recipe.arguments,
         cfg,
@@ -121,7 +123,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         workspace=ws,
     )
     with start_run(cfg, stage=f"train-student-{sc.name}-{sc.loss}") as tracker:
-        train_ds = hf_dataset(ds, ex)
+        train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex)
         trainer = recipe.trainer(
             model=model,
             args=args,
@@ -133,6 +135,9 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         loss_before = probe_loss(trainer, probe)
         result = trainer.train()
         seconds = time.perf_counter() - t0
+        loss_after = probe_loss(
+            trainer, probe
+        )  # every rank: the trainer's evaluation is collective under DDP
         if not ranks.is_main:  # rank 0 saves, evaluates and reports
             return {"rank": ranks.rank, "steps": result.global_step}
         facts = {
@@ -143,7 +148,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
             "steps": result.global_step,
             "train_loss": result.training_loss,
             "probe_loss_before": loss_before,
-            "probe_loss_after": probe_loss(trainer, probe),
+            "probe_loss_after": loss_after,
             "train_seconds": round(seconds, 1),
             "processes": ranks.world,
         }

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig
 from scipy import sparse as sp
 
@@ -33,14 +34,63 @@ from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
 from distill.workspace import Workspace
 
 
-def build_model(sc: SparseConfig, ws: Workspace) -> Any:
+def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SpladePooling
 
     if neural.own_checkpoint(sc.base_model, "SparseEncoder"):
         return SparseEncoder(sc.base_model, device=neural.device())
     mlm = neural.base_transformer(sc, ws, task="fill-mask")
+    if sc.head_init_steps:
+        texts = ds.doc_texts(list(ds.corpus.index))
+        lexical_head(mlm.model, mlm.tokenizer, texts, sc.head_init_steps, sc.max_length, sc.seed)
     return SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=neural.device())
+
+
+def lexical_head(
+    model: Any, tokenizer: Any, texts: list[str], steps: int, max_length: int, seed: int
+) -> None:
+    """Start a new MLM head lexical: train it alone (the encoder frozen) to give back each position's own token,
+    as a pretrained MLM head does at unmasked positions, then lower its bias below the logits of other tokens
+    (their 99th percentile on a sample), so that SPLADE's log(1 + relu(.)) starts as the text's own words
+    rather than thousands of random terms.
+
+    Written here because an encoder trained as a cross-encoder (the teacher) has no MLM head, and a random one
+    makes SPLADE start dense and unrelated to the text, which a short distillation cannot repair."""
+    prefix = model.base_model_prefix
+    head = [p for n, p in model.named_parameters() if not n.startswith(prefix)]
+    frozen = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+    bias = model.get_output_embeddings().bias
+    if bias is None or not head:
+        return
+    rng = np.random.default_rng(seed)
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(head, lr=3e-3)
+    was_training = model.training
+    model.train()
+
+    def batch(n: int) -> dict[str, torch.Tensor]:
+        chosen = [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
+        enc = tokenizer(chosen, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {k: v.to(model.device) for k, v in enc.items()}
+
+    for _ in range(steps):
+        enc = batch(32)
+        mask = enc["attention_mask"].bool()
+        loss = torch.nn.functional.cross_entropy(model(**enc).logits[mask], enc["input_ids"][mask])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in frozen:
+        p.requires_grad_(True)
+    model.train(was_training)
+    with torch.no_grad():
+        enc = batch(64)
+        logits = model(**enc).logits
+        logits.scatter_(2, enc["input_ids"][..., None], float("-inf"))
+        others = logits.max(dim=2).values[enc["attention_mask"].bool()]
+        bias -= torch.quantile(others.float(), 0.99)
 
 
 def _loss(sc: SparseConfig, model: Any) -> Any:

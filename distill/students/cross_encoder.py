@@ -1,0 +1,178 @@
+"""Cross-encoder student: a smaller reranker distilled from the teacher's scores ("big reranker -> small one").
+
+`make train-student ARGS="student=cross_encoder student.loss=margin_mse"` trains a sentence-transformers
+`CrossEncoder` with `CrossEncoderTrainer` and its own losses on the shared examples:
+
+- `margin_mse`: `MarginMSELoss` (Hofstätter et al., 2020): the positive-negative margins regress on the teacher's;
+- `mse`: `MSELoss` on every (query, document) score (Hinton et al.'s regression on logits);
+- `listnet`: `ListNetLoss` (Cao et al., 2007): cross-entropy to the softmax of the teacher's scores over the
+  example's list;
+- `lambdaloss`: `LambdaLoss` (Wang et al., 2018) with the teacher's scores as graded gains.
+
+The student starts from the teacher (default; `layers` keeps its first N transformer layers, as DistilBERT and
+TinyBERT start from theirs) or any CrossEncoder / encoder id or folder (e.g. ../shared/data/all_minilm_l6_v2 on
+real data: a new 1-logit head). `labels=zscore` standardises the teacher's scores within each list first, so a
+listwise loss sees the same spread whatever the teacher's scale. The folder is a plain `CrossEncoder(path)`
+model: it scores through the project's scoring engine as a reranker, and can be a cheaper teacher for the other
+students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from distill.config import CrossEncoderStudentConfig
+from distill.data.beir import Dataset
+from distill.errors import ConfigError
+from distill.ir.metrics import evaluate
+from distill.students import neural
+from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
+from distill.workspace import Workspace
+
+
+def keep_layers(model: Any, n: int | None, which: str = "first") -> int:
+    """Keep the first (or last) `n` transformer layers of a Hugging Face encoder in place; returns how many it
+    has now."""
+    base = model.base_model
+    owner = getattr(base, "encoder", base)
+    layers = getattr(owner, "layer", None)
+    if layers is None:
+        layers = getattr(owner, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ConfigError(
+            f"student.layers={n}: cannot find the transformer layers of {type(model).__name__}; set student.layers=null"
+        )
+    if n is not None and n < len(layers):
+        kept = list(layers)[:n] if which == "first" else list(layers)[len(layers) - n :]
+        setattr(owner, "layer" if hasattr(owner, "layer") else "layers", torch.nn.ModuleList(kept))
+        model.config.num_hidden_layers = n
+        layers = kept
+    return len(layers)
+
+
+def build_model(sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    path = (
+        str(ws.require(ws.model("teacher"), "train-teacher")) if sc.base_model == "teacher" else sc.base_model
+    )
+    if sc.base_model == "scratch":
+        path = str(ws.require(ws.model("teacher"), "train-teacher"))
+    torch.manual_seed(sc.seed)
+    model = CrossEncoder(
+        path,
+        num_labels=1,
+        max_length=sc.max_length,
+        activation_fn=torch.nn.Identity(),
+        device=neural.device(),
+    )
+    if sc.base_model == "scratch":  # the teacher's shape and tokenizer, fresh weights
+        from transformers import AutoModelForSequenceClassification
+
+        model[0].model = AutoModelForSequenceClassification.from_config(model.model.config).to(model.device)
+    keep_layers(model.model, sc.layers, sc.keep)
+    return model
+
+
+def _loss(sc: CrossEncoderStudentConfig, model: Any) -> Any:
+    from sentence_transformers.cross_encoder import losses
+
+    return {
+        "margin_mse": lambda: losses.MarginMSELoss(model),
+        "mse": lambda: losses.MSELoss(model),
+        "listnet": lambda: losses.ListNetLoss(model),
+        "lambdaloss": lambda: losses.LambdaLoss(model),
+    }[sc.loss]()
+
+
+def labels_of(scores: list[float], sc: CrossEncoderStudentConfig) -> list[float]:
+    """The example's teacher scores as training labels: standardised within the list when `labels=zscore`, then
+    divided by `temperature`."""
+    s = np.asarray(scores, np.float64)
+    if sc.labels == "zscore":
+        s = (s - s.mean()) / (s.std() + 1e-6)
+    return list(s / sc.temperature)
+
+
+def dataset(ds: Dataset, ex: pd.DataFrame, sc: CrossEncoderStudentConfig) -> Any:
+    """The examples in the shape each loss reads: (query, positive, negative_i; label list) for margin_mse,
+    (query, document; score) pairs for mse, (query, [documents]; scores) lists for listnet / lambdaloss."""
+    from datasets import Dataset as HFDataset
+
+    queries = ds.queries.loc[ex.qid, "text"].tolist()
+    docs = [[p, *n] for p, n in zip(ex.pos, ex.negs, strict=True)]
+    labels = [labels_of(s, sc) for s in ex.scores]
+    if sc.loss == "mse":
+        return HFDataset.from_dict(
+            {
+                "query": [q for q, d in zip(queries, docs, strict=True) for _ in d],
+                "document": ds.doc_texts([x for d in docs for x in d]),
+                "label": [x for lab in labels for x in lab],
+            }
+        )
+    if sc.loss in ("listnet", "lambdaloss"):
+        return HFDataset.from_dict(
+            {"query": queries, "docs": [ds.doc_texts(d) for d in docs], "label": labels}
+        )
+    cols: dict[str, list] = {"query": queries, "positive": ds.doc_texts(list(ex.pos))}
+    for i in range(len(ex.negs.iloc[0])):
+        cols[f"negative_{i + 1}"] = ds.doc_texts([n[i] for n in ex.negs])
+    cols["label"] = labels
+    return HFDataset.from_dict(cols)
+
+
+def _scorer(model_dir: str, sc: Any, device: str = "auto") -> Any:
+    """The student through the project's scoring engine (the same fast path as the teacher)."""
+    from distill.teacher.engine import ScoringEngine
+    from distill.teacher.model import load_teacher
+
+    return ScoringEngine(load_teacher(model_dir, dtype=sc.dtype, device=device), batch_tokens=sc.batch_tokens)
+
+
+def score_rows(engine: Any, ds: Dataset, rows: pd.DataFrame) -> np.ndarray:
+    return np.asarray(
+        engine.score(ds.queries.loc[rows.qid.to_numpy(), "text"].tolist(), ds.doc_texts(list(rows.docid))),
+        np.float64,
+    )
+
+
+def finish(model: Any, ds: Dataset, cands: pd.DataFrame, sc: CrossEncoderStudentConfig, folder: Path) -> dict:
+    """Test metrics as a reranker of BM25's candidates (scored from the saved folder, as evaluation will)."""
+    test = cands[cands.split == "test"]
+    scores = score_rows(_scorer(str(folder), sc), ds, test)
+    rerank = evaluate(ds.qrels["test"], test[["qid", "docid"]].assign(score=scores))
+    return {"rerank": {k: v for k, v in rerank.items() if k != "queries"}}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train the cross-encoder student (distill/students/neural.py)."""
+    from sentence_transformers import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    return neural.train(
+        cfg,
+        neural.Recipe(
+            config=CrossEncoderStudentConfig.from_cfg,
+            build_model=build_model,
+            loss=_loss,
+            trainer=CrossEncoderTrainer,
+            arguments=CrossEncoderTrainingArguments,
+            finish=finish,
+            loader="distill.students.cross_encoder:load",
+            dataset=dataset,
+        ),
+    )
+
+
+def load(model_dir: Path, ctx: Context) -> list[Scorer]:
+    """The student as a reranker through the scoring engine."""
+    meta = json.loads((model_dir / STUDENT_FILE).read_text())
+    sc = CrossEncoderStudentConfig.from_cfg(meta["config"])
+    engine = _scorer(str(model_dir), sc)
+    return [FunctionScorer(meta["name"], lambda rows: score_rows(engine, ctx.ds, rows))]

@@ -1,0 +1,131 @@
+"""The cross-encoder student: its data in each loss's shape on hand-computed cases, layer truncation, and a tiny
+end-to-end training whose folder loads in plain `CrossEncoder(path)` and scores as its `predict` does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.config import CrossEncoderStudentConfig
+from distill.errors import ConfigError
+from distill.students.base import Context, load_scorers
+from distill.students.cross_encoder import dataset, keep_layers, labels_of
+from distill.students.stage import run as run_student
+from distill.workspace import Workspace
+from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+
+
+class TinyDs:
+    queries = pd.DataFrame({"text": ["q one", "q two"]}, index=pd.Index(["q1", "q2"], name="_id"))
+
+    @staticmethod
+    def doc_texts(ids):
+        return [f"text of {i}" for i in ids]
+
+
+EX = pd.DataFrame(
+    {
+        "qid": ["q1", "q2"],
+        "pos": ["a", "c"],
+        "negs": [["b", "x"], ["d", "y"]],
+        "scores": [[3.0, 1.0, -1.0], [2.0, 2.0, 5.0]],
+    }
+)
+
+
+def test_labels_raw_zscore_and_temperature():
+    sc = CrossEncoderStudentConfig(temperature=2.0)
+    assert labels_of([3.0, 1.0, -1.0], sc) == [1.5, 0.5, -0.5]
+    z = labels_of([3.0, 1.0, -1.0], CrossEncoderStudentConfig(labels="zscore"))
+    np.testing.assert_allclose(z, np.array([2.0, 0.0, -2.0]) / np.sqrt(8 / 3), rtol=1e-5)
+    # the same list at 10x the scale gives the same standardised labels
+    np.testing.assert_allclose(
+        labels_of([30.0, 10.0, -10.0], CrossEncoderStudentConfig(labels="zscore")), z, rtol=1e-5
+    )
+
+
+def test_dataset_shape_per_loss():
+    d = dataset(TinyDs, EX, CrossEncoderStudentConfig(loss="margin_mse"))  # type: ignore[arg-type]
+    assert d.column_names == ["query", "positive", "negative_1", "negative_2", "label"]
+    assert d[1] == {
+        "query": "q two",
+        "positive": "text of c",
+        "negative_1": "text of d",
+        "negative_2": "text of y",
+        "label": [2.0, 2.0, 5.0],
+    }
+    d = dataset(TinyDs, EX, CrossEncoderStudentConfig(loss="mse"))  # type: ignore[arg-type]
+    assert len(d) == 6 and d[2] == {"query": "q one", "document": "text of x", "label": -1.0}
+    d = dataset(TinyDs, EX, CrossEncoderStudentConfig(loss="listnet"))  # type: ignore[arg-type]
+    assert d[0] == {
+        "query": "q one",
+        "docs": ["text of a", "text of b", "text of x"],
+        "label": [3.0, 1.0, -1.0],
+    }
+
+
+def test_keep_layers():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32
+    )
+    model = BertForSequenceClassification(cfg)
+    first = model.bert.encoder.layer[0]
+    assert keep_layers(model, 1) == 1 and model.config.num_hidden_layers == 1
+    assert model.bert.encoder.layer[0] is first  # the first layers are kept, not new ones
+    assert keep_layers(model, None) == 1
+    model = BertForSequenceClassification(BertConfig(**{**cfg.to_dict(), "num_hidden_layers": 3}))
+    last = model.bert.encoder.layer[2]
+    assert keep_layers(model, 1, "last") == 1 and model.bert.encoder.layer[0] is last
+
+
+def test_bad_options():
+    with pytest.raises(
+        ConfigError, match=r"student.loss='kl': use one of \('margin_mse', 'mse', 'listnet', 'lambdaloss'\)"
+    ):
+        CrossEncoderStudentConfig.from_cfg({"loss": "kl"})
+    with pytest.raises(ConfigError, match="student.labels='minmax': use raw or zscore"):
+        CrossEncoderStudentConfig.from_cfg({"labels": "minmax"})
+    with pytest.raises(ConfigError, match="student.keep='middle': use first or last"):
+        CrossEncoderStudentConfig.from_cfg({"keep": "middle"})
+    with pytest.raises(ConfigError, match="student.layers=0: must be >= 1 or null"):
+        CrossEncoderStudentConfig.from_cfg({"layers": 0})
+
+
+@pytest.mark.parametrize("loss", ["margin_mse", "listnet"])
+def test_tiny_end_to_end(tiny_sample_cfg, loss):
+    from sentence_transformers import CrossEncoder
+
+    from distill.data.prepare import load_dataset
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    cfg = tiny_sample_cfg(
+        *TINY_TEACHER,
+        "student=cross_encoder",
+        f"student.loss={loss}",
+        "student.negatives=3",
+        "student.negative_margin=null",
+        "student.samples_per_positive=3",
+        "student.max_length=48",
+        "student.batch_size=8",
+        "student.epochs=2",
+        "student.lr=2e-3",
+        "student.dtype=fp32",
+        "student.base_model=scratch",  # the teacher's shape, fresh weights (a copy of the teacher has no loss)
+    )
+    info = run_student(cfg)
+    assert info["steps"] > 0 and info["probe_loss_after"] < info["probe_loss_before"]
+    assert 0 <= info["test"]["rerank"]["ndcg@10"] <= 1
+    ws = Workspace.from_cfg(cfg)
+    out = ws.model("cross_encoder") / loss
+    ce = CrossEncoder(str(out), device="cpu", activation_fn=__import__("torch").nn.Identity())
+    assert ce.model.config.num_hidden_layers == 1
+    cands = pd.read_parquet(ws.candidates)
+    ds = load_dataset(cfg)
+    (scorer,) = load_scorers(out, Context(ds, ws, cands))
+    assert scorer.name == f"cross_encoder_{loss}"
+    rows = cands.head(12)
+    pairs = list(zip(ds.queries.loc[rows.qid, "text"], ds.doc_texts(list(rows.docid)), strict=True))
+    np.testing.assert_allclose(scorer.score(rows), ce.predict(pairs), rtol=1e-4, atol=1e-5)
