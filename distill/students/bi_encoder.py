@@ -218,22 +218,21 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     info = json.loads((model_dir / neural.TRAIN_FILE).read_text())
     norm = info.get("similarity", "dot") == "cos"
     model = SentenceTransformer(str(model_dir), device="cpu")
-    dids = ctx.cands.docid.unique()
-    docs = encode(model, ctx.ds.doc_texts(list(dids)), norm)
-    row_of = pd.Series(np.arange(len(dids)), index=dids)
-    qtext = ctx.ds.queries["text"]
-
-    def score(rows: pd.DataFrame) -> np.ndarray:
-        qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
-        q = encode(model, qtext.loc[qids].tolist(), norm)
-        return np.einsum("ij,ij->i", q[q_idx], docs[row_of.loc[rows.docid.to_numpy()].to_numpy()])
 
     def search(qids: list[str], k: int) -> tuple[pd.DataFrame, dict[str, float]]:
         run = dense_retrieve(model, ctx.ds, qids, k, info.get("similarity", "dot"))
         return run, {"index_bytes_per_doc": 4.0 * (model.get_embedding_dimension() or 0)}  # float32 vectors
 
     name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
-    out: list[Scorer] = [FunctionScorer(name, score, search)]
+    main = neural.candidate_scorer(
+        name,
+        ctx,
+        lambda texts, query: encode(model, texts, norm),
+        lambda q, q_idx, d, d_idx: np.einsum("ij,ij->i", q[q_idx], d[d_idx]),
+        search,
+    )
+    score = main.score
+    out: list[Scorer] = [main]
     if (model_dir / HYBRID_FILE).exists():
         w = float(json.loads((model_dir / HYBRID_FILE).read_text())["bm25_weight"])
         out.append(

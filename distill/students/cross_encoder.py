@@ -31,7 +31,6 @@ from omegaconf import DictConfig
 from distill.config import CrossEncoderStudentConfig
 from distill.data.beir import Dataset
 from distill.errors import ConfigError
-from distill.ir.metrics import evaluate
 from distill.students import neural
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
 from distill.workspace import Workspace
@@ -145,10 +144,8 @@ def score_rows(engine: Any, ds: Dataset, rows: pd.DataFrame) -> np.ndarray:
 
 def finish(model: Any, ds: Dataset, cands: pd.DataFrame, sc: CrossEncoderStudentConfig, folder: Path) -> dict:
     """Test metrics as a reranker of BM25's candidates (scored from the saved folder, as evaluation will)."""
-    test = cands[cands.split == "test"]
-    scores = score_rows(_scorer(str(folder), sc), ds, test)
-    rerank = evaluate(ds.qrels["test"], test[["qid", "docid"]].assign(score=scores))
-    return {"rerank": {k: v for k, v in rerank.items() if k != "queries"}}
+    engine = _scorer(str(folder), sc)
+    return neural.test_metrics(ds, cands, lambda rows: score_rows(engine, ds, rows))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

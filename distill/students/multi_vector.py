@@ -27,9 +27,8 @@ from omegaconf import DictConfig
 
 from distill.config import MultiVectorConfig
 from distill.data.beir import Dataset
-from distill.ir.metrics import evaluate
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
+from distill.students.base import STUDENT_FILE, Context, Scorer
 from distill.workspace import Workspace
 
 
@@ -156,16 +155,12 @@ def retrieve(model: Any, ds: Dataset, qids: list[str], k: int) -> tuple[pd.DataF
 
 def finish(model: Any, ds: Dataset, cands: pd.DataFrame, mc: MultiVectorConfig, folder: Path) -> dict:
     """Test metrics as a reranker of BM25's candidates and as a retriever over the corpus (with its index size)."""
-    test = cands[cands.split == "test"]
-    qrels = ds.qrels["test"]
-    rerank = evaluate(qrels, test[["qid", "docid"]].assign(score=rerank_scores(model, ds, test)))
-    qids = sorted(set(qrels.qid) & set(ds.queries.index))
-    run, facts = retrieve(model, ds, qids, mc.retrieve_k)
-    retrieval = evaluate(qrels, run) | facts
-    return {
-        mode: {k: v for k, v in m.items() if k != "queries"}
-        for mode, m in (("rerank", rerank), ("retrieve", retrieval))
-    }
+    return neural.test_metrics(
+        ds,
+        cands,
+        lambda rows: rerank_scores(model, ds, rows),
+        lambda qids: retrieve(model, ds, qids, mc.retrieve_k),
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -192,18 +187,13 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     from sentence_transformers import MultiVectorEncoder
 
     model = MultiVectorEncoder(str(model_dir), device="cpu")
-    dids = ctx.cands.docid.unique()
-    docs = encode(model, ctx.ds.doc_texts(list(dids)), query=False)
-    row_of = pd.Series(np.arange(len(dids)), index=dids)
-    qtext = ctx.ds.queries["text"]
-
-    def score(rows: pd.DataFrame) -> np.ndarray:
-        qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
-        q = encode(model, qtext.loc[qids].tolist(), query=True)
-        return _rerank(q, q_idx, docs, row_of.loc[rows.docid.to_numpy()].to_numpy())
-
-    def search(qids: list[str], k: int) -> tuple[pd.DataFrame, dict[str, float]]:
-        return retrieve(model, ctx.ds, qids, k)
-
     name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
-    return [FunctionScorer(name, score, search)]
+    return [
+        neural.candidate_scorer(
+            name,
+            ctx,
+            lambda texts, query: encode(model, texts, query=query),
+            _rerank,
+            lambda qids, k: retrieve(model, ctx.ds, qids, k),
+        )
+    ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
@@ -25,7 +26,8 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.hf_training import time_limit_callback, training_args
-from distill.students.base import write_student_json
+from distill.ir.metrics import evaluate
+from distill.students.base import Context, FunctionScorer, Search, write_student_json
 from distill.students.examples import examples_for, hf_dataset
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
@@ -169,6 +171,46 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         f"test nDCG@10: {modes} -> {out}"
     )
     return info
+
+
+def test_metrics(
+    ds: Dataset,
+    cands: pd.DataFrame,
+    rerank: Callable[[pd.DataFrame], np.ndarray],
+    retrieve: Callable[[list[str]], tuple[pd.DataFrame, dict[str, float]]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """A student's test metrics: as a reranker of the test split's candidates, and as a retriever over the corpus
+    (with the facts its search reports, e.g. index bytes per document) when it has one."""
+    test = cands[cands.split == "test"]
+    qrels = ds.qrels["test"]
+    out = {"rerank": evaluate(qrels, test[["qid", "docid"]].assign(score=rerank(test)))}
+    if retrieve is not None:
+        run, facts = retrieve(sorted(set(qrels.qid) & set(ds.queries.index)))
+        out["retrieve"] = evaluate(qrels, run) | facts
+    return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
+
+
+def candidate_scorer(
+    name: str,
+    ctx: Context,
+    encode: Callable[[list[str], bool], Any],
+    pair_scores: Callable[[Any, np.ndarray, Any, np.ndarray], np.ndarray],
+    search: Search | None = None,
+) -> FunctionScorer:
+    """A scorer for representation students: the context's candidate documents are encoded once (as an index
+    holds them; `encode(texts, is_query)`), each call encodes its queries and scores its rows with
+    `pair_scores(queries, query_row_of_each_pair, documents, document_row_of_each_pair)`."""
+    dids = ctx.cands.docid.unique()
+    docs = encode(ctx.ds.doc_texts(list(dids)), False)
+    row_of = pd.Series(np.arange(len(dids)), index=dids)
+    qtext = ctx.ds.queries["text"]
+
+    def score(rows: pd.DataFrame) -> np.ndarray:
+        qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
+        q = encode(qtext.loc[qids].tolist(), True)
+        return pair_scores(q, q_idx, docs, row_of.loc[rows.docid.to_numpy()].to_numpy())
+
+    return FunctionScorer(name, score, search)
 
 
 def probe_loss(trainer: Any, probe: Any) -> float:

@@ -28,9 +28,8 @@ from scipy import sparse as sp
 
 from distill.config import SparseConfig
 from distill.data.beir import Dataset
-from distill.ir.metrics import evaluate
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
+from distill.students.base import STUDENT_FILE, Context, Scorer
 from distill.workspace import Workspace
 
 
@@ -184,17 +183,12 @@ def retrieve(
 
 def finish(model: Any, ds: Dataset, cands: pd.DataFrame, sc: SparseConfig, folder: Path) -> dict:
     """Test metrics as a reranker of BM25's candidates and as a retriever over the corpus (with its sparsity)."""
-    test = cands[cands.split == "test"]
-    qrels = ds.qrels["test"]
-    scores = rerank_scores(model, ds, test, sc.max_active_dims)
-    rerank = evaluate(qrels, test[["qid", "docid"]].assign(score=scores))
-    qids = sorted(set(qrels.qid) & set(ds.queries.index))
-    run, facts = retrieve(model, ds, qids, sc.retrieve_k, sc.max_active_dims)
-    retrieval = evaluate(qrels, run) | facts
-    return {
-        mode: {k: v for k, v in m.items() if k != "queries"}
-        for mode, m in (("rerank", rerank), ("retrieve", retrieval))
-    }
+    return neural.test_metrics(
+        ds,
+        cands,
+        lambda rows: rerank_scores(model, ds, rows, sc.max_active_dims),
+        lambda qids: retrieve(model, ds, qids, sc.retrieve_k, sc.max_active_dims),
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -223,17 +217,12 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     meta = json.loads((model_dir / STUDENT_FILE).read_text())
     top = (meta.get("config") or {}).get("max_active_dims")
     model = SparseEncoder(str(model_dir), device="cpu")
-    dids = ctx.cands.docid.unique()
-    docs = encode(model, ctx.ds.doc_texts(list(dids)), False, top)
-    row_of = pd.Series(np.arange(len(dids)), index=dids)
-    qtext = ctx.ds.queries["text"]
-
-    def score(rows: pd.DataFrame) -> np.ndarray:
-        qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
-        q = encode(model, qtext.loc[qids].tolist(), True, top)
-        return _rerank(q, q_idx, docs, row_of.loc[rows.docid.to_numpy()].to_numpy())
-
-    def search(qids: list[str], k: int) -> tuple[pd.DataFrame, dict[str, float]]:
-        return retrieve(model, ctx.ds, qids, k, top)
-
-    return [FunctionScorer(meta["name"], score, search)]
+    return [
+        neural.candidate_scorer(
+            meta["name"],
+            ctx,
+            lambda texts, query: encode(model, texts, query, top),
+            _rerank,
+            lambda qids, k: retrieve(model, ctx.ds, qids, k, top),
+        )
+    ]
