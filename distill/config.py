@@ -451,26 +451,6 @@ class CrossEncoderStudentConfig(NeuralStudentConfig):
 
 
 @dataclass
-class LoggerConfig:
-    # wandb | none
-    backend: str = "wandb"
-    # offline | online | disabled
-    mode: str = "offline"
-    project: str = "distill"
-    entity: str | None = None
-    dir: str = "${paths.workspace}"
-    tags: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        check(
-            self.mode in ("offline", "online", "disabled"),
-            "logger.mode",
-            self.mode,
-            "use offline, online or disabled",
-        )
-
-
-@dataclass
 class LoadConfig:
     """The cascade simulation's load profile (`evaluate.load.*`, distill.evaluation.cascade): Poisson arrivals at a
     rate that is a fraction of the capacity of the most expensive static setting, with bursts, served FIFO."""
@@ -539,6 +519,26 @@ class DemoConfig:
 
 
 @dataclass
+class DashboardConfig:
+    """`make dashboard` (distill/dashboard.py)."""
+
+    # auto: TensorBoard when the workspace has tensorboard/ event files, else MLflow's UI on its mlflow.db
+    backend: str = "auto"
+    # another folder to serve (null: the workspace), e.g. outputs/ for every workspace at once
+    dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None  # null: a free port
+
+    def __post_init__(self) -> None:
+        check(
+            self.backend in ("auto", "tensorboard", "mlflow"),
+            "dashboard.backend",
+            self.backend,
+            "use auto, tensorboard or mlflow",
+        )
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -547,9 +547,11 @@ class Config:
     # Students differ in their options: each student/*.yaml names its own schema.
     student: Any = None
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # one entry per selected configs/logger/<name>.yaml: {<name>: {_target_: <Tracker class>, options...}}
+    logger: dict[str, Any] = field(default_factory=dict)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     demo: DemoConfig = field(default_factory=lambda: DemoConfig())
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     seed: int = 0
 
 
@@ -561,7 +563,6 @@ def register() -> None:
     cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)
     cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
     cs.store(group="features", name="features_schema", node=FeaturesConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="student", name="gbdt_schema", node=GBDTConfig)
     cs.store(group="student", name="bi_encoder_schema", node=BiEncoderConfig)
     cs.store(group="student", name="multi_vector_schema", node=MultiVectorConfig)
@@ -599,6 +600,19 @@ def options_to(cls: type, opts: dict[str, Any] | None, where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
     return cls(**(opts or {}))
+
+
+def load_callable(path: str, what: str) -> Any:
+    """`module:function` or `module.function` (or a class) -> the object; a `ConfigError` naming `what` if not."""
+    import importlib
+
+    from distill.errors import ConfigError
+
+    module, _, name = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"{what}: cannot import {path!r} ({e})") from e
 
 
 def to_container(cfg: DictConfig | Any) -> Any:

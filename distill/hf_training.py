@@ -1,4 +1,4 @@
-"""Helpers shared by the Hugging Face trainers (teacher and bi-encoder): tracking target and a time limit."""
+"""Helpers shared by the Hugging Face trainers (teacher and students): their arguments and a time limit."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import logging
 import time
 from typing import Any
 
+from distill.tracking import report_to, trainer_logging_dir
+
 log = logging.getLogger(__name__)
-
-
-def report_to(cfg: Any) -> str:
-    """The trainer's `report_to`: wandb unless tracking is off (`logger=none` or `logger.mode=disabled`)."""
-    return "wandb" if cfg.logger.backend == "wandb" and cfg.logger.mode != "disabled" else "none"
 
 
 def training_args(
@@ -31,8 +28,16 @@ def training_args(
 
     Launched as several processes (accelerate launch / torchrun) the trainer runs DDP: NCCL on GPUs, gloo on a
     machine without one (`use_cpu`, or transformers would not set up the CPU process group)."""
+    import os
+
     import torch
 
+    # the trainers' TensorBoard callback reads its folder from the environment when the trainer is built
+    tb_dir = trainer_logging_dir(cfg, run)
+    if tb_dir:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir
+    else:
+        os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
     return cls(
         use_cpu=not torch.cuda.is_available(),
         output_dir=str(workspace.runs(run)),

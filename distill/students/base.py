@@ -24,9 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from distill.config import to_container
+from distill.config import load_callable, to_container
 from distill.data.beir import Dataset
-from distill.errors import ConfigError
 from distill.workspace import COMPLETE, Workspace, check_complete, write_json_atomic
 
 STUDENT_FILE = "student.json"
@@ -81,17 +80,6 @@ def student_dirs(ws: Workspace) -> list[Path]:
     """Every finished (or damaged) student folder of the workspace: those holding a student.json."""
     found = [p.parent for p in sorted(ws.root.glob(f"models/**/{STUDENT_FILE}"))]
     return [d for d in found if not any(part.startswith(".") for part in d.relative_to(ws.root).parts)]
-
-
-def load_callable(path: str, what: str) -> Callable[..., Any]:
-    """`module:function` or `module.function` -> the function."""
-    import importlib
-
-    module, _, name = path.replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"{what}: cannot import {path!r} ({e})") from e
 
 
 def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:

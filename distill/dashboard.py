@@ -1,0 +1,114 @@
+"""`make dashboard`: a local dashboard of a workspace's tracked runs, on 127.0.0.1, until Ctrl-C.
+
+`dashboard.backend=auto` (default) serves TensorBoard when the workspace has `tensorboard/` event files (the
+default logger writes them, so `make demo` then `make dashboard` shows the demo's runs with no account), else
+MLflow's UI when it has `mlflow.db`. `dashboard.dir=FOLDER` serves another folder (e.g. `outputs/` for every
+workspace at once). The server is the backend's own (`tensorboard`, `mlflow ui`), started as a child process and
+stopped with it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from distill.errors import ConfigError, StageNotReadyError
+from distill.workspace import Workspace
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pick(backend: str, folder: Path) -> tuple[str, Path]:
+    """The backend to serve and what it reads: TensorBoard's log folder or MLflow's SQLite store."""
+    tb, db = folder / "tensorboard", folder / "mlflow.db"
+    if backend in ("auto", "tensorboard") and (tb.is_dir() or (backend == "tensorboard" and folder.is_dir())):
+        return "tensorboard", tb if tb.is_dir() else folder
+    if backend in ("auto", "mlflow") and db.is_file():
+        return "mlflow", db
+    raise StageNotReadyError(
+        f"{folder}: no {'tracked runs' if backend == 'auto' else backend + ' runs'} to show (looked for "
+        f"{tb} and {db}); run a stage with logger=[wandb,tensorboard] (the default) or logger=mlflow first"
+    )
+
+
+def command(backend: str, source: Path, host: str, port: int) -> list[str]:
+    if backend == "tensorboard":
+        return [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(source),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+    return [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", f"sqlite:///{source.resolve()}",
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def serve(
+    backend: str, folder: Path, host: str = "127.0.0.1", port: int | None = None
+) -> tuple[Any, str, str]:
+    """Start the dashboard server as a child process; returns (process, backend, URL)."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"dashboard.host={host!r}: the dashboard only listens on loopback (127.0.0.1)")
+    name, source = pick(backend, folder)
+    port = port or free_port(host)
+    proc = subprocess.Popen(
+        command(name, source, host, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    return proc, name, f"http://{host}:{port}/"
+
+
+def wait_until_up(url: str, proc: Any, seconds: float = 60.0) -> bool:
+    """Poll `url` until it answers (True), the process ends or the time runs out (False)."""
+    import urllib.request
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def run(cfg: DictConfig) -> None:
+    dc = cfg.dashboard
+    folder = Path(dc.dir) if dc.dir else Workspace.from_cfg(cfg).root
+    proc, name, url = serve(str(dc.backend), folder, str(dc.host), dc.port)
+    try:
+        if not wait_until_up(url, proc):
+            err = (
+                proc.stderr.read().decode(errors="replace").strip().splitlines()
+                if proc.poll() is not None
+                else []
+            )
+            raise StageNotReadyError(f"the {name} dashboard did not start: {err[-1] if err else 'no answer'}")
+        print(f"dashboard ({name}) for {folder}: {url}   (Ctrl-C stops it)", flush=True)
+        proc.wait()
+    except KeyboardInterrupt:
+        print("dashboard: stopping", flush=True)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
