@@ -11,11 +11,13 @@ from distill.tracking import Run, Tracker, run_name, sweep_overrides
 
 
 class TensorBoardRun(Run):
-    def __init__(self, folder: Path, params: dict[str, Any]):
+    def __init__(self, folder: Path, params: dict[str, Any], config: str = ""):
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder = folder
         self.writer = SummaryWriter(log_dir=str(folder))
+        if config:  # the TEXT tab: the run's resolved config
+            self.writer.add_text("config", "```\n" + config + "\n```")
         self.params = params
         self.final: dict[str, float] = {}
         self.artifacts: list[str] = []
@@ -55,7 +57,10 @@ class TensorBoardTracker(Tracker):
     def open(self, cfg: Any, stage: str) -> Run:
         params: dict[str, Any] = {"stage": stage, "data": str(cfg.data.name)}
         params |= {k: _scalar(v) for k, v in sweep_overrides().items()}
-        return TensorBoardRun(self.dir / stage / run_name(cfg, stage), params)
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_yaml(cfg, resolve=True) if OmegaConf.is_config(cfg) else ""
+        return TensorBoardRun(self.dir / stage / run_name(cfg, stage), params, config)
 
     def trainer_logging_dir(self, cfg: Any, run: str) -> str | None:
         return str(self.dir / "trainer" / run_name(cfg, run))
