@@ -132,7 +132,8 @@ def sweep_overrides() -> dict[str, str]:
         task = HydraConfig.get().overrides.task
     except (ImportError, ValueError):
         return {}
-    return dict(o.lstrip("+").split("=", 1) for o in task if "=" in o)
+    pairs = dict(o.lstrip("+").split("=", 1) for o in task if "=" in o)
+    return {k: v for k, v in pairs.items() if not k.startswith(("logger", "paths", "hydra", "dashboard"))}
 
 
 @contextlib.contextmanager

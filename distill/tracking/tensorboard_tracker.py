@@ -26,16 +26,10 @@ class TensorBoardRun(Run):
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.writer.add_scalar(k, v, global_step=step)
+                self.final[k] = float(v)  # the last value of each metric goes to the HPARAMS row
 
     def summary(self, metrics: dict[str, Any]) -> None:
         self.log(metrics)
-        self.final.update(
-            {
-                k: float(v)
-                for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            }
-        )
 
     def artifact(self, path: Path, type: str, name: str | None = None) -> None:
         self.artifacts.append(f"{type}: {path}")

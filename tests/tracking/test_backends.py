@@ -133,3 +133,24 @@ def test_trainer_loss_curves_reach_tensorboard(tiny_sample_cfg):
     assert trainer and any("loss" in tag for tag in trainer[0])
     stage = [t for run, t in tags.items() if run.startswith("train-student-bi_encoder-kl")]
     assert stage and "test/rerank/ndcg@10" in stage[0]
+
+
+def test_tensorboard_runs_of_a_sweep_each_write_an_hparams_row(tmp_path):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from distill.tracking.tensorboard_tracker import TensorBoardRun
+
+    for k1, ndcg in ((0.9, 0.44), (1.2, 0.45)):
+        run = TensorBoardRun(tmp_path / f"k1={k1}", {"stage": "candidates", "retrieval.k1": k1})
+        run.log({"test/bm25/ndcg@10": ndcg})
+        run.close()
+    mux = EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    rows = {}
+    for run_name, tags in mux.PluginRunToTagToContent("hparams").items():
+        for content in tags.values():
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                rows[run_name] = data.session_start_info.hparams["retrieval.k1"].number_value
+    assert sorted(rows.values()) == [0.9, 1.2]
