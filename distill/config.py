@@ -508,7 +508,7 @@ class EvaluateConfig:
 @dataclass
 class DemoConfig:
     """`make demo`: which students it trains (configs/student/<name>.yaml each) and overrides of their options,
-    e.g. `+demo.overrides.bi_encoder.loss=margin_mse`."""
+    e.g. `++demo.overrides.bi_encoder.loss=margin_mse`."""
 
     students: list[str] = field(default_factory=lambda: ["lightgbm", "xgboost", "bi_encoder", "multi_vector"])
     overrides: dict[str, Any] = field(default_factory=dict)

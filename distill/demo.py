@@ -3,7 +3,7 @@
 data -> candidates -> train-teacher -> teacher-score -> features -> the students of `demo.students` (each from
 configs/student/<name>.yaml) -> evaluate (metrics.json, report.md with the cascade simulation), then prints the
 comparison table. Stages run in one process with the same config; pass overrides as usual (`make demo
-ARGS="teacher.train.max_seconds=60"`); `+demo.overrides.<name>.<key>=...` overrides a student's option. A re-run skips every stage
+ARGS="teacher.train.max_seconds=60"`); `++demo.overrides.<name>.<key>=...` overrides a student's option. A re-run skips every stage
 whose config and inputs (by content) are unchanged since it last finished (`distill/stamps.py`) and says so;
 evaluation always runs.
 """
