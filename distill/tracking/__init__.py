@@ -136,6 +136,18 @@ def sweep_overrides() -> dict[str, str]:
     return {k: v for k, v in pairs.items() if not k.startswith(("logger", "paths", "hydra", "dashboard"))}
 
 
+def sweep_id() -> str | None:
+    """The folder of the Hydra multirun this job belongs to (its sibling runs share it), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    return str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
 @contextlib.contextmanager
 def start_run(cfg: Any, stage: str) -> Iterator[Run]:
     """A run of `stage` in every configured backend, closed when the block ends (also on an error)."""

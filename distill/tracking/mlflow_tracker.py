@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.tracking import Run, Tracker, flat_params
+from distill.tracking import Run, Tracker, flat_params, sweep_id
 
 
 def metric_name(key: str) -> str:
@@ -82,9 +82,8 @@ class MlflowTracker(Tracker):
             )
         )
         # the trainers' own MLflow callback logs into this run (it is the active one)
-        run = mlflow.start_run(
-            experiment_id=exp_id, run_name=f"{cfg.data.name}-{stage}", tags={"stage": stage}
-        )
+        tags = {"stage": stage} | ({"sweep": sweep} if (sweep := sweep_id()) else {})
+        run = mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.data.name}-{stage}", tags=tags)
         params = [Param(k, str(v)[:6000]) for k, v in flat_params(cfg).items()]
         for i in range(0, len(params), 100):
             client.log_batch(run.info.run_id, params=params[i : i + 100])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.tracking import Run, Tracker, run_name, sweep_overrides
+from distill.tracking import Run, Tracker, run_name, sweep_id, sweep_overrides
 
 
 class TensorBoardRun(Run):
@@ -51,6 +51,8 @@ class TensorBoardTracker(Tracker):
     def open(self, cfg: Any, stage: str) -> Run:
         params: dict[str, Any] = {"stage": stage, "data": str(cfg.data.name)}
         params |= {k: _scalar(v) for k, v in sweep_overrides().items()}
+        if (sweep := sweep_id()) is not None:
+            params["sweep"] = sweep
         from omegaconf import OmegaConf
 
         config = OmegaConf.to_yaml(cfg, resolve=True) if OmegaConf.is_config(cfg) else ""
