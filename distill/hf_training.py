@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from distill.tracking import report_to, trainer_logging_dir
+from distill.tracking import trainer_logging
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def training_args(
     import torch
 
     # the trainers' TensorBoard callback reads its folder from the environment when the trainer is built
-    tb_dir = trainer_logging_dir(cfg, run)
+    report_to, tb_dir = trainer_logging(cfg, run)
     if tb_dir:
         os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir
     else:
@@ -50,7 +50,7 @@ def training_args(
         data_seed=seed,
         save_strategy="no",
         logging_steps=20,
-        report_to=report_to(cfg),
+        report_to=report_to,
         disable_tqdm=True,
         run_name=f"{cfg.data.name}-{run}",
         dataloader_num_workers=0,

@@ -29,7 +29,7 @@ from distill.data.prepare import load_dataset
 from distill.evaluation.cascade import Costs, best_under, quality_table, sweep
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
 from distill.evaluation.report import table, write_report
-from distill.ir.metrics import evaluate, per_query
+from distill.ir.metrics import evaluate, per_query, quality
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups
 from distill.tracking import start_run
@@ -110,7 +110,7 @@ def ranker_metrics(
     out: dict[str, dict[str, Any]] = {}
     for r in rankers:
         run_df = cands[["qid", "docid"]].assign(score=r.scores)
-        m: dict[str, Any] = _quality(qrels, run_df)
+        m: dict[str, Any] = quality(qrels, run_df)
         per_q[r.name] = per_query(qrels, run_df)["ndcg@10"]
         if teacher is not None and r is not teacher:
             m["kendall_tau_vs_teacher"] = kendall_per_query(cands, r.scores, teacher.scores)
@@ -134,18 +134,14 @@ def retriever_metrics(
     """Students that also retrieve, each over the whole corpus (top k), beside BM25's candidates (its top k)."""
     qids = sorted(set(qrels.qid) & set(cands.qid))
     bm25 = cands[cands.qid.isin(qids)]
-    out = {"bm25": _quality(qrels, bm25[["qid", "docid"]].assign(score=bm25.bm25.to_numpy()))}
+    out = {"bm25": quality(qrels, bm25[["qid", "docid"]].assign(score=bm25.bm25.to_numpy()))}
     for r in rankers:
         if r.search is not None:
             t = time.perf_counter()
             run, facts = r.search(qids, k)
             ms = (time.perf_counter() - t) * 1000.0 / max(1, len(qids))
-            out[r.name] = _quality(qrels, run) | facts | {"ms_per_query_batched": ms}
+            out[r.name] = quality(qrels, run) | facts | {"ms_per_query_batched": ms}
     return out
-
-
-def _quality(qrels: pd.DataFrame, run: pd.DataFrame) -> dict[str, Any]:
-    return {k: v for k, v in evaluate(qrels, run).items() if k != "queries"}
 
 
 def cascade_section(

@@ -57,3 +57,8 @@ def evaluate(qrels: pd.DataFrame, run: pd.DataFrame, measures: dict | None = Non
     res = {k: float(np.mean(pq[k])) if len(pq) else float("nan") for k in pq.columns}
     res["queries"] = len(pq)
     return res
+
+
+def quality(qrels: pd.DataFrame, run: pd.DataFrame) -> dict[str, float]:
+    """`evaluate`'s measures alone (without its query count): what a metrics table reports."""
+    return {k: v for k, v in evaluate(qrels, run).items() if k != "queries"}

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from distill.config import BiEncoderConfig
 from distill.data.beir import Dataset
 from distill.errors import DataError
-from distill.ir.metrics import evaluate
+from distill.ir.metrics import evaluate, quality
 from distill.students import neural
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
 from distill.workspace import Workspace, write_json_atomic
@@ -97,11 +97,11 @@ def encode(model: Any, texts: list[str], normalize: bool = False, batch_size: in
 
 def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, similarity: str = "dot") -> np.ndarray:
     """The bi-encoder's score for every (qid, docid) row of `cands` (each distinct text encoded once)."""
-    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
-    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
     norm = similarity == "cos"
-    q = encode(model, ds.queries.loc[qids, "text"].tolist(), norm)
-    d = encode(model, ds.doc_texts(list(dids)), norm)
+    return neural.rerank_rows(ds, cands, lambda texts, query: encode(model, texts, norm), _dot)
+
+
+def _dot(q: np.ndarray, q_idx: np.ndarray, d: np.ndarray, d_idx: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", q[q_idx], d[d_idx])
 
 
@@ -171,13 +171,13 @@ def evaluate_bi_encoder(
     cands = cands[cands.split == split]
     qrels = ds.qrels[split]
     student = rerank_scores(model, ds, cands, bc.similarity)
-    out = {"rerank": evaluate(qrels, cands[["qid", "docid"]].assign(score=student))}
+    out = {"rerank": quality(qrels, cands[["qid", "docid"]].assign(score=student))}
     if bm25_weight is not None:
         hybrid = student + bm25_weight * cands.bm25.to_numpy(np.float64)
-        out["rerank_bm25_hybrid"] = evaluate(qrels, cands[["qid", "docid"]].assign(score=hybrid))
+        out["rerank_bm25_hybrid"] = quality(qrels, cands[["qid", "docid"]].assign(score=hybrid))
     qids = sorted(set(qrels.qid) & set(ds.queries.index))
-    out["dense"] = evaluate(qrels, dense_retrieve(model, ds, qids, bc.retrieve_k, bc.similarity))
-    return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
+    out["dense"] = quality(qrels, dense_retrieve(model, ds, qids, bc.retrieve_k, bc.similarity))
+    return out
 
 
 def finish(model: Any, ds: Dataset, cands: pd.DataFrame, bc: BiEncoderConfig, folder: Path) -> dict:
@@ -228,7 +228,7 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
         name,
         ctx,
         lambda texts, query: encode(model, texts, norm),
-        lambda q, q_idx, d, d_idx: np.einsum("ij,ij->i", q[q_idx], d[d_idx]),
+        _dot,
         search,
     )
     score = main.score

@@ -59,11 +59,8 @@ def keep_layers(model: Any, n: int | None, which: str = "first") -> int:
 def build_model(sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset) -> Any:
     from sentence_transformers import CrossEncoder
 
-    path = (
-        str(ws.require(ws.model("teacher"), "train-teacher")) if sc.base_model == "teacher" else sc.base_model
-    )
-    if sc.base_model == "scratch":
-        path = str(ws.require(ws.model("teacher"), "train-teacher"))
+    from_teacher = sc.base_model in ("teacher", "scratch")
+    path = str(ws.require(ws.model("teacher"), "train-teacher")) if from_teacher else sc.base_model
     torch.manual_seed(sc.seed)
     model = CrossEncoder(
         path,

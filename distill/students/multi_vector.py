@@ -119,11 +119,7 @@ class MaxSimIndex:
 
 def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame) -> np.ndarray:
     """MaxSim of every (qid, docid) row of `cands` (each distinct text encoded once)."""
-    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
-    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
-    q = encode(model, ds.queries.loc[qids, "text"].tolist(), query=True)
-    d = encode(model, ds.doc_texts(list(dids)), query=False)
-    return _rerank(q, q_idx, d, d_idx)
+    return neural.rerank_rows(ds, cands, lambda texts, query: encode(model, texts, query=query), _rerank)
 
 
 def _rerank(q: list[np.ndarray], q_idx: np.ndarray, d: list[np.ndarray], d_idx: np.ndarray) -> np.ndarray:

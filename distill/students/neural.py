@@ -26,7 +26,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.hf_training import time_limit_callback, training_args
-from distill.ir.metrics import evaluate
+from distill.ir.metrics import quality
 from distill.students.base import Context, FunctionScorer, Search, write_student_json
 from distill.students.examples import examples_for, hf_dataset
 from distill.tracking import start_run
@@ -137,9 +137,8 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         loss_before = probe_loss(trainer, probe)
         result = trainer.train()
         seconds = time.perf_counter() - t0
-        loss_after = probe_loss(
-            trainer, probe
-        )  # every rank: the trainer's evaluation is collective under DDP
+        # on every rank: the trainer's evaluation is collective under DDP
+        loss_after = probe_loss(trainer, probe)
         if not ranks.is_main:  # rank 0 saves, evaluates and reports
             return {"rank": ranks.rank, "steps": result.global_step}
         facts = {
@@ -183,23 +182,37 @@ def test_metrics(
     (with the facts its search reports, e.g. index bytes per document) when it has one."""
     test = cands[cands.split == "test"]
     qrels = ds.qrels["test"]
-    out = {"rerank": evaluate(qrels, test[["qid", "docid"]].assign(score=rerank(test)))}
+    out = {"rerank": quality(qrels, test[["qid", "docid"]].assign(score=rerank(test)))}
     if retrieve is not None:
         run, facts = retrieve(sorted(set(qrels.qid) & set(ds.queries.index)))
-        out["retrieve"] = evaluate(qrels, run) | facts
-    return {mode: {k: v for k, v in m.items() if k != "queries"} for mode, m in out.items()}
+        out["retrieve"] = quality(qrels, run) | facts
+    return out
+
+
+PairScores = Callable[[Any, np.ndarray, Any, np.ndarray], np.ndarray]
+
+
+def rerank_rows(
+    ds: Dataset, rows: pd.DataFrame, encode: Callable[[list[str], bool], Any], pair_scores: PairScores
+) -> np.ndarray:
+    """Scores of (qid, docid) rows, each distinct query and document encoded once (`encode(texts, is_query)`)
+    and scored by `pair_scores(queries, query_row_of_each_pair, documents, document_row_of_each_pair)`."""
+    qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
+    dids, d_idx = np.unique(rows.docid.to_numpy(), return_inverse=True)
+    q = encode(ds.queries.loc[qids, "text"].tolist(), True)
+    return pair_scores(q, q_idx, encode(ds.doc_texts(list(dids)), False), d_idx)
 
 
 def candidate_scorer(
     name: str,
     ctx: Context,
     encode: Callable[[list[str], bool], Any],
-    pair_scores: Callable[[Any, np.ndarray, Any, np.ndarray], np.ndarray],
+    pair_scores: PairScores,
     search: Search | None = None,
 ) -> FunctionScorer:
     """A scorer for representation students: the context's candidate documents are encoded once (as an index
-    holds them; `encode(texts, is_query)`), each call encodes its queries and scores its rows with
-    `pair_scores(queries, query_row_of_each_pair, documents, document_row_of_each_pair)`."""
+    holds them), each call encodes its queries and scores its rows (`encode`, `pair_scores` as in
+    `rerank_rows`)."""
     dids = ctx.cands.docid.unique()
     docs = encode(ctx.ds.doc_texts(list(dids)), False)
     row_of = pd.Series(np.arange(len(dids)), index=dids)

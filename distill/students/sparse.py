@@ -141,11 +141,9 @@ def _rerank(q: sp.csr_matrix, q_idx: np.ndarray, d: sp.csr_matrix, d_idx: np.nda
 
 def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, max_active_dims: int | None) -> np.ndarray:
     """The dot product of query and document term weights for every (qid, docid) row of `cands`."""
-    qids, q_idx = np.unique(cands.qid.to_numpy(), return_inverse=True)
-    dids, d_idx = np.unique(cands.docid.to_numpy(), return_inverse=True)
-    q = encode(model, ds.queries.loc[qids, "text"].tolist(), True, max_active_dims)
-    d = encode(model, ds.doc_texts(list(dids)), False, max_active_dims)
-    return _rerank(q, q_idx, d, d_idx)
+    return neural.rerank_rows(
+        ds, cands, lambda texts, query: encode(model, texts, query, max_active_dims), _rerank
+    )
 
 
 def retrieve(

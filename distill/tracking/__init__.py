@@ -161,15 +161,15 @@ def start_run(cfg: Any, stage: str) -> Iterator[Run]:
 
 def report_to(cfg: Any) -> list[str]:
     """The Hugging Face trainers' `report_to`: the backends they log to themselves (none: `[]`)."""
-    return [t.report_to for t in trackers(cfg) if t.report_to]
+    return trainer_logging(cfg, "")[0]
 
 
-def trainer_logging_dir(cfg: Any, run: str) -> str | None:
-    for t in trackers(cfg):
-        found = t.trainer_logging_dir(cfg, run)
-        if found:
-            return found
-    return None
+def trainer_logging(cfg: Any, run: str) -> tuple[list[str], str | None]:
+    """What the Hugging Face trainers need for trainer run `run`: their `report_to` list and the folder their
+    TensorBoard callback writes to (None: no TensorBoard backend)."""
+    backends = trackers(cfg)
+    folders = [d for t in backends if (d := t.trainer_logging_dir(cfg, run))]
+    return [t.report_to for t in backends if t.report_to], folders[0] if folders else None
 
 
 os.environ.setdefault("WANDB_SILENT", "true")
