@@ -20,7 +20,7 @@ define stage
 	else echo "make $@: this stage is not built yet (scripts/$(1).py is missing)" >&2; exit 2; fi
 endef
 
-.PHONY: help setup data candidates train-teacher teacher-score features train-student evaluate demo dashboard bench test test-full lint clean
+.PHONY: help setup data candidates train-teacher teacher-score features train-student evaluate demo serve loadtest dashboard bench test test-full lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ evaluate: $(STAMP) ## compare BM25, teacher and students; cascade simulation -> 
 
 demo: $(STAMP) ## the whole pipeline end to end on the embedded sample world
 	$(call stage,demo)
+
+serve: $(STAMP) ## the cascade as an HTTP service: BM25 -> student -> teacher under an SLA (Ctrl-C stops it)
+	$(call stage,serve)
+
+loadtest: $(STAMP) ## the local server under a burst load, static vs dynamic depth, beside the simulator -> loadtest.md
+	$(call stage,loadtest)
 
 dashboard: $(STAMP) ## a local dashboard of the workspace's runs on 127.0.0.1 (TensorBoard or MLflow; Ctrl-C stops it)
 	$(call stage,dashboard)

@@ -5,17 +5,22 @@ per-document costs of each stage (measured by `distill.evaluation.rankers.median
 follows a base level with periodic bursts) is replayed through `workers` FIFO servers:
 
 - a static policy always runs (N, k);
-- the dynamic policy (dynamic reranking under an SLA) looks, for each arriving query, at how long it will wait
-  for a free worker and picks the largest teacher depth k (0 = teacher off) whose wait + service time fits
-  the per-query budget; when load falls the wait vanishes and k goes back up.
+- the dynamic policy (dynamic reranking under an SLA, `DepthController`) looks, for each query a worker takes,
+  at how long it waited and picks the largest teacher depth k (0 = teacher off) whose wait + service time fits
+  the per-query budget; when load falls the wait vanishes and k goes back up, with hysteresis (a depth is raised
+  only after `hold_s` seconds of requests that waited well within what it allows), so it does not flap.
+
+The server (`distill/serving`) runs the same `DepthController` on live measurements, so the simulation and the
+real service differ only in where the wait and the costs come from.
 
 Each policy gives mean nDCG@10 and p50 / p99 latency; `best_under` picks the best one meeting a p99 budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -75,6 +80,59 @@ class Costs:
         return self.retrieval_ms + self.student_ms_per_doc * n + self.teacher_ms_per_doc * np.asarray(k)
 
 
+@dataclass
+class DepthController:
+    """The teacher depth of each request: static (`static_k`) or dynamic under `sla_ms`.
+
+    Dynamic: the largest k in `ks` whose `wait_ms + service_ms(k)` fits the SLA (none fits: the smallest, i.e.
+    the teacher shed). Lowering is immediate (it protects the SLA). Raising is damped: a deeper k is taken only
+    after every request for `hold_s` seconds waited at most `raise_margin` x the slack that k leaves
+    (`sla_ms - service_ms(k)`), so a load at the edge of capacity does not make the depth flap. `changes`
+    counts the depth changes."""
+
+    ks: Sequence[int]
+    sla_ms: float | None = None
+    static_k: int | None = None
+    raise_margin: float = 0.8
+    hold_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.ks = sorted(int(k) for k in self.ks)
+        if (self.sla_ms is None) == (self.static_k is None):
+            raise ValueError("give exactly one of sla_ms (dynamic) and static_k (static)")
+        self.k: int = int(self.static_k if self.static_k is not None else self.ks[-1])
+        self.changes = 0
+        self.calm_since: float | None = None  # start of the current streak of calm requests
+        self.calm_k = self.k  # the deepest k every request of the streak would have allowed
+
+    def choose(self, now_s: float, wait_ms: float, service_ms: Callable[[int], float]) -> int:
+        if self.sla_ms is None:
+            return self.k
+        sla = self.sla_ms
+        fits = [k for k in self.ks if wait_ms + service_ms(k) <= sla]
+        best = fits[-1] if fits else self.ks[0]
+        if best < self.k:
+            self._set(best)
+            return self.k
+        calm = max((k for k in self.ks if wait_ms <= self.raise_margin * (sla - service_ms(k))), default=-1)
+        if calm <= self.k:
+            self.calm_since = None
+            return self.k
+        if self.calm_since is None:
+            self.calm_since, self.calm_k = now_s, calm
+        self.calm_k = min(self.calm_k, calm)
+        if now_s - self.calm_since >= self.hold_s:
+            self._set(self.calm_k)
+        return self.k
+
+    def _set(self, k: int) -> None:
+        self.k, self.changes, self.calm_since = k, self.changes + 1, None
+
+
+class CostModel(Protocol):
+    def service_ms(self, n: int, k: Any) -> np.ndarray: ...
+
+
 Load = LoadConfig  # the load profile: distill.config.LoadConfig (`evaluate.load.*`)
 
 
@@ -94,42 +152,56 @@ def simulate(
     arrive_s: np.ndarray,
     quality: np.ndarray,
     ks: Sequence[int],
-    costs: Costs,
+    costs: CostModel,
     n: int,
     workers: int = 1,
     sla_ms: float | None = None,
     static_k: int | None = None,
-) -> dict[str, float]:
+    controller: DepthController | None = None,
+    trace: bool = False,
+    estimate: CostModel | None = None,
+) -> dict[str, Any]:
     """Replay arrivals through FIFO workers. `quality[i, j]`: nDCG of the i-th arrival's query at depth ks[j].
 
-    Static policy: `static_k`. Dynamic policy: `sla_ms`, the largest k with wait + service <= sla_ms (else 0)."""
+    Static policy: `static_k`. Dynamic policy: `sla_ms` (a `DepthController` with default hysteresis), or a
+    configured `controller`. `costs` is anything with `service_ms(n, ks)`; the controller plans with `estimate`
+    when given (as a server plans with estimates, not the true costs). With `trace`, the result also holds each
+    arrival's latency (`latency_ms`) and depth (`k`)."""
     ks_arr = np.asarray(ks)
     service = costs.service_ms(n, ks_arr) / 1000.0
+    planned = (estimate or costs).service_ms(n, ks_arr) / 1000.0
+    ctl = controller or DepthController(ks, sla_ms=sla_ms, static_k=static_k)
+    col = {int(k): j for j, k in enumerate(ks_arr)}
     free = np.zeros(workers)
     lat = np.empty(len(arrive_s))
     chosen = np.empty(len(arrive_s), dtype=np.int64)
     for i, t in enumerate(arrive_s):
         w = int(np.argmin(free))
         wait = max(0.0, free[w] - t)
-        if static_k is not None:
-            j = int(np.flatnonzero(ks_arr == static_k)[0])
-        else:
-            assert sla_ms is not None
-            fits = np.flatnonzero(wait + service <= sla_ms / 1000.0)
-            j = int(fits[np.argmax(ks_arr[fits])]) if len(fits) else int(np.argmin(ks_arr))
+        j = col[ctl.choose(t + wait, wait * 1000.0, lambda k: float(planned[col[k]]) * 1000.0)]
         free[w] = t + wait + service[j]
         lat[i] = (wait + service[j]) * 1000.0
         chosen[i] = j
     q = quality[np.arange(len(arrive_s)), chosen]
     k_used = ks_arr[chosen]
-    return {
+    out: dict[str, Any] = {
         "ndcg@10": float(q.mean()) if len(q) else 0.0,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else 0.0,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else 0.0,
         "teacher_on": float((k_used > 0).mean()) if len(lat) else 0.0,
         "mean_k": float(k_used.mean()) if len(lat) else 0.0,
         "queries": len(lat),
+        "depth_changes": ctl.changes,
     }
+    if trace:
+        out |= {"latency_ms": lat, "k": k_used}
+    return out
+
+
+def query_order(n_queries: int, n_arrivals: int, seed: int) -> np.ndarray:
+    """Which query each arrival asks: every query equally often (up to one), in a seeded random order."""
+    rng = np.random.default_rng(seed + 1)
+    return rng.permutation(np.resize(rng.permutation(n_queries), n_arrivals))
 
 
 def sweep(
@@ -141,9 +213,7 @@ def sweep(
     k_max = max(k for n, k in qtab.columns if n == n_max)
     capacity = load.workers / (float(costs.service_ms(n_max, k_max)) / 1000.0)
     arrive = arrivals(load, capacity)
-    # each arrival is a test query: every query equally often (up to one), in a random order
-    rng = np.random.default_rng(load.seed + 1)
-    which = rng.permutation(np.resize(rng.permutation(len(qtab)), len(arrive)))
+    which = query_order(len(qtab), len(arrive), load.seed)
     rows = []
     for n in ns:
         ks = [k for nn, k in qtab.columns if nn == n]

@@ -84,7 +84,7 @@ def plot_gains(per_q: dict[str, pd.Series], path: Path) -> None:
     plt.close(fig)
 
 
-def _md(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in df.itertuples(index=False):
@@ -142,7 +142,7 @@ def table(metrics: dict[str, Any], fmt: str = "text", section: str = "rankers") 
         rows.append([name, *cells])
     head = [SHORT.get(c, c) for c in cols]
     if fmt == "md":
-        return _md(pd.DataFrame(rows, columns=[section[:-1], *head]))
+        return md_table(pd.DataFrame(rows, columns=[section[:-1], *head]))
     w = max(len(r[0]) for r in rows) + 2
     cw = max(len(h) for h in head) + 2
     lines = [f"{section[:-1]:<{w}}" + "".join(f"{c:>{cw}}" for c in head)]
@@ -213,7 +213,7 @@ def write_report(
             "",
             f"Best setting with p99 <= {c['p99_budget_ms']} ms: {best_txt}.",
             "",
-            _md(cascade[cols]),
+            md_table(cascade[cols]),
             "",
             "![pareto](plots/pareto.png)",
             "",

@@ -45,8 +45,16 @@ class Scorer(Protocol):
     name: str
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """Scores of candidate rows (qid, docid, bm25; one query or many), aligned with `rows`."""
+        """Scores of candidate rows (qid, docid, bm25; one query or many), aligned with `rows`. Rows may carry
+        the query text in a `query` column (a live query the dataset does not hold, as the server sends)."""
         ...
+
+
+def query_texts(ds: Dataset, rows: pd.DataFrame, qids: np.ndarray) -> list[str]:
+    """The text of each of `qids`: from the rows' `query` column when they carry one, else the dataset's."""
+    if "query" in rows.columns:
+        return rows.groupby("qid", sort=False)["query"].first().loc[qids].tolist()
+    return ds.queries.loc[qids, "text"].tolist()
 
 
 # (qids, k) -> (run: qid, docid, score with the top k documents of the whole corpus per query, index facts such
@@ -62,6 +70,8 @@ class FunctionScorer:
     name: str
     fn: Callable[[pd.DataFrame], np.ndarray]
     search: Search | None = None
+    # False: it scores only the dataset's own queries (e.g. from precomputed features), not live query texts
+    live: bool = True
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         return np.asarray(self.fn(rows), dtype=np.float64)
@@ -97,6 +107,7 @@ __all__ = [
     "FunctionScorer",
     "Scorer",
     "load_scorers",
+    "query_texts",
     "student_dirs",
     "write_student_json",
 ]

@@ -32,7 +32,7 @@ from distill.config import CrossEncoderStudentConfig
 from distill.data.beir import Dataset
 from distill.errors import ConfigError
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
+from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, query_texts
 from distill.workspace import Workspace
 
 
@@ -133,10 +133,9 @@ def _scorer(model_dir: str, sc: Any, device: str = "auto") -> Any:
 
 
 def score_rows(engine: Any, ds: Dataset, rows: pd.DataFrame) -> np.ndarray:
-    return np.asarray(
-        engine.score(ds.queries.loc[rows.qid.to_numpy(), "text"].tolist(), ds.doc_texts(list(rows.docid))),
-        np.float64,
-    )
+    qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
+    texts = np.asarray(query_texts(ds, rows, qids), dtype=object)[q_idx]
+    return np.asarray(engine.score(texts.tolist(), ds.doc_texts(list(rows.docid))), np.float64)
 
 
 def finish(model: Any, ds: Dataset, cands: pd.DataFrame, sc: CrossEncoderStudentConfig, folder: Path) -> dict:

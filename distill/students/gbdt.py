@@ -291,4 +291,4 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
         return predict(feats.reindex(keys)[names].to_numpy(np.float32))
 
     name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
-    return [FunctionScorer(name, score)]
+    return [FunctionScorer(name, score, live=False)]

@@ -27,7 +27,7 @@ from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import quality
-from distill.students.base import Context, FunctionScorer, Search, write_student_json
+from distill.students.base import Context, FunctionScorer, Search, query_texts, write_student_json
 from distill.students.examples import examples_for, hf_dataset
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
@@ -216,11 +216,10 @@ def candidate_scorer(
     dids = ctx.cands.docid.unique()
     docs = encode(ctx.ds.doc_texts(list(dids)), False)
     row_of = pd.Series(np.arange(len(dids)), index=dids)
-    qtext = ctx.ds.queries["text"]
 
     def score(rows: pd.DataFrame) -> np.ndarray:
         qids, q_idx = np.unique(rows.qid.to_numpy(), return_inverse=True)
-        q = encode(qtext.loc[qids].tolist(), True)
+        q = encode(query_texts(ctx.ds, rows, qids), True)
         return pair_scores(q, q_idx, docs, row_of.loc[rows.docid.to_numpy()].to_numpy())
 
     return FunctionScorer(name, score, search)
