@@ -213,6 +213,10 @@ class TeacherConfig:
 class FeaturesConfig:
     names: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    # Stacking: ranker names of trained students (e.g. [bi_encoder_kl, multi_vector_kl]) whose scores the GBDT
+    # students add as features (`student:<name>`), learning only on train queries those students never saw
+    # (distill/students/stacking.py); not part of features.parquet.
+    students: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -309,6 +313,9 @@ class NeuralStudentConfig:
     max_seconds: float | None = 280.0
     # Retrieval over the whole corpus: how many documents to keep per query.
     retrieve_k: int = 100
+    # The share of train queries (a fixed hash split, the same for every student) the student never trains on,
+    # so that a GBDT stacked on its scores (features.students) can learn from out-of-sample scores.
+    stack_holdout: float = 0.0
 
     LOSSES: ClassVar[tuple[str, ...]] = ("margin_mse", "kl")
 
@@ -324,6 +331,7 @@ class NeuralStudentConfig:
             self.negatives >= 1, "student.negatives", self.negatives, "needs at least 1 negative per example"
         )
         check(is_plain_name(self.name), "student.name", self.name, "use letters, digits, - and _ only")
+        check(0 <= self.stack_holdout < 1, "student.stack_holdout", self.stack_holdout, "must be in [0, 1)")
         check_positive(
             self,
             "student",
@@ -512,6 +520,8 @@ class DemoConfig:
 
     students: list[str] = field(default_factory=lambda: ["lightgbm", "xgboost", "bi_encoder", "multi_vector"])
     overrides: dict[str, Any] = field(default_factory=dict)
+    # ranker names of students above for a LightGBM stacked on their scores (lightgbm_stack); [] = none
+    stack: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in self.students:

@@ -1,7 +1,7 @@
 """`make demo`: the pipeline end to end on the configured data (default: the sample world).
 
 data -> candidates -> train-teacher -> teacher-score -> features -> the students of `demo.students` (each from
-configs/student/<name>.yaml) -> evaluate (metrics.json, report.md with the cascade simulation), then prints the
+configs/student/<name>.yaml) -> LightGBM stacked on the students named in `demo.stack` -> evaluate (metrics.json, report.md with the cascade simulation), then prints the
 comparison table. Stages run in one process with the same config; pass overrides as usual (`make demo
 ARGS="teacher.train.max_seconds=60"`); `++demo.overrides.<name>.<key>=...` overrides a student's option. A re-run skips every stage
 whose config and inputs (by content) are unchanged since it last finished (`distill/stamps.py`) and says so;
@@ -100,6 +100,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             learned_from,
             trained_folders(ws, str(c.student.name)),
         )
+    if cfg.demo.stack:
+        c = cfg.copy()
+        with open_dict(c):
+            c.student = student_config("lightgbm", cfg.demo.overrides.get("lightgbm"), "demo.stack")
+            c.features.students = list(cfg.demo.stack)
+        stage(
+            "train-student-lightgbm_stack",
+            run_student,
+            c,
+            [c.student, cfg.data, list(cfg.demo.stack)],
+            learned_from + stacked_folders(ws, list(cfg.demo.stack)),
+            trained_folders(ws, "lightgbm_stack"),
+        )
     remove_stale_students(ws)
     metrics = run_evaluate(cfg)
     metrics["stage_seconds"] = timings
@@ -114,6 +127,15 @@ def trained_folders(ws: Workspace, name: str) -> list[Path]:
     folder when there is none yet (so the stage is not fresh)."""
     root = ws.model(name)
     return [d for d in student_dirs(ws) if d == root or root in d.parents] or [root]
+
+
+def stacked_folders(ws: Workspace, names: list[str]) -> list[Path]:
+    """The folders of the students a stack reads (a ranker name starts with its folder's student name)."""
+    return [
+        d
+        for d in student_dirs(ws)
+        if any(n.startswith(str(json.loads((d / STUDENT_FILE).read_text())["name"])) for n in names)
+    ]
 
 
 def remove_stale_students(ws: Workspace) -> None:

@@ -110,6 +110,10 @@ class Workspace:
                 f"than the workspace holds now; {remedy}"
             )
 
+    def student_scores(self, name: str) -> Path:
+        """A stacked student's cached scores of every candidate (distill/students/stacking.py)."""
+        return self.root / "student_scores" / f"{name}.parquet"
+
     def model(self, name: str) -> Path:
         return self.root / "models" / name
 

@@ -38,6 +38,7 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
         "bm25",
         "teacher",
         "lightgbm",
+        "lightgbm_stack",
         "xgboost",
         "bi_encoder_kl",
         "bi_encoder_kl+bm25",
@@ -60,14 +61,14 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
         assert (ws / "plots" / png).stat().st_size > 1000
     # a re-run skips every stage whose config and inputs are unchanged, and gives the same figures
     again = run_demo(cfg)
-    assert set(again["stage_seconds"].values()) == {"skipped"} and len(again["stage_seconds"]) == 9
+    assert set(again["stage_seconds"].values()) == {"skipped"} and len(again["stage_seconds"]) == 10
     assert {k: v["ndcg@10"] for k, v in again["rankers"].items()} == {
         k: v["ndcg@10"] for k, v in saved["rankers"].items()
     }
     # a changed stage option re-runs that stage and what depends on it, nothing before it
     changed = run_demo(tiny_changed(cfg))
     ran = {k for k, v in changed["stage_seconds"].items() if v != "skipped"}
-    assert ran == {"train-student-lightgbm", "train-student-xgboost"}
+    assert ran == {"train-student-lightgbm", "train-student-xgboost", "train-student-lightgbm_stack"}
 
 
 def tiny_changed(cfg):

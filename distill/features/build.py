@@ -253,8 +253,10 @@ def build_features(
 
 
 def features_hash(cfg: DictConfig, ws: Workspace) -> str:
-    """What features.parquet is built from: the config and the candidates file's content."""
-    return f"{config_hash(cfg.data, cfg.retrieval, cfg.features)}:{fingerprint(ws.candidates)}"
+    """What features.parquet is built from: the config (stacked students are joined later, not part of it) and
+    the candidates file's content."""
+    own = {k: v for k, v in to_container(cfg.features).items() if k != "students"}
+    return f"{config_hash(cfg.data, cfg.retrieval, own)}:{fingerprint(ws.candidates)}"
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:

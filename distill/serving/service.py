@@ -30,7 +30,7 @@ from distill.errors import ConfigError, DistillError, StageNotReadyError
 from distill.evaluation.cascade import DepthController
 from distill.ir.bm25 import BM25Index
 from distill.retrieval.candidates import build_index
-from distill.students.base import STUDENT_FILE, Context, Scorer, load_scorers, student_dirs
+from distill.students.base import Context, Scorer, find_scorer, student_dirs
 from distill.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -118,33 +118,18 @@ class Metrics:
         )
 
 
-def pick_student(cfg: DictConfig, ws: Workspace, ctx: Context, name: str) -> Scorer:
-    """The student scorer called `name` ("" = the cascade student of metrics.json), loading only its folder."""
-    dirs = student_dirs(ws)
-    if not dirs:
-        raise StageNotReadyError(
-            f'{ws.root} has no trained student: run `make train-student ARGS="student=NAME"` first'
-        )
+def pick_student(ws: Workspace, ctx: Context, name: str) -> Scorer:
+    """The student scorer called `name` ("" = the cascade student of metrics.json)."""
     if not name:
-        if not ws.metrics.is_file() or "cascade" not in json.loads(ws.metrics.read_text()):
+        if student_dirs(ws) and (
+            not ws.metrics.is_file() or "cascade" not in json.loads(ws.metrics.read_text())
+        ):
             raise StageNotReadyError(
                 f"serve.student is not set and {ws.metrics} names no cascade student: run `make evaluate` "
                 f"or set serve.student=NAME"
             )
-        name = json.loads(ws.metrics.read_text())["cascade"]["student"]
-    names: list[str] = []
-    for d in dirs:
-        folder_name = json.loads((d / STUDENT_FILE).read_text()).get("name", d.name)
-        if not name.startswith(str(folder_name)):
-            names.append(str(folder_name))
-            continue
-        for scorer in load_scorers(d, ctx):
-            if scorer.name == name:
-                return scorer
-            names.append(scorer.name)
-    raise ConfigError(
-        f"serve.student={name!r}: no such student in {ws.root}/models; trained: {sorted(names)}"
-    )
+        name = json.loads(ws.metrics.read_text())["cascade"]["student"] if ws.metrics.is_file() else ""
+    return find_scorer(ctx, name, "serve.student")[0]
 
 
 def corpus_rows(ds: Dataset) -> pd.DataFrame:
@@ -171,7 +156,7 @@ class CascadeService:
             load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device),
             batch_tokens=cfg.teacher.batch_tokens,
         )
-        self.student = pick_student(cfg, ws, Context(ds, ws, corpus_rows(ds)), self.sc.student)
+        self.student = pick_student(ws, Context(ds, ws, corpus_rows(ds)), self.sc.student)
         self.index: BM25Index = build_index(ds, cfg.retrieval)
         self.docids = ds.corpus.index.to_numpy()
         self.known = {str(t).strip(): str(q) for q, t in ds.queries["text"].items()}

@@ -26,9 +26,12 @@ import pandas as pd
 
 from distill.config import load_callable, to_container
 from distill.data.beir import Dataset
+from distill.errors import ConfigError, StageNotReadyError
 from distill.workspace import COMPLETE, Workspace, check_complete, write_json_atomic
 
 STUDENT_FILE = "student.json"
+# The train queries a student learned from (a JSON list): what stacking needs to stay leak-free
+TRAINED_QUERIES = "trained_queries.json"
 
 
 @dataclass
@@ -86,6 +89,16 @@ def write_student_json(folder: Path, *, name: str, loader: str, ws: Workspace, c
     )
 
 
+def write_trained_queries(folder: Path, qids: Any) -> None:
+    write_json_atomic(sorted({str(q) for q in qids}), folder / TRAINED_QUERIES)
+
+
+def trained_queries(model_dir: Path) -> set[str] | None:
+    """The queries the student in `model_dir` learned from; None when it does not say."""
+    path = model_dir / TRAINED_QUERIES
+    return set(json.loads(path.read_text())) if path.is_file() else None
+
+
 def student_dirs(ws: Workspace) -> list[Path]:
     """Every finished (or damaged) student folder of the workspace: those holding a student.json."""
     found = [p.parent for p in sorted(ws.root.glob(f"models/**/{STUDENT_FILE}"))]
@@ -101,10 +114,37 @@ def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:
     return load_callable(meta["loader"], f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
 
 
+def find_scorer(ctx: Context, name: str, what: str) -> tuple[Scorer, Path]:
+    """The scorer called `name` (a ranker name of `make evaluate`'s table) and its folder, loading only the
+    folders whose student name it starts with; `what` names the setting in the error."""
+    dirs = student_dirs(ctx.ws)
+    if not dirs:
+        raise StageNotReadyError(
+            f'{ctx.ws.root} has no trained student: run `make train-student ARGS="student=NAME"` first'
+        )
+    names: list[str] = []
+    for d in dirs:
+        folder_name = str(json.loads((d / STUDENT_FILE).read_text()).get("name", d.name))
+        if not name.startswith(folder_name):
+            names.append(folder_name)
+            continue
+        for scorer in load_scorers(d, ctx):
+            if scorer.name == name:
+                return scorer, d
+            names.append(scorer.name)
+    raise ConfigError(
+        f"{what}={name!r}: no such student in {ctx.ws.root}/models; trained: {sorted(set(names))}"
+    )
+
+
 __all__ = [
     "COMPLETE",
     "Context",
     "FunctionScorer",
+    "TRAINED_QUERIES",
+    "find_scorer",
+    "trained_queries",
+    "write_trained_queries",
     "Scorer",
     "load_scorers",
     "query_texts",

@@ -16,10 +16,23 @@ import pandas as pd
 
 from distill.data.beir import Dataset
 from distill.errors import DataError
+from distill.ir.split import held_out
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
 
 log = logging.getLogger(__name__)
+
+# The salt of the stacking hold-out: every student holds out the same queries for a given share.
+STACK_SEED = 7919
+
+
+def stack_holdout(qids: list[str], fraction: float) -> set[str]:
+    """The train queries a student with `student.stack_holdout=fraction` never trains on."""
+    return (
+        {q for q, out in zip(qids, held_out(qids, fraction, STACK_SEED), strict=True) if out}
+        if fraction
+        else set()
+    )
 
 
 def build_examples(
@@ -92,7 +105,8 @@ def examples_for(opts: Any, ws: Workspace, ds: Dataset) -> tuple[pd.DataFrame, d
     """The training examples of the workspace's train queries (and how many positives were skipped, by reason)."""
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
-    train_qids = set(cands.qid[cands.split == "train"])
+    all_train = sorted(set(cands.qid[cands.split == "train"]))
+    train_qids = set(all_train) - stack_holdout(all_train, getattr(opts, "stack_holdout", 0.0))
     ex, skipped = build_examples(
         soft[soft.qid.isin(train_qids)], ds.judged("train", "train-student"), ds.queries, opts
     )

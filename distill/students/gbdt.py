@@ -37,6 +37,13 @@ from distill.objectives import OBJECTIVES, Groups
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
 from distill.students.gbdt_params import xgboost_params
+from distill.students.stacking import (
+    PREFIX,
+    add_student_features,
+    stacked_features,
+    unseen_train_rows,
+    write_stack,
+)
 from distill.teacher.ensemble import normalise
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
@@ -158,6 +165,13 @@ class Frames:
     yv: np.ndarray  # validation grades
     sizes_v: np.ndarray
     rows: int
+    stack: dict[str, dict] | None = None  # the stacked students' facts (features.students)
+    name: str = "lightgbm"
+
+    @property
+    def model_name(self) -> str:
+        """The folder and ranker name: `<library>_stack` when stacked on students."""
+        return self.name + "_stack" if self.stack else self.name
 
 
 def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
@@ -165,7 +179,13 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     ds = load_dataset(cfg)
     qrels = ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"]))
+    stacked = list(cfg.features.get("students") or [])
+    stack = None
+    if stacked:
+        feats, stack = add_student_features(ws, ds, feats, stacked)
     df = training_frame(feats, soft, qrels, sc.labels.alpha)
+    if stack:
+        df = unseen_train_rows(df, stack).reset_index(drop=True)
     names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     qids = df.qid.unique()
     is_val = dict(zip(qids, held_out(qids, sc.val_fraction, sc.seed), strict=True))
@@ -190,6 +210,8 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
         yv,
         sizes_v,
         len(df),
+        stack,
+        sc.name,
     )
 
 
@@ -210,7 +232,10 @@ def fit(sc: GBDTConfig, f: Frames) -> Any:
 
 def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, t0: float) -> dict[str, Any]:
     """The model folder, written whole (a crash leaves the previous one as it was)."""
-    with staged_dir(ws.model(sc.name)) as tmp:
+    name = f.model_name
+    with staged_dir(ws.model(name)) as tmp:
+        if f.stack:
+            write_stack(tmp, f.stack)
         if sc.name == "lightgbm":
             model.save_model(str(tmp / "model.txt"))
             importance = dict(zip(f.names, model.feature_importance("gain").tolist(), strict=True))
@@ -226,8 +251,9 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
             tmp / "importance.csv", index_label="feature"
         )
         info = {
-            "student": sc.name,
+            "student": name,
             "objective": sc.objective,
+            "stacked": sorted(f.stack or {}),
             "trees": best,
             "train_queries": len(f.sizes),
             "val_queries": len(f.sizes_v),
@@ -237,7 +263,7 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
             "seconds": round(time.perf_counter() - t0, 2),
         }
         write_json_atomic(info, tmp / "train_info.json")
-        write_student_json(tmp, name=sc.name, loader="distill.students.gbdt:load", ws=ws, config=cfg.student)
+        write_student_json(tmp, name=name, loader="distill.students.gbdt:load", ws=ws, config=cfg.student)
     return info
 
 
@@ -286,9 +312,14 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
         feats = pd.read_parquet(ctx.ws.require(ctx.ws.features, "features")).set_index(["qid", "docid"])
         ctx.cache["features"] = feats
 
+    own = [n for n in names if not n.startswith(PREFIX)]
+
     def score(rows: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([rows.qid.to_numpy(), rows.docid.to_numpy()])
-        return predict(feats.reindex(keys)[names].to_numpy(np.float32))
+        X = feats.reindex(keys)[own].set_axis(rows.index)
+        if len(own) < len(names):
+            X = pd.concat([X, stacked_features(model_dir, ctx, rows)], axis=1)
+        return predict(X[names].to_numpy(np.float32))
 
     name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
     return [FunctionScorer(name, score, live=False)]

@@ -27,7 +27,14 @@ from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import quality
-from distill.students.base import Context, FunctionScorer, Search, query_texts, write_student_json
+from distill.students.base import (
+    Context,
+    FunctionScorer,
+    Search,
+    query_texts,
+    write_student_json,
+    write_trained_queries,
+)
 from distill.students.examples import examples_for, hf_dataset
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
@@ -158,6 +165,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
             model.save(str(tmp))
             info = {**facts, "test": recipe.finish(model, ds, cands, sc, tmp)}
             write_json_atomic(info, tmp / TRAIN_FILE)
+            write_trained_queries(tmp, ex.qid)
             write_student_json(tmp, name=name, loader=recipe.loader, ws=ws, config=cfg.student)
         tracker.summary(
             {f"test/{mode}/{k}": v for mode, m in info["test"].items() for k, v in m.items()}
