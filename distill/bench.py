@@ -1,8 +1,9 @@
 """`make bench`: throughput benchmarks, one JSON line per setting.
 
 Teacher settings (distill/teacher/bench.py; the engine against sentence-transformers' `CrossEncoder.predict` on
-the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile. `gbdt`: the GBDT
-objectives (distill/students/bench.py).
+the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile. `gbdt`: GBDT
+training and scoring; `objectives`: the distillation objectives' time and memory with mixed query sizes
+(distill/students/bench.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from distill.students.bench import gbdt_bench
+from distill.students.bench import gbdt_bench, objectives_bench
 from distill.teacher.bench import build_bench_model, measured_bf16_peak, real_pairs, teacher_setting
 
 
@@ -38,6 +39,8 @@ def main() -> None:
         for s in args.settings.split(","):
             if s == "gbdt":
                 lines = gbdt_bench(threads=torch.get_num_threads())
+            elif s == "objectives":
+                lines = objectives_bench()
             else:
                 line = teacher_setting(s, model_dir, pairs, args, device, peak)
                 lines = [line] if line is not None else []

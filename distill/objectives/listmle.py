@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.objectives.groups import Groups
+from distill.objectives.groups import GroupObjective, Groups
 
 
 def _logcumsumexp(x: np.ndarray) -> np.ndarray:
     return np.logaddexp.accumulate(x, axis=1)
 
 
-class ListMLEKD:
+class ListMLEKD(GroupObjective):
     def _sorted(self, s, t, g: Groups):
         S, T = g.matrix(s, -np.inf), g.matrix(t, -np.inf)
         order = np.argsort(-T, axis=1, kind="stable")  # padding (-inf) sorts last
@@ -30,12 +30,12 @@ class ListMLEKD:
         lse = _logcumsumexp(Ss[:, ::-1])[:, ::-1]  # LSE_k over the suffix k..n
         return Ss, lse, order
 
-    def loss(self, s, t, g: Groups) -> float:
+    def _loss(self, s, t, g: Groups) -> float:
         Ss, lse, order = self._sorted(s, t, g)
         m = np.take_along_axis(g.mask, order, axis=1)
         return float(np.where(m, lse - np.where(m, Ss, 0.0), 0.0).sum())
 
-    def grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
+    def _grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
         Ss, lse, order = self._sorted(s, t, g)
         m = np.take_along_axis(g.mask, order, axis=1)
         with np.errstate(invalid="ignore", over="ignore"):

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, softmax
 
-from distill.objectives.groups import Groups
+from distill.objectives.groups import GroupObjective, Groups
 
 
-class ListNetKD:
+class ListNetKD(GroupObjective):
     def __init__(self, temperature: float = 1.0):
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
@@ -29,12 +29,12 @@ class ListNetKD:
         S, T = g.matrix(s, -np.inf), g.matrix(t, -np.inf)
         return softmax(S, axis=1), softmax(T / self.temperature, axis=1)
 
-    def loss(self, s: np.ndarray, t: np.ndarray, g: Groups) -> float:
+    def _loss(self, s: np.ndarray, t: np.ndarray, g: Groups) -> float:
         S = g.matrix(s, -np.inf)
         _, pt = self._probs(s, t, g)
         logp = np.where(g.mask, log_softmax(S, axis=1), 0.0)
         return float(-(pt * logp).sum())
 
-    def grad_hess(self, s: np.ndarray, t: np.ndarray, g: Groups) -> tuple[np.ndarray, np.ndarray]:
+    def _grad_hess(self, s: np.ndarray, t: np.ndarray, g: Groups) -> tuple[np.ndarray, np.ndarray]:
         ps, pt = self._probs(s, t, g)
         return g.rows(ps - pt), g.rows(ps * (1.0 - ps))

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.objectives.groups import Groups
+from distill.objectives.groups import GroupObjective, Groups
 
 
-class MarginMSE:
-    def loss(self, s, t, g: Groups) -> float:
+class MarginMSE(GroupObjective):
+    def _loss(self, s, t, g: Groups) -> float:
         D = g.matrix(s) - g.matrix(t)
         n = g.sizes[:, None]
         # sum_{i<j} (d_i - d_j)^2 = n sum d^2 - (sum d)^2
         dm = np.where(g.mask, D, 0.0)
         return float((n[:, 0] * (dm**2).sum(1) - dm.sum(1) ** 2).sum())
 
-    def grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
+    def _grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
         D = np.where(g.mask, g.matrix(s) - g.matrix(t), 0.0)
         n = g.sizes[:, None].astype(np.float64)
         grad = 2.0 * (n * D - D.sum(axis=1, keepdims=True))

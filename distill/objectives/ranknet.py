@@ -9,7 +9,7 @@ as in RankDistil (Reddi et al., 2021).
     hess_i = sum_{j != i} sigmoid(s_i - s_j) (1 - sigmoid(s_i - s_j))
 
 Example: s = [0, 0], t = [2, 0], T = 1 -> P_01 = 0.881, grad = [0.5 - 0.881, 0.5 - 0.119] = [-0.381, 0.381].
-Memory is O(groups x width^2): about 160 MB for 2,000 queries of 100 candidates.
+Memory is O(sum of width^2) (`GroupObjective` runs it on buckets of similar-sized queries).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from distill.objectives.groups import Groups
+from distill.objectives.groups import GroupObjective, Groups
 
 
-class RankNetKD:
+class RankNetKD(GroupObjective):
+    power = 2
+
     def __init__(self, temperature: float = 1.0):
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
@@ -34,13 +36,13 @@ class RankNetKD:
         valid &= ~np.eye(S.shape[1], dtype=bool)[None]
         return diff, target, valid
 
-    def loss(self, s, t, g: Groups) -> float:
+    def _loss(self, s, t, g: Groups) -> float:
         diff, target, valid = self._pairs(s, t, g)
         # -P log sig(d) - (1-P) log sig(-d) = P softplus(-d) + (1-P) softplus(d); each unordered pair counted once
         per_pair = target * np.logaddexp(0, -diff) + (1 - target) * np.logaddexp(0, diff)
         return float(0.5 * per_pair[valid].sum())
 
-    def grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
+    def _grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
         diff, target, valid = self._pairs(s, t, g)
         sig = expit(diff)
         grad = np.where(valid, sig - target, 0.0).sum(axis=2)

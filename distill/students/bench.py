@@ -1,6 +1,13 @@
-"""GBDT student benchmark: training time of `listnet_kd` (custom objective) against LightGBM's built-in
-lambdarank on the same data (synthetic: `rows` rows in groups of 100, 15 features, teacher scores a noisy
-function of them; 200 trees, 2 threads), and student scoring speed on 1,000 candidates. One JSON line each."""
+"""GBDT student benchmarks, one JSON line each.
+
+`gbdt`: training time of `listnet_kd` (custom objective) against LightGBM's built-in lambdarank on the same data
+(synthetic: `rows` rows in groups of 100, 15 features, teacher scores a noisy function of them; 200 trees, 2
+threads), and student scoring speed on 1,000 candidates.
+
+`objectives`: one gradient/hessian evaluation of every distillation objective on 2,000 queries of 100 candidates,
+then with one query of 1,000 added: seconds and peak memory (tracemalloc, which sees NumPy's allocations), run
+bucket by bucket (`objectives.groups.GroupObjective`) and, where it fits, as one matrix padded to the widest
+query (the former form); the padded cells that form would need are given either way."""
 
 from __future__ import annotations
 
@@ -68,6 +75,44 @@ def gbdt_bench(
             "ratio": round(times["listnet_kd"] / times["lambdarank"], 3),
         },
     )
+    return out
+
+
+def objectives_bench(n_queries: int = 2000, width: int = 100, long: int = 1000, seed: int = 0) -> list[dict]:
+    import tracemalloc
+
+    from distill.objectives import OBJECTIVES, Groups
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, cls in OBJECTIVES.items():
+        if name == "regression":
+            continue
+        obj = cls()
+        for sizes in ([width] * n_queries, [width] * n_queries + [long]):
+            n = sum(sizes)
+            s, t = rng.normal(size=n), rng.normal(size=n)
+            line: dict = {
+                "bench": "objective",
+                "objective": name,
+                "queries": len(sizes),
+                "widest": max(sizes),
+            }
+            line["padded_cells_one_matrix"] = len(sizes) * max(sizes) ** obj.power
+            line["cells_bucketed"] = int(sum(x**obj.power for x in sizes))
+            forms = [("bucketed", obj.grad_hess)]
+            if line["padded_cells_one_matrix"] * 8 * 6 < 4e9:  # the padded form, where it fits in a few GB
+                forms.append(("one_matrix", obj._grad_hess))
+            for form, fn in forms:
+                g = Groups.from_sizes(sizes)
+                fn(s, t, g)  # buckets built once per Groups, as boosting reuses them
+                tracemalloc.start()
+                t0 = time.perf_counter()
+                fn(s, t, g)
+                line[f"{form}_s"] = round(time.perf_counter() - t0, 3)
+                line[f"{form}_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+                tracemalloc.stop()
+            out.append(line)
     return out
 
 

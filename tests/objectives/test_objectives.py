@@ -139,6 +139,29 @@ def test_groups_at_once_equal_groups_alone(name):
         start += n
 
 
+@pytest.mark.parametrize("name", [n for n in OBJECTIVES if n != "regression"])
+def test_buckets_of_mixed_sizes_give_what_one_padded_matrix_gives(name, monkeypatch):
+    """Many small groups and one long one, in buckets of a few cells: the same gradients, hessians and loss as the
+    whole batch padded to the widest group (the objectives' reference form)."""
+    import distill.objectives.groups as groups_mod
+
+    rng = np.random.default_rng(3)
+    sizes = list(rng.integers(1, 9, size=40)) + [60] + list(rng.integers(1, 9, size=10))
+    s, t = rng.normal(size=sum(sizes)), rng.normal(size=sum(sizes))
+    obj = OBJECTIVES[name]()
+    g = Groups.from_sizes(sizes)
+    one_matrix = obj._grad_hess(s, t, g), obj._loss(s, t, g)
+    monkeypatch.setattr(groups_mod, "CELLS", 50)  # many buckets; the 60-candidate group alone in its own
+    g = Groups.from_sizes(sizes)
+    buckets = g.buckets(obj.power, groups_mod.CELLS)
+    assert len(buckets) > 5 and sorted(np.concatenate([r for r, _ in buckets])) == list(range(sum(sizes)))
+    assert max(len(b.sizes) for r, b in buckets if 60 in b.sizes) == 1
+    grad, hess = obj.grad_hess(s, t, Groups.from_sizes(sizes))
+    np.testing.assert_allclose(grad, one_matrix[0][0], atol=1e-12)
+    np.testing.assert_allclose(hess, one_matrix[0][1], atol=1e-12)
+    assert obj.loss(s, t, Groups.from_sizes(sizes)) == pytest.approx(one_matrix[1], rel=1e-12)
+
+
 def test_groups_validate_sizes():
     with pytest.raises(ValueError, match="at least one row"):
         Groups.from_sizes([2, 0])
