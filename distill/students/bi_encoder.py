@@ -108,32 +108,23 @@ def _dot(q: np.ndarray, q_idx: np.ndarray, d: np.ndarray, d_idx: np.ndarray) -> 
 def dense_retrieve(
     model: Any, ds: Dataset, qids: list[str], k: int, similarity: str = "dot", batch: int = 256
 ) -> pd.DataFrame:
-    """Exact top-k search over the whole corpus: faiss (IndexFlatIP) when installed, else numpy."""
-    doc_ids = list(ds.corpus.index)
-    d = encode(model, ds.doc_texts(doc_ids), similarity == "cos")
-    q = encode(model, ds.queries.loc[qids, "text"].tolist(), similarity == "cos")
-    k = min(k, len(doc_ids))
-    try:
-        import faiss  # type: ignore[import-not-found]
+    """Exact top-k search over the whole corpus (sentence-transformers' `semantic_search`, chunked dot products;
+    the embeddings are normalised for cosine). Beyond a few million documents use an ANN index (faiss HNSW/IVF)."""
+    import torch
+    from sentence_transformers.util import dot_score, semantic_search
 
-        index = faiss.IndexFlatIP(d.shape[1])
-        index.add(d)
-        scores, idx = index.search(q, k)
-    except ImportError:
-        scores = np.empty((len(qids), k), np.float32)
-        idx = np.empty((len(qids), k), np.int64)
-        for s in range(0, len(qids), batch):
-            sim = q[s : s + batch] @ d.T
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-            part = np.take_along_axis(sim, top, axis=1)
-            order = np.argsort(-part, axis=1, kind="stable")
-            idx[s : s + batch] = np.take_along_axis(top, order, axis=1)
-            scores[s : s + batch] = np.take_along_axis(part, order, axis=1)
+    doc_ids = np.asarray(ds.corpus.index, dtype=object)
+    d = encode(model, ds.doc_texts(list(doc_ids)), similarity == "cos")
+    q = encode(model, ds.queries.loc[qids, "text"].tolist(), similarity == "cos")
+    hits = semantic_search(
+        torch.from_numpy(q), torch.from_numpy(d), query_chunk_size=batch, top_k=min(k, len(doc_ids)),
+        score_function=dot_score,
+    )  # fmt: skip
     return pd.DataFrame(
         {
-            "qid": np.repeat(qids, k),
-            "docid": np.asarray(doc_ids, dtype=object)[idx.ravel()],
-            "score": scores.ravel(),
+            "qid": np.repeat(qids, [len(h) for h in hits]),
+            "docid": doc_ids[np.array([x["corpus_id"] for h in hits for x in h], np.int64)],
+            "score": np.array([x["score"] for h in hits for x in h], np.float32),
         }
     )
 
