@@ -80,6 +80,28 @@ def simulate_clicks(
     return out
 
 
+def logged_ranking(
+    docids: list[str], doc_texts: list[str], qids: list[str], query_texts: list[str], depth: int = 10, **bm25
+) -> pd.DataFrame:
+    """BM25's top `depth` of each query (qid, docid, rank): the ranking a production system would have shown and
+    logged. `bm25`: `BM25Index` options (e.g. stemmer=None)."""
+    from distill.ir.bm25 import BM25Index
+
+    positions, _ = BM25Index(doc_texts, **bm25).search(query_texts, k=depth)
+    return pd.DataFrame(
+        [(q, docids[int(p)], r + 1) for q, ps in zip(qids, positions, strict=True) for r, p in enumerate(ps)],
+        columns=["qid", "docid", "rank"],
+    )
+
+
+def write_log(root, log: pd.DataFrame) -> None:
+    """`logs/impressions.parquet` of a BEIR folder."""
+    from pathlib import Path
+
+    (Path(root) / "logs").mkdir(exist_ok=True)
+    log.to_parquet(Path(root) / "logs" / "impressions.parquet", index=False)
+
+
 def add_simulated_clicks(
     root,
     sessions_per_query: int = 20,
@@ -93,23 +115,17 @@ def add_simulated_clicks(
     from pathlib import Path
 
     from distill.data.beir import load_beir
-    from distill.ir.bm25 import BM25Index
 
     root = Path(root)
     ds = load_beir(root)
     qrels = pd.concat(ds.qrels.values(), ignore_index=True)
     qids = list(dict.fromkeys(qrels.qid))
-    docids = ds.corpus.index.to_numpy()
-    positions, _ = BM25Index(ds.doc_texts(docids)).search(ds.queries.loc[qids, "text"].tolist(), k=depth)
-    ranking = pd.DataFrame(
-        [(q, docids[p], r + 1) for q, ps in zip(qids, positions, strict=True) for r, p in enumerate(ps)],
-        columns=["qid", "docid", "rank"],
-    )
+    docids = list(ds.corpus.index)
+    ranking = logged_ranking(docids, ds.doc_texts(docids), qids, ds.queries.loc[qids, "text"].tolist(), depth)
     log = simulate_clicks(
         ranking, qrels, sessions_per_query=sessions_per_query, seed=seed, start=start, end=end
     )
-    (root / "logs").mkdir(exist_ok=True)
-    log.to_parquet(root / "logs" / "impressions.parquet", index=False)
+    write_log(root, log)
     (root / "logs" / "README.md").write_text(
         "SIMULATED clicks (distill.data.clicks: position-based click model over BM25's top "
         f"{depth}), not real user behaviour.\n"

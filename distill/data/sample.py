@@ -241,8 +241,7 @@ def _queries(
 
 def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, Any]:
     """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`."""
-    from distill.data.clicks import simulate_clicks
-    from distill.ir.bm25 import BM25Index
+    from distill.data.clicks import logged_ranking, simulate_clicks, write_log
 
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)
@@ -259,15 +258,13 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
     write_beir(dest, docs, queries, dict(by_split))
 
     # The logged ranking: BM25 top 10 of every query, as the production system would have shown it.
-    index = BM25Index([f"{d['title']} {d['text']}" for d in docs], stemmer=None)
-    positions, _ = index.search([q["text"] for q in queries], k=10)
-    logged = pd.DataFrame(
-        [
-            (q["_id"], docs[int(p)]["_id"], r + 1)
-            for q, ps in zip(queries, positions, strict=True)
-            for r, p in enumerate(ps)
-        ],
-        columns=["qid", "docid", "rank"],
+    logged = logged_ranking(
+        [d["_id"] for d in docs],
+        [f"{d['title']} {d['text']}" for d in docs],
+        [q["_id"] for q in queries],
+        [q["text"] for q in queries],
+        10,
+        stemmer=None,
     )
     qrels_df = pd.DataFrame(qrels, columns=["qid", "docid", "relevance"])
     clicks = simulate_clicks(
@@ -278,8 +275,7 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
         start=o.log_start,
         end=o.cutoff,
     )
-    (dest / "logs").mkdir(exist_ok=True)
-    clicks.to_parquet(dest / "logs" / "impressions.parquet", index=False)
+    write_log(dest, clicks)
     info = {
         "docs": len(docs),
         "queries": len(queries),
