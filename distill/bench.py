@@ -22,7 +22,12 @@ from distill.teacher.bench import build_bench_model, measured_bf16_peak, real_pa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=800)
-    ap.add_argument("--settings", default="fp32,bf16,int8,default,gbdt", help="also: fp16, NAME+compile")
+    ap.add_argument("--llm-pairs", type=int, default=16, help="pairs for the llm settings (CPU: few)")
+    ap.add_argument(
+        "--settings",
+        default="fp32,bf16,int8,default,gbdt",
+        help="also: objectives, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=4096)

@@ -13,6 +13,10 @@ GPU's bf16 peak: both the datasheet figure and a measured 8192^3 bf16 matrix pro
     default  engine with teacher.dtype=auto vs CrossEncoder's default (fp32)
     fp16     engine fp16 vs CrossEncoder fp32 (GPU)
     NAME+compile  any of the above with teacher.compile=true, e.g. default+compile
+    llm      an LLM reranker of Qwen3-Reranker-0.6B's shape (Qwen3 causal LM, 28 layers of width 1024, yes/no
+             logit at the last token; seeded random weights, a byte-level BPE tokenizer trained on the bench
+             texts), engine fp32 vs CrossEncoder fp32 on `--llm-pairs` pairs (about 100x MiniLM-L6's cost);
+             llm-bf16 / llm-fp16 compare both sides in that precision (GPU)
     gbdt     GBDT student: listnet_kd vs lambdarank training time, and scoring 1,000 candidates
 """
 
@@ -62,6 +66,65 @@ def build_bench_model(dest: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertForSequenceClassification(BertConfig.from_pretrained(src)).save_pretrained(dest)
     AutoTokenizer.from_pretrained(src).save_pretrained(dest)
+    return dest
+
+
+# A Qwen3-Reranker-style chat template: the instruction (the prompt, as a system message), query and document,
+# then an empty thinking block; the relevance is logit("yes") - logit("no") at the last token.
+RERANKER_TEMPLATE = (
+    '{%- set q = messages | selectattr("role", "eq", "query") | map(attribute="content") | first -%}'
+    '{%- set d = messages | selectattr("role", "eq", "document") | map(attribute="content") | first -%}'
+    '{%- set s = messages | selectattr("role", "eq", "system") | map(attribute="content") | first -%}'
+    "<|im_start|>system\nJudge whether the Document meets the requirements of the Query; answer yes or no.<|im_end|>\n"
+    "<|im_start|>user\n<Instruct>: {{ s or 'Given a web search query, retrieve relevant passages' }}\n"
+    "<Query>: {{ q }}\n<Document>: {{ d }}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+
+# Qwen3-0.6B's configuration (the base of Qwen3-Reranker-0.6B), written out: nothing is downloaded.
+QWEN3_06B = dict(
+    vocab_size=151669,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    tie_word_embeddings=True,
+)
+
+
+def build_llm_bench_model(dest: Path, pairs: list, seed: int = 0, **shape: Any) -> Path:
+    """A causal-LM reranker of Qwen3-Reranker-0.6B's shape (`shape` overrides QWEN3_06B, e.g. for tests) with
+    seeded random weights and a byte-level BPE tokenizer trained on the bench texts (about Qwen's tokens per
+    word on English), saved with save_pretrained."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=32000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    # "yes" and "no" often enough that they are single tokens, as in Qwen's vocabulary (the reranker's answer)
+    texts = sorted({t for p in pairs for t in p}) + ["yes", "no"] * 1000 + [RERANKER_TEMPLATE]
+    tok.train_from_iterator(texts, trainer)
+    if tok.token_to_id("yes") is None or tok.token_to_id("no") is None:
+        tok.add_tokens([AddedToken("yes", single_word=True), AddedToken("no", single_word=True)])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=40960
+    )
+    hf.chat_template = RERANKER_TEMPLATE
+    cfg = {**QWEN3_06B, **shape}
+    cfg["vocab_size"] = max(cfg["vocab_size"], len(hf))
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(Qwen3Config(**cfg, pad_token_id=hf.pad_token_id))
+    model.save_pretrained(dest)
+    hf.save_pretrained(dest)
     return dest
 
 
@@ -177,6 +240,8 @@ def teacher_setting(
     s: str, model_dir: Path, pairs: list, args: Any, device: str, peak: float | None
 ) -> dict | None:
     """One teacher setting of `make bench` (None where it does not apply on this device)."""
+    if s.startswith("llm"):
+        return llm_setting(s, pairs, args, device, peak)
     kw = {
         "fp32": ("fp32", torch.float32),
         "bf16": ("bf16", torch.bfloat16),
@@ -199,3 +264,28 @@ def teacher_setting(
         compile=s.endswith("+compile"),
         peak=peak,
     )
+
+
+def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None) -> dict | None:
+    """`llm`, `llm-bf16`, `llm-fp16`: the Qwen3-Reranker-0.6B-shape model, both sides in one precision."""
+    import tempfile
+
+    dtype = s.split("-")[1] if "-" in s else "fp32"
+    if dtype == "fp16" and device == "cpu":
+        return None
+    few = pairs[: args.llm_pairs]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_llm_bench_model(Path(tmp) / "qwen3_reranker_shape", pairs)  # tokenizer: every text
+        line = bench_setting(
+            s,
+            model_dir,
+            few,
+            engine_dtype=dtype,
+            st_dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype],
+            max_length=args.max_length,
+            batch_tokens=args.batch_tokens,
+            repeats=args.repeats,
+            device=device,
+            peak=peak,
+        )
+    return line | {"model": "Qwen3-Reranker-0.6B shape (random weights)"}

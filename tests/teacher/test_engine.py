@@ -154,3 +154,27 @@ def test_native_bf16_detection_agrees_with_the_kernel_flags():
         pytest.skip("no /proc/cpuinfo on this system")
     flags = set(cpuinfo.read_text().split())
     assert cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def test_llm_bench_model_is_a_yes_no_reranker_the_engine_scores_as_crossencoder(tmp_path):
+    """`make bench --settings llm` builds Qwen3-Reranker-0.6B's shape; here the same builder at a tiny width."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from distill.teacher.bench import build_llm_bench_model
+    from distill.teacher.engine import ScoringEngine
+    from distill.teacher.model import load_teacher
+
+    pairs = [
+        ("solar energy storage", "batteries store solar power for the night"),
+        ("cats", "dogs chase cats"),
+    ] * 3
+    tiny = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, vocab_size=100)  # fmt: skip
+    folder = build_llm_bench_model(tmp_path / "m", pairs, **tiny)
+    ce = CrossEncoder(str(folder), activation_fn=torch.nn.Identity(), device="cpu")
+    assert [type(m).__name__ for m in ce] == ["Transformer", "LogitScore"]
+    tok = ce.tokenizer
+    assert len(tok.tokenize("yes")) == 1 and len(tok.tokenize("no")) == 1
+    got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
+    np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)

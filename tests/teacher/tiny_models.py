@@ -7,22 +7,13 @@ from pathlib import Path
 
 import torch
 
+from distill.teacher.bench import RERANKER_TEMPLATE
 from tests.conftest import TINY_TEXTS
 
 # conftest's sentences and "yes no", so that the causal tokenizers hold the answer tokens
 TEXTS = [*dict.fromkeys(TINY_TEXTS), "yes no"] * 4
 
-# A Qwen3-Reranker-style chat template: the instruction (the prompt, as a system message), query and document,
-# then an empty thinking block; the relevance is logit("yes") - logit("no") at the last token.
-RERANKER_TEMPLATE = (
-    '{%- set q = messages | selectattr("role", "eq", "query") | map(attribute="content") | first -%}'
-    '{%- set d = messages | selectattr("role", "eq", "document") | map(attribute="content") | first -%}'
-    '{%- set s = messages | selectattr("role", "eq", "system") | map(attribute="content") | first -%}'
-    "<|im_start|>system\nJudge whether the Document meets the requirements of the Query; answer yes or no.<|im_end|>\n"
-    "<|im_start|>user\n<Instruct>: {{ s or 'Given a web search query, retrieve relevant passages' }}\n"
-    "<Query>: {{ q }}\n<Document>: {{ d }}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-)
-
+# A Qwen3-Reranker-style chat template (distill/teacher/bench.py holds the one copy)
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
 CAUSAL = ("qwen3", "qwen2", "gemma")
 
