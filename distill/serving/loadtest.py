@@ -36,9 +36,10 @@ from omegaconf import DictConfig, OmegaConf
 from distill.config import LoadConfig, LoadtestConfig, ServeConfig
 from distill.data.prepare import load_dataset
 from distill.errors import StageNotReadyError
-from distill.evaluation.cascade import DepthController, arrivals, quality_table, query_order, simulate
+from distill.evaluation.cascade import arrivals, quality_table, query_order, simulate
 from distill.evaluation.report import md_table
 from distill.ir.metrics import per_query
+from distill.serving.service import controller
 from distill.workspace import Workspace, write_json_atomic, write_text_atomic
 
 
@@ -301,7 +302,7 @@ def _compare(
         ("simulated", start, MeasuredCosts.of_server(info["costs"], planned=True), 0.0),
         ("simulated_run_costs", run_costs, run_plan, overhead),
     ]:
-        ctl = _controller(sc, policy)
+        ctl = controller(sc, policy)
         res = simulate(
             arrive, quality, sc.ks, actual, sc.n, sc.workers, controller=ctl, trace=True, estimate=plan
         )
@@ -315,16 +316,6 @@ def _compare(
         "costs_at_end": after["costs"],
         "depth_changes": after["depth_changes"],
     }
-
-
-def _controller(sc: ServeConfig, policy: str) -> DepthController:
-    return DepthController(
-        sc.ks,
-        sla_ms=sc.sla_ms if policy == "dynamic" else None,
-        static_k=sc.static_k if policy == "static" else None,
-        raise_margin=sc.raise_margin,
-        hold_s=sc.hold_s,
-    )
 
 
 def report(out: dict[str, Any]) -> str:

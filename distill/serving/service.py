@@ -132,6 +132,17 @@ def pick_student(ws: Workspace, ctx: Context, name: str) -> Scorer:
     return find_scorer(ctx, name, "serve.student")[0]
 
 
+def controller(sc: ServeConfig, policy: str) -> DepthController:
+    """The depth controller `serve.*` describes, for `policy` (dynamic or static)."""
+    return DepthController(
+        sc.ks,
+        sla_ms=sc.sla_ms if policy == "dynamic" else None,
+        static_k=sc.static_k if policy == "static" else None,
+        raise_margin=sc.raise_margin,
+        hold_s=sc.hold_s,
+    )
+
+
 def corpus_rows(ds: Dataset) -> pd.DataFrame:
     """Every document as a candidate row: what a student's index is built over when it serves live queries."""
     return pd.DataFrame({"qid": "", "docid": ds.corpus.index.to_numpy(), "rank": 0, "bm25": 0.0, "split": ""})
@@ -160,13 +171,7 @@ class CascadeService:
         self.index: BM25Index = build_index(ds, cfg.retrieval)
         self.docids = ds.corpus.index.to_numpy()
         self.known = {str(t).strip(): str(q) for q, t in ds.queries["text"].items()}
-        self.controller = DepthController(
-            self.sc.ks,
-            sla_ms=self.sc.sla_ms if self.sc.policy == "dynamic" else None,
-            static_k=self.sc.static_k if self.sc.policy == "static" else None,
-            raise_margin=self.sc.raise_margin,
-            hold_s=self.sc.hold_s,
-        )
+        self.controller = controller(self.sc, self.sc.policy)
         self.lock = threading.Lock()
         self.queued = self.served = self.teacher_on = 0
         self.metrics = Metrics(self.sc.sla_ms)
@@ -311,4 +316,4 @@ class CascadeService:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["CascadeService", "LiveCosts", "RequestError", "corpus_rows", "pick_student"]
+__all__ = ["CascadeService", "LiveCosts", "RequestError", "controller", "corpus_rows", "pick_student"]
