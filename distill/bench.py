@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 
 from distill.students.bench import gbdt_bench, objectives_bench
-from distill.teacher.bench import build_bench_model, measured_bf16_peak, real_pairs, teacher_setting
+from distill.teacher.bench import (
+    build_bench_model,
+    build_real_bench_model,
+    fp32_reference,
+    measured_bf16_peak,
+    real_pairs,
+    teacher_setting,
+)
 
 
 def main() -> None:
@@ -32,6 +39,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--models",
+        default="random,real",
+        help="MiniLM-L6 with random weights and/or real (fine-tuned) weights",
+    )
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -39,18 +51,26 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     pairs = real_pairs(args.pairs)
     peak = measured_bf16_peak() if device == "cuda" else None
+    settings = args.settings.split(",")
+    for s in [s for s in settings if s in ("gbdt", "objectives")]:
+        for line in gbdt_bench(threads=torch.get_num_threads()) if s == "gbdt" else objectives_bench():
+            print(json.dumps(line), flush=True)
+    for s in [s for s in settings if s.startswith("llm")]:  # its own model
+        llm = teacher_setting(s, Path("."), pairs, args, device, peak)
+        if llm is not None:
+            print(json.dumps(llm), flush=True)
+    teacher = [s for s in settings if s not in ("gbdt", "objectives") and not s.startswith("llm")]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_bench_model(Path(tmp) / "minilm")
-        for s in args.settings.split(","):
-            if s == "gbdt":
-                lines = gbdt_bench(threads=torch.get_num_threads())
-            elif s == "objectives":
-                lines = objectives_bench()
-            else:
-                line = teacher_setting(s, model_dir, pairs, args, device, peak)
-                lines = [line] if line is not None else []
-            for line in lines:
-                print(json.dumps(line), flush=True)
+        for model in args.models.split(",") if teacher else []:
+            if model not in ("random", "real"):
+                raise SystemExit(f"--models: {model!r} is not random or real")
+            build = build_bench_model if model == "random" else build_real_bench_model
+            model_dir = build(Path(tmp) / f"minilm-{model}")
+            ref = fp32_reference(model_dir, pairs, args.max_length, device)
+            for s in teacher:
+                res = teacher_setting(s, model_dir, pairs, args, device, peak, ref)
+                if res is not None:
+                    print(json.dumps({"model": f"MiniLM-L6 {model} weights", **res}), flush=True)
 
 
 if __name__ == "__main__":

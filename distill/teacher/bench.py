@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import kendalltau, spearmanr
 
 from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_topics, read_flagembedding
 from distill.teacher.engine import ScoringEngine
@@ -66,6 +66,42 @@ def build_bench_model(dest: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertForSequenceClassification(BertConfig.from_pretrained(src)).save_pretrained(dest)
     AutoTokenizer.from_pretrained(src).save_pretrained(dest)
+    return dest
+
+
+def build_real_bench_model(dest: Path, seed: int = 0, steps: int = 300, lr: float = 1e-2) -> Path:
+    """A cross-encoder of REAL weights: the all-MiniLM-L6-v2 encoder from ../shared/data with a 1-logit head
+    fitted (encoder frozen, `steps` seeded full-batch Adam steps of class-balanced logistic loss) on the MS MARCO
+    sample's positives against its negatives, so that its scores spread and rank like a trained reranker's;
+    precision is judged on it, not on random weights whose scores barely spread."""
+    from transformers import AutoTokenizer, BertForSequenceClassification  # type: ignore[attr-defined]
+
+    src = SHARED / "all_minilm_l6_v2"
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(src)
+    model = BertForSequenceClassification.from_pretrained(src, num_labels=1).eval()
+    rows = read_flagembedding(SHARED / "flagembedding_msmarco_sample" / "reranker_examples.jsonl")
+    pairs = [(r["query"], p, 1.0) for r in rows for p in r["pos"]] + [
+        (r["query"], n, 0.0) for r in rows for n in r["neg"]
+    ]
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(pairs), 64):
+            b = pairs[i : i + 64]
+            enc = tok([q for q, _, _ in b], [d for _, d, _ in b], truncation=True, max_length=256,
+                      padding=True, return_tensors="pt")  # fmt: skip
+            feats.append(model.bert(**enc).pooler_output)
+    X, y = torch.cat(feats).clone(), torch.tensor([lab for _, _, lab in pairs])
+    head = model.classifier
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    weight = torch.where(y > 0, (y == 0).sum() / y.sum().clamp(min=1), 1.0)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(X)[:, 0], y, weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
     return dest
 
 
@@ -187,6 +223,7 @@ def bench_setting(
     device: str,
     compile: bool = False,
     peak: float | None = None,
+    fp32_ref: np.ndarray | None = None,
 ) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder
 
@@ -222,6 +259,10 @@ def bench_setting(
         "padding_overhead": round(engine.stats.padding_overhead, 4),
         "batch_tokens": batch_tokens,
     }
+    if fp32_ref is not None:  # the ranking against CrossEncoder in fp32, whatever the precision compared
+        res["spearman_vs_fp32"] = round(float(spearmanr(got, fp32_ref)[0]), 6)
+        res["kendall_vs_fp32"] = round(float(kendalltau(got, fp32_ref)[0]), 6)
+        res["score_std"] = round(float(np.std(fp32_ref)), 4)
     if ce.device.type == "cuda":
         name = torch.cuda.get_device_name()
         tflops = model_tflop(model_dir, pairs, max_length) / t_en
@@ -236,8 +277,22 @@ def bench_setting(
     return res
 
 
+def fp32_reference(model_dir: Path, pairs: list, max_length: int, device: str) -> np.ndarray:
+    """CrossEncoder.predict in fp32: what every precision's ranking is compared with."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    st = CrossEncoder(str(model_dir), activation_fn=torch.nn.Identity(), max_length=max_length, device=device)
+    return np.asarray(st.predict(pairs, batch_size=32, show_progress_bar=False))
+
+
 def teacher_setting(
-    s: str, model_dir: Path, pairs: list, args: Any, device: str, peak: float | None
+    s: str,
+    model_dir: Path,
+    pairs: list,
+    args: Any,
+    device: str,
+    peak: float | None,
+    fp32_ref: np.ndarray | None = None,
 ) -> dict | None:
     """One teacher setting of `make bench` (None where it does not apply on this device)."""
     if s.startswith("llm"):
@@ -263,6 +318,7 @@ def teacher_setting(
         device=device,
         compile=s.endswith("+compile"),
         peak=peak,
+        fp32_ref=fp32_ref,
     )
 
 

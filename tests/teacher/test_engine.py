@@ -178,3 +178,29 @@ def test_llm_bench_model_is_a_yes_no_reranker_the_engine_scores_as_crossencoder(
     assert len(tok.tokenize("yes")) == 1 and len(tok.tokenize("no")) == 1
     got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
     np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
+
+
+def test_real_weights_bench_model_is_the_shared_minilm_with_a_trained_head(tmp_path, shared_data):
+    """`make bench --models real`: all-MiniLM-L6-v2's encoder weights, a fine-tuned 1-logit head."""
+    import torch
+    from safetensors.torch import load_file
+    from sentence_transformers import CrossEncoder
+
+    from distill.teacher.bench import build_real_bench_model
+    from distill.teacher.engine import ScoringEngine
+    from distill.teacher.model import load_teacher
+
+    folder = build_real_bench_model(tmp_path / "real", steps=2)
+    ours = load_file(folder / "model.safetensors")
+    src = load_file(shared_data / "all_minilm_l6_v2" / "model.safetensors")
+    key = "encoder.layer.5.output.dense.weight"
+    assert torch.equal(
+        ours["bert." + key], src[key]
+    )  # the encoder is the shared one; only the head is fitted
+    pairs = [
+        ("solar energy storage", "batteries store solar power for the night"),
+        ("cats", "dogs chase cats"),
+    ]
+    ce = CrossEncoder(str(folder), activation_fn=torch.nn.Identity(), device="cpu")
+    got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
+    np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
