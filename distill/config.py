@@ -471,17 +471,25 @@ class LoadConfig:
     workers: int = 1
     seed: int = 0
 
+    KEY: ClassVar[str] = "evaluate.load"  # where errors say the value is
+
     def __post_init__(self) -> None:
-        check_positive(
-            self, "evaluate.load", "duration_s", "base_utilisation", "burst_utilisation", "burst_every_s"
-        )
-        check(self.workers >= 1, "evaluate.load.workers", self.workers, "must be >= 1")
+        key = self.KEY
+        check_positive(self, key, "duration_s", "base_utilisation", "burst_utilisation", "burst_every_s")
+        check(self.workers >= 1, f"{key}.workers", self.workers, "must be >= 1")
         check(
             0 <= self.burst_s <= self.burst_every_s,
-            "evaluate.load.burst_s",
+            f"{key}.burst_s",
             self.burst_s,
-            "must be in [0, evaluate.load.burst_every_s]",
+            f"must be in [0, {key}.burst_every_s]",
         )
+
+
+@dataclass
+class LoadtestLoad(LoadConfig):
+    """`loadtest.load`: the same profile as the simulator's, with errors naming its own keys."""
+
+    KEY: ClassVar[str] = "loadtest.load"
 
 
 @dataclass
@@ -590,8 +598,8 @@ class LoadtestConfig:
     """`make loadtest` (distill/serving/loadtest.py): the test queries against a local server at the load
     profile of the simulator (rates relative to the measured capacity at the deepest static k)."""
 
-    load: LoadConfig = field(
-        default_factory=lambda: LoadConfig(
+    load: LoadtestLoad = field(
+        default_factory=lambda: LoadtestLoad(
             duration_s=60.0, base_utilisation=0.5, burst_utilisation=2.0, burst_every_s=20.0, burst_s=6.0
         )
     )

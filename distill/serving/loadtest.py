@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import LoadConfig, LoadtestConfig, ServeConfig
+from distill.config import LoadConfig, LoadtestConfig, LoadtestLoad, ServeConfig
 from distill.data.prepare import load_dataset
 from distill.errors import StageNotReadyError
 from distill.evaluation.cascade import arrivals, quality_table, query_order, simulate
@@ -223,7 +223,7 @@ def served_ndcg(qrels: pd.DataFrame, qids: list[str], answers: list[dict[str, An
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     lc = LoadtestConfig(**OmegaConf.to_container(cfg.loadtest, resolve=True))  # type: ignore[arg-type]
-    lc.load = LoadConfig(**lc.load) if isinstance(lc.load, dict) else lc.load
+    lc.load = LoadtestLoad(**lc.load) if isinstance(lc.load, dict) else lc.load
     sc = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)

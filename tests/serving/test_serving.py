@@ -178,6 +178,8 @@ def test_start_fails_with_the_stage_to_run(tiny_sample_cfg, tiny_model_dir, serv
         ("serve.static_k", "7", "must be one of serve.ks"),
         ("serve.ks", "[0,50]", "each depth must be <= serve.n"),
         ("serve.raise_margin", "1.5", r"must be in \(0, 1\]"),
+        ("loadtest.load.burst_s", "99", r"must be in \[0, loadtest.load.burst_every_s\]"),
+        ("loadtest.policies", "[fast]", "use static and/or dynamic"),
     ],
 )
 def test_bad_serve_options(tiny_sample_cfg, key, value, message):
