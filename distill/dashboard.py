@@ -76,11 +76,13 @@ def serve(
 
 
 def wait_until_up(url: str, proc: Any, seconds: float = 60.0) -> bool:
-    """Poll `url` until it answers (True), the process ends or the time runs out (False)."""
+    """Poll `url` until it answers (True), the process ends or the time runs out (False). `proc`: a
+    `subprocess.Popen` or a `multiprocessing.Process`."""
     import urllib.request
 
+    alive = proc.is_alive if hasattr(proc, "is_alive") else (lambda: proc.poll() is None)
     end = time.monotonic() + seconds
-    while time.monotonic() < end and proc.poll() is None:
+    while time.monotonic() < end and alive():
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return True

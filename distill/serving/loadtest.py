@@ -78,9 +78,7 @@ def server(
     cfg: DictConfig, policy: str, timeout_s: float, rankings: str | None, queries: list[str]
 ) -> Iterator[str]:
     """A local server with `serve.policy=policy` in a child process; yields its base URL once /health answers."""
-    import httpx
-
-    from distill.dashboard import free_port
+    from distill.dashboard import free_port, wait_until_up
 
     port = free_port("127.0.0.1")
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -91,20 +89,12 @@ def server(
     proc.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + timeout_s
-        while True:
-            if not proc.is_alive():
-                raise StageNotReadyError(
-                    f"the {policy} server stopped while loading (exit status {proc.exitcode}); its error is above"
-                )
-            if time.monotonic() > end:
-                raise StageNotReadyError(
-                    f"the {policy} server did not answer /health within loadtest.start_timeout_s={timeout_s}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
+        if not wait_until_up(f"{url}/health", proc, timeout_s):
+            raise StageNotReadyError(
+                f"the {policy} server did not answer /health within loadtest.start_timeout_s={timeout_s}"
+                if proc.is_alive()
+                else f"the {policy} server stopped while loading (exit status {proc.exitcode}); its error is above"
+            )
         yield url
     finally:
         proc.terminate()

@@ -120,15 +120,14 @@ class Metrics:
 
 def pick_student(ws: Workspace, ctx: Context, name: str) -> Scorer:
     """The student scorer called `name` ("" = the cascade student of metrics.json)."""
-    if not name:
-        if student_dirs(ws) and (
-            not ws.metrics.is_file() or "cascade" not in json.loads(ws.metrics.read_text())
-        ):
+    if not name and student_dirs(ws):  # (no student at all: find_scorer says which stage to run)
+        metrics = json.loads(ws.metrics.read_text()) if ws.metrics.is_file() else {}
+        if "cascade" not in metrics:
             raise StageNotReadyError(
                 f"serve.student is not set and {ws.metrics} names no cascade student: run `make evaluate` "
                 f"or set serve.student=NAME"
             )
-        name = json.loads(ws.metrics.read_text())["cascade"]["student"] if ws.metrics.is_file() else ""
+        name = metrics["cascade"]["student"]
     return find_scorer(ctx, name, "serve.student")[0]
 
 

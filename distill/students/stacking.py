@@ -44,16 +44,20 @@ def identity(model_dir: Path) -> str:
 
 def student_scores(ws: Workspace, ds: Dataset, cands: pd.DataFrame, name: str) -> tuple[pd.Series, dict]:
     """Student `name`'s score of every candidate row (aligned with `cands`) and its facts (folder, identity,
-    trained queries), from the cache when the folder is unchanged."""
-    ctx = Context(ds, ws, cands)
-    scorer, model_dir = find_scorer(ctx, name, "features.students")
-    facts = {"folder": str(model_dir.relative_to(ws.root)), "identity": identity(model_dir)}
+    trained queries), from the cache while the folder it was computed from is unchanged (the student is then
+    not even loaded)."""
     cache, meta = ws.student_scores(name), ws.student_scores(name).with_suffix(".json")
     keys = pd.MultiIndex.from_frame(cands[["qid", "docid"]])
-    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == facts:
-        cached = pd.read_parquet(cache).set_index(["qid", "docid"]).score
-        if keys.isin(cached.index).all():
-            return pd.Series(cached.reindex(keys).to_numpy(), index=cands.index), facts | _trained(model_dir)
+    if cache.is_file() and meta.is_file():
+        facts = json.loads(meta.read_text())
+        folder = ws.root / facts["folder"]
+        if folder.is_dir() and identity(folder) == facts["identity"]:
+            cached = pd.read_parquet(cache).set_index(["qid", "docid"]).score
+            if keys.isin(cached.index).all():
+                scores = pd.Series(cached.reindex(keys).to_numpy(), index=cands.index)
+                return scores, facts | _trained(folder)
+    scorer, model_dir = find_scorer(Context(ds, ws, cands), name, "features.students")
+    facts = {"folder": str(model_dir.relative_to(ws.root)), "identity": identity(model_dir)}
     scores = pd.Series(np.asarray(scorer.score(cands), np.float64), index=cands.index)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cands[["qid", "docid"]].assign(score=scores.to_numpy()), cache)
