@@ -3,7 +3,8 @@
 Teacher settings (distill/teacher/bench.py; the engine against sentence-transformers' `CrossEncoder.predict` on
 the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile. `gbdt`: GBDT
 training and scoring; `objectives`: the distillation objectives' time and memory with mixed query sizes
-(distill/students/bench.py).
+(distill/students/bench.py); `scale`: the pipeline's stages at 1x/10x/100x the sample world, seconds and peak
+RSS (distill/scale_bench.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from distill.scale_bench import scale_bench
 from distill.students.bench import gbdt_bench, objectives_bench
 from distill.teacher.bench import (
     build_bench_model,
@@ -33,7 +35,10 @@ def main() -> None:
     ap.add_argument(
         "--settings",
         default="fp32,bf16,int8,default,gbdt",
-        help="also: objectives, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
+        help="also: objectives, scale, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
+    )
+    ap.add_argument(
+        "--scales", default="1,10,100", help="for the scale setting: multiples of the sample world"
     )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
@@ -49,17 +54,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    pairs = real_pairs(args.pairs)
-    peak = measured_bf16_peak() if device == "cuda" else None
     settings = args.settings.split(",")
+    teacher = [s for s in settings if s not in ("gbdt", "objectives", "scale") and not s.startswith("llm")]
+    llm = [s for s in settings if s.startswith("llm")]
+    pairs = real_pairs(args.pairs) if teacher or llm else []
+    peak = measured_bf16_peak() if device == "cuda" and (teacher or llm) else None
     for s in [s for s in settings if s in ("gbdt", "objectives")]:
         for line in gbdt_bench(threads=torch.get_num_threads()) if s == "gbdt" else objectives_bench():
             print(json.dumps(line), flush=True)
-    for s in [s for s in settings if s.startswith("llm")]:  # its own model
-        llm = teacher_setting(s, Path("."), pairs, args, device, peak)
-        if llm is not None:
-            print(json.dumps(llm), flush=True)
-    teacher = [s for s in settings if s not in ("gbdt", "objectives") and not s.startswith("llm")]
+    if "scale" in settings:
+        for line in scale_bench([int(x) for x in args.scales.split(",")]):
+            print(json.dumps(line), flush=True)
+    for s in llm:  # its own model
+        res = teacher_setting(s, Path("."), pairs, args, device, peak)
+        if res is not None:
+            print(json.dumps(res), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(",") if teacher else []:
             if model not in ("random", "real"):

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from distill.config import config_hash, to_container
+from distill.config import FeatureOptions, config_hash, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
@@ -56,23 +56,17 @@ ALL_FEATURES = [
     "last_click_rate",
     "popularity",
 ]
-DEFAULT_OPTIONS = {
-    "ctr_prior_weight": 10.0,
-    "click_cutoff": None,
-    "propensities": None,
-    "reference_time": None,
-}
 
 
-def _term_matrix(index: BM25Index, texts: list[str]) -> sp.csr_matrix:
-    """Binary texts x vocabulary matrix in the index's vocabulary (unknown terms ignored)."""
+def _term_matrix(index: BM25Index, tokens: list[list[str]]) -> sp.csr_matrix:
+    """Binary texts x vocabulary matrix of tokenised texts in the index's vocabulary (unknown terms ignored)."""
     vocab = index.retriever.vocab_dict
     rows, cols = [], []
-    for i, toks in enumerate(index.tokenize(texts, ids=False)):
+    for i, toks in enumerate(tokens):
         ids = {vocab[t] for t in toks if t in vocab}
         rows += [i] * len(ids)
         cols += list(ids)
-    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(texts), len(vocab) + 1))
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), len(vocab) + 1))
 
 
 def _pair_bm25(index: BM25Index, queries: list[str], q_idx: np.ndarray, d_idx: np.ndarray) -> np.ndarray:
@@ -100,16 +94,17 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
     kw = dict(
         k1=rc.k1, b=rc.b, method=rc.method, stemmer=rc.stemmer, stopwords=rc.stopwords, lowercase=rc.lowercase
     )
-    full = BM25Index(ds.doc_texts(docids, rc.fields), **kw)
+    doc_texts = ds.doc_texts(docids, rc.fields)
+    full = BM25Index(doc_texts, **kw)
     if names & {"query_len", "doc_len", "coverage"}:
-        Q = _term_matrix(full, qtexts)
-        doc_tokens = full.tokenize(ds.doc_texts(docids, rc.fields), ids=False)
+        q_tokens = full.tokenize(qtexts, ids=False)
+        doc_tokens = full.tokenize(doc_texts, ids=False)
         doc_len = np.array([len(t) for t in doc_tokens], dtype=np.float32)
-        qlen = np.array([len(set(t)) for t in full.tokenize(qtexts, ids=False)], dtype=np.float32)
+        qlen = np.array([len(set(t)) for t in q_tokens], dtype=np.float32)
         feats["query_len"] = qlen[q_idx].astype(np.float32)
         feats["doc_len"] = doc_len[d_idx]
         if "coverage" in names:
-            D = _term_matrix(full, ds.doc_texts(docids, rc.fields))
+            Q, D = _term_matrix(full, q_tokens), _term_matrix(full, doc_tokens)
             hits = np.asarray(Q[q_idx].multiply(D[d_idx]).sum(axis=1)).ravel()
             feats["coverage"] = (hits / np.maximum(qlen[q_idx], 1)).astype(np.float32)
     for field in ("title", "text"):
@@ -125,22 +120,22 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
     return feats
 
 
-def _freshness(ds: Dataset, cands: pd.DataFrame, opts: dict) -> dict[str, np.ndarray]:
+def _freshness(ds: Dataset, cands: pd.DataFrame, opts: FeatureOptions) -> dict[str, np.ndarray]:
     doc_ts = ds.corpus["timestamp"]
     if doc_ts.isna().all():
         log.info("features age_days, log_age dropped: no document has a timestamp")
         return {}
-    ref = pd.Timestamp(opts["reference_time"], tz="UTC") if opts["reference_time"] else doc_ts.max()
-    q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).to_numpy()
-    d_ts = doc_ts.reindex(cands.docid).to_numpy()
-    age = (q_ts - d_ts) / np.timedelta64(1, "D")
-    age = np.asarray(age, dtype=np.float64)
+    ref = pd.Timestamp(opts.reference_time, tz="UTC") if opts.reference_time else doc_ts.max()
+    q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).reset_index(drop=True)
+    d_ts = doc_ts.reindex(cands.docid).reset_index(drop=True)
+    # Series arithmetic stays vectorised; tz-aware timestamps via to_numpy() would be one object per row
+    age = np.asarray((q_ts - d_ts).to_numpy() / np.timedelta64(1, "D"), dtype=np.float64)
     return {"age_days": age.astype(np.float32), "log_age": np.log1p(np.clip(age, 0, None)).astype(np.float32)}
 
 
-def click_cutoff(ds: Dataset, opts: dict, splits: dict[str, list[str]]) -> pd.Timestamp | None:
-    if opts["click_cutoff"]:
-        return pd.Timestamp(opts["click_cutoff"], tz="UTC")
+def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:
+    if opts.click_cutoff:
+        return pd.Timestamp(opts.click_cutoff, tz="UTC")
     test = splits.get("test")
     if test is not None and ds.queries["timestamp"].reindex(test).notna().all():
         return ds.queries["timestamp"].reindex(test).min()
@@ -148,7 +143,7 @@ def click_cutoff(ds: Dataset, opts: dict, splits: dict[str, list[str]]) -> pd.Ti
 
 
 def behaviour(
-    ds: Dataset, cands: pd.DataFrame, opts: dict, cutoff: pd.Timestamp | None, train_qids: list[str]
+    ds: Dataset, cands: pd.DataFrame, opts: FeatureOptions, cutoff: pd.Timestamp | None, train_qids: list[str]
 ) -> dict[str, np.ndarray]:
     log_df = ds.clicks
     if log_df is None or log_df.empty:
@@ -162,8 +157,8 @@ def behaviour(
         log.info("click log: no cut-off time; only the %d rows of train queries are used", len(used))
     pos = used.position.to_numpy()
     clicked = used.clicked.to_numpy()
-    if opts["propensities"]:
-        prop_table = np.asarray(opts["propensities"], dtype=np.float64)
+    if opts.propensities:
+        prop_table = np.asarray(opts.propensities, dtype=np.float64)
     else:
         ctr_pos = pd.Series(clicked).groupby(pos).mean()
         prop_table = np.zeros(int(pos.max()) + 1) if len(pos) else np.zeros(1)
@@ -197,7 +192,7 @@ def behaviour(
     g = g.reindex(pd.MultiIndex.from_arrays([cands.qid.astype(str), cands.docid.astype(str)]))
     impr = g.impr.fillna(0).to_numpy()
     clicks = g.click.fillna(0).to_numpy()
-    w = float(opts["ctr_prior_weight"])
+    w = float(opts.ctr_prior_weight)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "impressions": impr.astype(np.float32),
@@ -214,15 +209,12 @@ def behaviour(
 
 
 def build_features(
-    ds: Dataset, cands: pd.DataFrame, names: list[str], options: dict, rc: Any
+    ds: Dataset, cands: pd.DataFrame, names: list[str], options: FeatureOptions | None, rc: Any
 ) -> pd.DataFrame:
     unknown = sorted(set(names) - set(ALL_FEATURES))
     if unknown:
         raise ConfigError(f"features.names: unknown feature(s) {unknown}; known: {ALL_FEATURES}")
-    bad_opts = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if bad_opts:
-        raise ConfigError(f"features.options: unknown key(s) {bad_opts}; known: {sorted(DEFAULT_OPTIONS)}")
-    opts = {**DEFAULT_OPTIONS, **options}
+    opts = options or FeatureOptions()
     want = set(names)
     feats: dict[str, np.ndarray] = {}
     if "bm25" in want:
@@ -252,6 +244,12 @@ def build_features(
     return out
 
 
+def feature_options(cfg: DictConfig) -> FeatureOptions:
+    opts = OmegaConf.to_object(cfg.features.options)
+    assert isinstance(opts, FeatureOptions)  # the features_schema types it
+    return opts
+
+
 def features_hash(cfg: DictConfig, ws: Workspace) -> str:
     """What features.parquet is built from: the config (stacked students are joined later, not part of it) and
     the candidates file's content."""
@@ -264,9 +262,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     t0 = time.perf_counter()
     ds = load_dataset(cfg)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
-    df = build_features(
-        ds, cands, list(cfg.features.names), to_container(cfg.features.options) or {}, cfg.retrieval
-    )
+    df = build_features(ds, cands, list(cfg.features.names), feature_options(cfg), cfg.retrieval)
     df.attrs = {}
     write_parquet_atomic(df, ws.features)
     write_text_atomic(features_hash(cfg, ws), ws.features_stamp)

@@ -65,6 +65,22 @@ class BM25Index:
             show_progress=False,
         )
 
+    @staticmethod
+    def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best positive scores, best first, ties by document position.
+
+        Written here rather than through `bm25s.retrieve` because its top-k partitions the whole score vector
+        per query: O(documents) each, so retrieving for 100x the queries over 100x the documents costs 10,000x.
+        Selecting among the matching documents only costs O(matches) after one vectorised scan."""
+        hit = np.flatnonzero(scores > 0)
+        if len(hit) > k:
+            s = scores[hit]
+            kth = -np.partition(-s, k - 1)[k - 1]
+            above = hit[s > kth]
+            hit = np.concatenate([above, hit[s == kth][: k - len(above)]])
+        hit = hit[np.lexsort((hit, -scores[hit]))]
+        return hit.astype(np.int64), scores[hit].astype(np.float32)
+
     def search(self, queries: Sequence[str], k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(doc positions, scores) per query, best first, zero-score (non-matching) documents removed."""
         if k < 1:
@@ -74,13 +90,7 @@ class BM25Index:
         qtokens = [[t for t in q if t in vocab] for q in self.tokenize(queries, ids=False)]
         out_ids: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(queries)
         out_scores: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(queries)
-        nonempty = [i for i, t in enumerate(qtokens) if t]
-        if nonempty:
-            docs, scores = self.retriever.retrieve(
-                [qtokens[i] for i in nonempty], k=k, show_progress=False, n_threads=0
-            )
-            for row, i in enumerate(nonempty):
-                keep = scores[row] > 0
-                out_ids[i] = docs[row][keep].astype(np.int64)
-                out_scores[i] = scores[row][keep].astype(np.float32)
+        for i, toks in enumerate(qtokens):
+            if toks:
+                out_ids[i], out_scores[i] = self._top_k(self.retriever.get_scores(toks), k)
         return out_ids, out_scores

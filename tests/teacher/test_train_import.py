@@ -1,13 +1,14 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from distill.data.prepare import load_dataset
-from distill.errors import ConfigError, DataError
+from distill.errors import ConfigError, DataError, DistillError
 from distill.retrieval.candidates import run as run_candidates
-from distill.teacher.importers import import_flagembedding
+from distill.teacher.importers import import_flagembedding, import_soft_labels
 from distill.teacher.model import load_teacher
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels
@@ -168,3 +169,50 @@ def test_import_rejects_unscored_and_non_numeric(tmp_path):
     )
     with pytest.raises(DataError, match="non-finite score"):
         import_flagembedding(f, tmp_path / "out3")
+
+
+def test_imported_trec_run_and_parquet_join_the_candidates_and_train_a_gbdt(tiny_sample_cfg, tmp_path):
+    from distill.features.build import run as run_features
+    from distill.students.gbdt import train_gbdt
+
+    cfg = tiny_sample_cfg("retrieval.k=10", "student.num_trees=5", "student.min_data_in_leaf=2")
+    run_candidates(cfg)
+    cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
+    scores = (-cands["rank"].to_numpy() / 3.0).astype(np.float32)  # a teacher that agrees with BM25
+    run_file = tmp_path / "reranker.run"
+    lines = [
+        f"{q} Q0 {d} {r} {s:.4f} rr" for q, d, r, s in zip(cands.qid, cands.docid, cands["rank"], scores)
+    ]
+    run_file.write_text("\n".join(lines + lines[:3]) + "\n")  # three repeated pairs are dropped
+    ws = Path(cfg.paths.workspace)
+    summary = import_soft_labels("trec-run", run_file, ws / "soft_labels")
+    assert summary["pairs"] == len(cands) and summary["duplicates_dropped"] == 3
+    sl = read_soft_labels(ws / "soft_labels")
+    assert np.allclose(sl.score.to_numpy(), scores, atol=1e-4)
+    run_features(cfg)
+    assert train_gbdt(cfg)["train_queries"] > 0
+
+    pq = tmp_path / "scores.parquet"
+    pd.DataFrame({"qid": cands.qid, "docid": cands.docid, "score": scores}).to_parquet(pq)
+    out = import_soft_labels("parquet", pq, tmp_path / "sl2")
+    assert out["pairs"] == len(cands)
+    pd.testing.assert_frame_equal(read_soft_labels(tmp_path / "sl2"), sl, atol=1e-4)
+    with pytest.raises(DistillError, match="already holds soft labels"):
+        import_soft_labels("parquet", pq, tmp_path / "sl2")
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("q1 Q0 d1 1 0.5\n", r"run.txt:1: 5 fields; a TREC run line has 6"),
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"run.txt:2: score 'high' is not a number"),
+        ("q1 Q0 d1 1 inf t\n", "non-finite score"),
+    ],
+)
+def test_trec_run_import_errors_name_the_line(tmp_path, text, error):
+    f = tmp_path / "run.txt"
+    f.write_text(text)
+    with pytest.raises(DataError, match=error):
+        import_soft_labels("trec-run", f, tmp_path / "out")
+    with pytest.raises(DataError, match="no such file"):
+        import_soft_labels("trec-run", tmp_path / "missing.run", tmp_path / "out")
