@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -69,14 +69,146 @@ class DataConfig:
     # put in the test split (the rest is train), by a hash of the query id (distill/ir/split.py).
     test_fraction: float = 0.5
     split_seed: int = 0
-    # Format-specific options, checked by the converter (unknown keys are an error).
-    options: dict[str, Any] = field(default_factory=dict)
+    # Format-specific options: a `<format>_data_schema` types them (DATA_OPTIONS below).
+    options: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # data.name names a folder under paths.data_root and paths.workspace: it must not point elsewhere.
         check(self.name == MISSING or is_plain_name(self.name), "data.name", self.name, NAME_RULE)
         check(self.on_error in ("raise", "drop"), "data.on_error", self.on_error, "use raise or drop")
         check(0 <= self.test_fraction <= 1, "data.test_fraction", self.test_fraction, "must be in [0, 1]")
+
+
+# ----------------------------------------------------------------------------------- data.options per format
+# Each configs/data/<name>.yaml names the schema of its format (`defaults: [<format>_data_schema]`), so a
+# misspelt option fails when the config is composed and the YAML holds only what differs from these defaults.
+
+
+@dataclass
+class SampleOptions:
+    """The sample world's generator (distill/data/sample.py)."""
+
+    VERSION: ClassVar[int] = 3  # bump when the generator's output changes (generated folders are re-made)
+    seed: int = 13
+    n_docs: int = 6000
+    n_train: int = 600
+    n_test: int = 250
+    n_topics: int = 120
+    concepts_per_topic: int = 10
+    n_background: int = 800
+    # Chance that a query writes a concept with a synonym instead of the documents' word.
+    p_synonym: float = 0.7
+    # Chance that a concept's synonym is a morphological variant of the document word (else an unrelated word).
+    p_morph: float = 0.7
+    # Fraction of a topic's concepts whose document word also belongs to another topic.
+    p_ambiguous: float = 0.25
+    # Fraction of topics whose broad topic word is shared with another topic.
+    p_ambiguous_topic: float = 0.5
+    # Chance that a query names its broad topic word (which documents use).
+    p_topic_word: float = 0.85
+    p_fresh_query: float = 0.2
+    fresh_days: int = 365
+    sessions_per_query: int = 20
+    start: str = "2022-01-01"
+    log_start: str = "2025-01-01"
+    cutoff: str = "2026-01-01"
+
+    def __post_init__(self) -> None:
+        for key, low in (
+            ("n_docs", 10),
+            ("n_train", 1),
+            ("n_test", 1),
+            ("n_topics", 1),
+            ("concepts_per_topic", 1),
+        ):
+            v = getattr(self, key)
+            check(v >= low, f"data.options.{key}", v, f"must be at least {low}")
+
+
+@dataclass
+class TrecOptions:
+    docs: str = "docs.trec"
+    topics: str = "topics.trec"
+    qrels: str = "qrels"
+    # Which topic field is the query text: title | desc | title+desc
+    query_field: str = "title"
+
+    def __post_init__(self) -> None:
+        check(
+            self.query_field in ("title", "desc", "title+desc"),
+            "data.options.query_field",
+            self.query_field,
+            "use title, desc or title+desc",
+        )
+
+
+@dataclass
+class SmartOptions:
+    docs: str = "docs.all"
+    queries: str = "query.text"
+    qrels: str = "qrels.text"
+    # trec: "qid 0 docid rel"; cranfield: "qid docid code" with codes 1..4 -> gains 4..1, -1 -> 0;
+    # cacm: "qid docid 0 0", every listed pair relevant (1).
+    qrels_format: str = "trec"
+    # Number queries 1..N in file order instead of using their .I ids (Cranfield's qrels do this).
+    sequential_query_ids: bool = False
+
+    def __post_init__(self) -> None:
+        check(
+            self.qrels_format in ("trec", "cranfield", "cacm"),
+            "data.options.qrels_format",
+            self.qrels_format,
+            "use trec, cranfield or cacm",
+        )
+
+
+@dataclass
+class FlagEmbeddingOptions:
+    file: str = "train.jsonl"
+
+
+@dataclass
+class MsMarcoOptions:
+    collection: str = "collection.tsv"
+    queries: dict[str, str] = field(default_factory=lambda: {"test": "queries.dev.tsv"})
+    qrels: dict[str, str] = field(default_factory=lambda: {"test": "qrels.dev.tsv"})
+
+
+@dataclass
+class HFOptions:
+    """`datasets.load_dataset` arguments ({path: ..., name: ..., split: ...}) for each part."""
+
+    corpus: dict[str, Any] = field(default_factory=dict)
+    queries: dict[str, Any] = field(default_factory=dict)
+    qrels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class NoOptions:
+    """A BEIR folder is read as it is: it has no options."""
+
+
+DATA_OPTIONS: dict[str, type] = {
+    "beir": NoOptions,
+    "sample": SampleOptions,
+    "trec": TrecOptions,
+    "smart": SmartOptions,
+    "flagembedding": FlagEmbeddingOptions,
+    "msmarco": MsMarcoOptions,
+    "hf": HFOptions,
+}
+
+
+def _data_schema(fmt: str) -> type:
+    """DataConfig with `options` typed as format `fmt`'s options (registered as `<fmt>_data_schema`)."""
+    from dataclasses import make_dataclass
+
+    opts = DATA_OPTIONS[fmt]
+    return make_dataclass(
+        f"{fmt.capitalize()}DataConfig",
+        [("format", str, field(default=fmt)), ("options", opts, field(default_factory=opts))],
+        bases=(DataConfig,),
+    )
 
 
 @dataclass
@@ -165,7 +297,7 @@ class TeacherTrainConfig:
 
     @classmethod
     def from_cfg(cls, node: Any) -> TeacherTrainConfig:
-        return options_to(cls, to_container(node), "teacher.train")
+        return from_plain(cls, to_container(node), "teacher.train")
 
 
 @dataclass
@@ -210,9 +342,25 @@ class TeacherConfig:
 
 
 @dataclass
+class FeatureOptions:
+    # Bayesian smoothing of click-through rates: this many pseudo-impressions at the log's mean CTR.
+    ctr_prior_weight: float = 10.0
+    # Only click-log rows older than this are used (default: the earliest test-query timestamp).
+    click_cutoff: str | None = None
+    # Examination propensity per position (index 0 unused); null = estimated from the log as CTR(p)/CTR(1).
+    propensities: list[float] | None = None
+    # "Now" for document ages of queries without a timestamp (default: the newest document).
+    reference_time: str | None = None
+
+    def __post_init__(self) -> None:
+        w = self.ctr_prior_weight
+        check(w >= 0, "features.options.ctr_prior_weight", w, "must be >= 0")
+
+
+@dataclass
 class FeaturesConfig:
     names: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: FeatureOptions = field(default_factory=FeatureOptions)
     # Stacking: ranker names of trained students (e.g. [bi_encoder_kl, multi_vector_kl]) whose scores the GBDT
     # students add as features (`student:<name>`), learning only on train queries those students never saw
     # (distill/students/stacking.py); not part of features.parquet.
@@ -349,7 +497,7 @@ class NeuralStudentConfig:
     def from_cfg(cls, node: Any) -> Any:
         """From the student config node (typed or a plain dict); unknown keys are a `ConfigError` naming them."""
         opts = {k: v for k, v in (to_container(node) or {}).items() if k != "_target_"}
-        return options_to(cls, opts, f"student ({cls.__name__})")
+        return from_plain(cls, opts, f"student ({cls.__name__})")
 
 
 @dataclass
@@ -638,6 +786,8 @@ def register() -> None:
     cs.store(name="config_schema", node=Config)
     cs.store(group="paths", name="paths_schema", node=PathsConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
+    for fmt in DATA_OPTIONS:
+        cs.store(group="data", name=f"{fmt}_data_schema", node=_data_schema(fmt))
     cs.store(group="retrieval", name="retrieval_schema", node=RetrievalConfig)
     cs.store(group="teacher", name="teacher_schema", node=TeacherConfig)
     cs.store(group="features", name="features_schema", node=FeaturesConfig)
@@ -673,22 +823,50 @@ def validate(cfg: DictConfig) -> None:
         ):
             node = cfg.get(key) if isinstance(cfg, DictConfig) else None
             if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+                check_known_keys(node, key)
                 OmegaConf.to_object(node)
     except MissingMandatoryValue as e:
         raise ConfigError(f"{e.full_key} has no value: set it on the command line ({e.full_key}=...)") from e
 
 
-def options_to(cls: type, opts: dict[str, Any] | None, where: str) -> Any:
-    """Build dataclass `cls` from a plain options dict; unknown keys are a `ConfigError` naming them."""
-    from dataclasses import fields
+def check_known_keys(node: DictConfig, where: str) -> None:
+    """A key that a typed node's dataclass does not declare is a `ConfigError` naming it. Hydra lets
+    `+group.key=value` append one, and `OmegaConf.to_object` would keep it as a stray attribute."""
+    from dataclasses import is_dataclass
 
     from distill.errors import ConfigError
 
-    known = sorted(f.name for f in fields(cls))
-    unknown = sorted(set(opts or {}) - set(known))
+    kind = OmegaConf.get_type(node)
+    if kind is None or not is_dataclass(kind):
+        return
+    known = sorted(f.name for f in fields(kind))
+    unknown = sorted({str(k) for k in node.keys()} - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
-    return cls(**(opts or {}))
+    for k in known:
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, f"{where}.{k}")
+
+
+def from_plain(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """Dataclass `cls` from plain values that did not come through Hydra (a saved model's metadata, a command
+    line's KEY=VALUE pairs, a test): merged onto its typed schema, so keys and types are checked as composing
+    checks them (strings convert: "true" -> True, "3" -> 3), then `__post_init__` checks the values. A bad key or
+    type is a `ConfigError` naming it."""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    from distill.errors import ConfigError
+
+    values = dict(values or {})
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+    except (ValidationError, ConfigKeyError) as e:
+        raise ConfigError(f"{where}: {' '.join(str(e).split())}") from e
 
 
 def load_callable(path: str, what: str) -> Any:

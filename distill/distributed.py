@@ -7,6 +7,9 @@
 Ranks come from the launcher's environment: RANK / WORLD_SIZE / LOCAL_RANK (torchrun, `accelerate launch
 --multi_gpu`, which also starts CPU processes on a machine without a GPU) or the MPI variables (mpirun, which
 `accelerate launch --cpu --num_processes N` uses). A plain run is rank 0 of 1 and never touches torch.distributed.
+These are the variables accelerate's `get_cpu_distributed_information` reads (a test holds the two to the same
+answers); it is not imported here because importing accelerate (which imports torch) adds ~2 s to every stage,
+also those that never use torch (candidates, features), and `PartialState()` would create a process group.
 
 Reading the ranks sets nothing up: the Hugging Face trainers create their own process group (NCCL on GPUs, gloo
 on CPU) for DDP. `barrier()` uses the group that exists, or creates a gloo group, which needs no GPU and allows

@@ -245,3 +245,35 @@ def test_gbdt_on_a_dask_local_cluster_matches_one_machine(
     # across queries or misaligned labels would fall to BM25's level or below.
     assert one_machine > bm25 + 0.05, (one_machine, bm25)
     assert on_dask - bm25 > 0.5 * (one_machine - bm25), (on_dask, one_machine, bm25)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"},  # torchrun, accelerate launch --multi_gpu
+        {
+            "OMPI_COMM_WORLD_RANK": "2",
+            "OMPI_COMM_WORLD_SIZE": "3",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+        },  # Open MPI
+        {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"},  # MPICH / Intel MPI
+        {"MV2_COMM_WORLD_RANK": "1", "MV2_COMM_WORLD_SIZE": "2", "MV2_COMM_WORLD_LOCAL_RANK": "1"},  # MVAPICH
+        {},
+    ],
+)
+def test_ranks_agree_with_accelerate(monkeypatch, env):
+    from accelerate.utils import get_cpu_distributed_information
+
+    from distill.distributed import LAUNCHER_VARS, process_ranks
+
+    for names in LAUNCHER_VARS:
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    process_ranks.cache_clear()
+    try:
+        ours, ref = process_ranks(), get_cpu_distributed_information()
+    finally:
+        process_ranks.cache_clear()
+    assert (ours.rank, ours.world, ours.local_rank) == (ref.rank, ref.world_size, ref.local_rank)

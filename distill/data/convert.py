@@ -14,12 +14,18 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.config import options_to
+from distill.config import (
+    FlagEmbeddingOptions,
+    HFOptions,
+    MsMarcoOptions,
+    SmartOptions,
+    TrecOptions,
+    from_plain,
+)
 from distill.data.beir import write_beir
 from distill.errors import ConfigError, DataError
 from distill.ir.split import held_out
@@ -69,15 +75,6 @@ _TAG_RE = re.compile(r"<[^>]+>")
 def _tag(block: str, tag: str) -> str | None:
     m = re.search(rf"<{tag}>(.*?)(?:</{tag}>|(?=<[a-z]+>)|\Z)", block, re.S | re.I)
     return None if m is None else m.group(1).strip()
-
-
-@dataclass
-class TrecOptions:
-    docs: str = "docs.trec"
-    topics: str = "topics.trec"
-    qrels: str = "qrels"
-    # Which topic field is the query text: title | desc | title+desc
-    query_field: str = "title"
 
 
 def parse_trec_docs(text: str, name: str = "docs") -> list[dict]:
@@ -164,18 +161,6 @@ _MONTHS = {
         start=1,
     )
 }
-
-
-@dataclass
-class SmartOptions:
-    docs: str = "docs.all"
-    queries: str = "query.text"
-    qrels: str = "qrels.text"
-    # trec: "qid 0 docid rel"; cranfield: "qid docid code" with codes 1..4 -> gains 4..1, -1 -> 0;
-    # cacm: "qid docid 0 0", every listed pair relevant (1).
-    qrels_format: str = "trec"
-    # Number queries 1..N in file order instead of using their .I ids (Cranfield's qrels do this).
-    sequential_query_ids: bool = False
 
 
 def parse_smart(text: str) -> list[dict[str, str]]:
@@ -274,11 +259,6 @@ def convert_smart(src: Path, opts: SmartOptions) -> tuple[list[dict], list[dict]
 # -------------------------------------------------------------------------------------------- FlagEmbedding
 
 
-@dataclass
-class FlagEmbeddingOptions:
-    file: str = "train.jsonl"
-
-
 def _passage_id(text: str) -> str:
     return "p" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -332,13 +312,6 @@ def convert_flagembedding(src: Path, opts: FlagEmbeddingOptions) -> tuple[list[d
 # ---------------------------------------------------------------------------------------------- MS MARCO TSV
 
 
-@dataclass
-class MsMarcoOptions:
-    collection: str = "collection.tsv"
-    queries: dict[str, str] = field(default_factory=lambda: {"test": "queries.dev.tsv"})
-    qrels: dict[str, str] = field(default_factory=lambda: {"test": "qrels.dev.tsv"})
-
-
 def _tsv_pairs(path: Path) -> Iterable[tuple[int, str, str]]:
     for no, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -360,13 +333,6 @@ def convert_msmarco(src: Path, opts: MsMarcoOptions) -> tuple[list[dict], list[d
 
 
 # ------------------------------------------------------------------------------------ Hugging Face datasets
-
-
-@dataclass
-class HFOptions:
-    corpus: dict[str, Any] = field(default_factory=dict)
-    queries: dict[str, Any] = field(default_factory=dict)
-    qrels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _hf_load(spec: dict[str, Any], what: str) -> Any:
@@ -419,7 +385,7 @@ def convert(
     fmt: str,
     src: str | Path,
     dest: str | Path,
-    options: dict[str, Any] | None = None,
+    options: Any = None,
     test_fraction: float = 0.5,
     split_seed: int = 0,
 ) -> dict[str, Any]:
@@ -429,7 +395,11 @@ def convert(
             f"data.format={fmt!r} has no converter; known: {sorted(CONVERTERS)} (and beir, sample)"
         )
     opt_cls, fn = CONVERTERS[fmt]
-    opts = options_to(opt_cls, dict(options or {}), f"data.options (format {fmt!r})")
+    opts = (
+        options
+        if isinstance(options, opt_cls)
+        else from_plain(opt_cls, options, f"data.options (format {fmt!r})")
+    )
     src = Path(src)
     if fmt != "hf" and not src.is_dir():
         raise DataError(f"{src}: source folder not found (data.path)")

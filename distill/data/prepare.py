@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from distill.config import to_container, validate
+from distill.config import DATA_OPTIONS, SampleOptions, from_plain, to_container, validate
 from distill.data.beir import Dataset, load_beir
 from distill.errors import ConfigError
 from distill.ir.split import held_out
@@ -23,7 +23,7 @@ from distill.workspace import staged_dir
 log = logging.getLogger(__name__)
 
 STAMP = ".distill-source.json"
-FORMATS = ("beir", "sample", "trec", "smart", "flagembedding", "msmarco", "hf")
+FORMATS = tuple(DATA_OPTIONS)
 
 
 def _fingerprint(src: Path, extra: dict[str, Any]) -> dict[str, Any]:
@@ -48,20 +48,36 @@ def _build(dest: Path, stamp: dict[str, Any], build) -> None:
         (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
 
 
+def data_options(d: DictConfig) -> Any:
+    """data.options as its format's typed options (DATA_OPTIONS): a `<format>_data_schema` YAML has typed them
+    already; a YAML on the plain `data_schema` gets them checked here."""
+    cls = DATA_OPTIONS[d.format]
+    node = d.options
+    if isinstance(node, DictConfig) and OmegaConf.get_type(node) not in (dict, None):
+        opts = OmegaConf.to_object(node)
+        if not isinstance(opts, cls):
+            raise ConfigError(
+                f"data.format={d.format!r} but data.options are {type(opts).__name__}; a {d.format} dataset's "
+                f"YAML starts with `defaults: [{d.format}_data_schema]`"
+            )
+        return opts
+    return from_plain(cls, to_container(node), f"data.options (format {d.format!r})")
+
+
 def dataset_dir(cfg: DictConfig) -> Path:
     """The BEIR folder that `cfg.data` resolves to, generating or converting it first when needed."""
     validate(cfg)
     d = cfg.data
     if d.format not in FORMATS:
         raise ConfigError(f"data.format={d.format!r} is not one of {FORMATS}")
+    opts = data_options(d)
     options = to_container(d.options) or {}
     if d.format == "beir":
         return Path(d.path)
     if d.format == "sample":
-        from distill.data.sample import SampleOptions, generate
+        from distill.data.sample import generate
 
         dest = Path(d.path)
-        opts = SampleOptions.from_dict(options)
         stamp = {"generator": "sample", "version": SampleOptions.VERSION, **opts.__dict__}
         if not _fresh(dest, stamp):
             log.info("generating the sample world into %s", dest)
@@ -82,7 +98,7 @@ def dataset_dir(cfg: DictConfig) -> Path:
     )
     if not _fresh(dest, stamp):
         log.info("converting %s (%s) into %s", src, d.format, dest)
-        _build(dest, stamp, lambda tmp: convert(d.format, src, tmp, options, d.test_fraction, d.split_seed))
+        _build(dest, stamp, lambda tmp: convert(d.format, src, tmp, opts, d.test_fraction, d.split_seed))
     return dest
 
 

@@ -22,54 +22,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from distill.config import options_to
+from distill.config import SampleOptions
 from distill.data.beir import write_beir
-from distill.errors import ConfigError
 
 _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
 _VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]
 FRESH_WORDS = ["latest", "newest", "recent", "current"]
 _SUFFIXES = ["ox", "iq", "uv", "eth", "azo", "imo"]
-
-
-@dataclass
-class SampleOptions:
-    VERSION: ClassVar[int] = 2
-    seed: int = 13
-    n_docs: int = 6000
-    n_train: int = 600
-    n_test: int = 250
-    n_topics: int = 120
-    concepts_per_topic: int = 10
-    n_background: int = 800
-    # Chance that a query writes a concept with a synonym instead of the documents' word.
-    p_synonym: float = 0.7
-    # Chance that a concept's synonym is a morphological variant of the document word (else an unrelated word).
-    p_morph: float = 0.7
-    # Fraction of a topic's concepts whose document word also belongs to another topic.
-    p_ambiguous: float = 0.25
-    # Fraction of topics whose broad topic word is shared with another topic.
-    p_ambiguous_topic: float = 0.5
-    # Chance that a query names its broad topic word (which documents use).
-    p_topic_word: float = 0.85
-    p_fresh_query: float = 0.2
-    fresh_days: int = 365
-    sessions_per_query: int = 20
-    start: str = "2022-01-01"
-    log_start: str = "2025-01-01"
-    cutoff: str = "2026-01-01"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SampleOptions:
-        opts = options_to(cls, d, "data.options (sample world)")
-        if opts.n_docs < 10 or opts.n_train < 1 or opts.n_test < 1:
-            raise ConfigError("data.options: n_docs must be at least 10, n_train and n_test at least 1")
-        return opts
 
 
 def _words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:

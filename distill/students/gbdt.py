@@ -5,7 +5,9 @@
 - `lambdarank`: teacher scores turned into integer grades per query (`grades`, `grade_method`), then
   LightGBM's lambdarank / XGBoost's rank:ndcg with gains 2^grade - 1;
 - `listnet_kd`, `ranknet_kd`, `margin_mse`, `listmle_kd`: the distillation objectives of `distill.objectives`
-  (one implementation for both libraries), with `temperature` for the softmax / pairwise ones.
+  (one implementation for both libraries), with `temperature` for the softmax / pairwise ones;
+- `module.Class`: your own objective class (`loss`, `grad_hess`; a `distill.objectives.GroupObjective`
+  subclass runs on size buckets), given `temperature` if its constructor takes it.
 
 `labels.alpha` blends the per-query z-scored teacher score with the z-scored human grade (qrels; 0 when
 unjudged): target = alpha * teacher + (1 - alpha) * human. Training queries are split group-wise into train and
@@ -33,7 +35,7 @@ from distill.errors import ConfigError, DataError
 from distill.features.build import features_hash
 from distill.features.build import run as build_features_stage
 from distill.ir.split import held_out
-from distill.objectives import OBJECTIVES, Groups
+from distill.objectives import OBJECTIVES, Groups, build_objective
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
 from distill.students.gbdt_params import xgboost_params
@@ -135,8 +137,10 @@ def _fit_xgboost(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, ob
 def student_config(node: Any) -> GBDTConfig:
     merged = OmegaConf.merge(OmegaConf.structured(GBDTConfig), node)
     sc: GBDTConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    if sc.objective not in GBDT_OBJECTIVES:
-        raise ConfigError(f"student.objective={sc.objective!r}: use one of {GBDT_OBJECTIVES}")
+    if sc.objective not in GBDT_OBJECTIVES and "." not in sc.objective:
+        raise ConfigError(
+            f"student.objective={sc.objective!r}: use one of {GBDT_OBJECTIVES} or module.Class of your own"
+        )
     if sc.name not in ("lightgbm", "xgboost"):
         raise ConfigError(f"student.name={sc.name!r}: the GBDT student is lightgbm or xgboost")
     return sc
@@ -217,10 +221,7 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
 
 def fit(sc: GBDTConfig, f: Frames) -> Any:
     """LightGBM or XGBoost, in this process or on Dask, with the configured objective."""
-    obj = None
-    if sc.objective in OBJECTIVES:
-        cls = OBJECTIVES[sc.objective]
-        obj = cls(sc.temperature) if sc.objective in ("listnet_kd", "ranknet_kd") else cls()
+    obj = None if sc.objective == "lambdarank" else build_objective(sc.objective, temperature=sc.temperature)
     if sc.dask.cluster:
         from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
 

@@ -255,45 +255,24 @@ def head_problem(ce: Any, reports: list[Any]) -> str | None:
     return None
 
 
-def load_teacher(
-    name: str,
-    *,
-    revision: str | None = None,
-    max_length: int | None = None,
-    dtype: str = "fp32",
-    device: str = "auto",
-    compile: bool = False,
-    prompt: str | None = None,
-    trust_remote_code: bool = False,
-    allow_untrained_head: bool = False,
-) -> TeacherModel:
-    """Load a reranker by hub id or local folder, in eval mode, on `device`, in `dtype`.
-
-    `max_length=None` keeps the model's own limit (the folder's max length, capped at its position embeddings).
-    `prompt=None` uses the folder's default prompt, if it saved one. `compile=True` compiles the transformers
-    model (dynamic shapes; worth it for long GPU runs)."""
+def _open_cross_encoder(
+    name: str, source: str, revision: str | None, device: str, dt: str, trust_remote_code: bool
+) -> tuple[Any, Any]:
+    """sentence-transformers' CrossEncoder on `source` (raw logits), with the loading reports; what goes wrong
+    while loading becomes one ConfigError saying what to do."""
     from sentence_transformers import CrossEncoder
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    local = Path(name).expanduser()
-    source = str(local) if local.is_dir() else name
-    if local.is_dir() and (kind := local_folder_kind(local)) not in (None, "cross-encoder"):
-        what = f"it is {kind}, not a cross-encoder; its scoring head would be newly initialised"
-        if not allow_untrained_head:
-            raise ConfigError(untrained_message(name, what))
     try:
         with loading_reports() as reports:
             ce = CrossEncoder(
                 source,
                 revision=revision,
-                device=str(dev),
+                device=device,
                 trust_remote_code=trust_remote_code,
                 model_kwargs={"dtype": DTYPES[dt]},
                 activation_fn=torch.nn.Identity(),
             )
+        return ce, reports
     except OSError as e:
         raise ConfigError(
             f"teacher.model={name!r}: cannot load it as a Hugging Face model ({str(e).splitlines()[0]}). Give a "
@@ -314,6 +293,11 @@ def load_teacher(
                 f"teacher.model={name!r} needs its own code: set teacher.trust_remote_code=true if you trust it"
             ) from e
         raise ConfigError(f"teacher.model={name!r}: {str(e).splitlines()[0]}") from e
+
+
+def _check_head(ce: Any, reports: Any, name: str, allow_untrained_head: bool) -> str | None:
+    """What is wrong with the scoring head (None: nothing), refused unless `allow_untrained_head`; the label
+    count must be 1 or 2."""
     problem = head_problem(ce, reports)
     if problem is not None:
         if not allow_untrained_head:
@@ -324,21 +308,62 @@ def load_teacher(
             name,
             problem,
         )
-    from sentence_transformers.cross_encoder.modules import LogitScore
-
-    family = "causal_lm" if any(isinstance(m, LogitScore) for m in ce) else "encoder"
     num_labels = int(ce.num_labels)
     if num_labels not in (1, 2):
         raise ConfigError(
             f"teacher.model={name!r} has {num_labels} labels; a cross-encoder needs 1 (a relevance "
             f"logit) or 2 (not relevant / relevant)"
         )
+    return problem
+
+
+def _max_length(ce: Any, name: str, max_length: int | None) -> int:
+    """The length to score at: `max_length`, or the model's own; never beyond its position embeddings."""
     limit = position_limit(ce.model.config, ce.tokenizer)
     own = ce.max_seq_length or limit
     length = min(own, limit) if max_length is None else max_length
     if length > limit:
         log.warning("teacher.max_length=%d exceeds what %s accepts; using %d", length, name, limit)
         length = limit
+    return int(length)
+
+
+def load_teacher(
+    name: str,
+    *,
+    revision: str | None = None,
+    max_length: int | None = None,
+    dtype: str = "fp32",
+    device: str = "auto",
+    compile: bool = False,
+    prompt: str | None = None,
+    trust_remote_code: bool = False,
+    allow_untrained_head: bool = False,
+) -> TeacherModel:
+    """Load a reranker by hub id or local folder, in eval mode, on `device`, in `dtype`.
+
+    `max_length=None` keeps the model's own limit (the folder's max length, capped at its position embeddings).
+    `prompt=None` uses the folder's default prompt, if it saved one. `compile=True` compiles the transformers
+    model (dynamic shapes; worth it for long GPU runs)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    local = Path(name).expanduser()
+    if local.is_dir() and (kind := local_folder_kind(local)) not in (None, "cross-encoder"):
+        what = f"it is {kind}, not a cross-encoder; its scoring head would be newly initialised"
+        if not allow_untrained_head:
+            raise ConfigError(untrained_message(name, what))
+    ce, reports = _open_cross_encoder(
+        name, str(local) if local.is_dir() else name, revision, str(dev), dt, trust_remote_code
+    )
+    problem = _check_head(ce, reports, name, allow_untrained_head)
+    from sentence_transformers.cross_encoder.modules import LogitScore
+
+    family = "causal_lm" if any(isinstance(m, LogitScore) for m in ce) else "encoder"
+    num_labels = int(ce.num_labels)
+    length = _max_length(ce, name, max_length)
     ce.max_seq_length = length
     ce.eval()
     if dt == "int8":

@@ -7,7 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from distill.objectives import OBJECTIVES, Groups, ListMLEKD, ListNetKD, MarginMSE, RankNetKD
+from distill.errors import ConfigError
+from distill.objectives import (
+    OBJECTIVES,
+    GroupObjective,
+    Groups,
+    ListMLEKD,
+    ListNetKD,
+    MarginMSE,
+    RankNetKD,
+    build_objective,
+)
 
 
 def sig(x):
@@ -239,3 +249,29 @@ def test_teacher_grades():
     t = np.array([0.1, 5.0, 3.0, -2.0, 0.0, 7.0])
     np.testing.assert_array_equal(teacher_grades(t, g, 5, "quantile"), [2, 4, 3, 0, 1, 4])
     np.testing.assert_array_equal(teacher_grades(t, g, 2, "bins"), [0, 1, 1, 0, 0, 0])
+
+
+class HalfSquaredError(GroupObjective):
+    """A user's own objective, named by its dotted path as student.objective."""
+
+    def _loss(self, s, t, g):
+        return float(0.5 * ((g.matrix(s) - g.matrix(t)) ** 2).sum())
+
+    def _grad_hess(self, s, t, g):
+        return s - t, np.ones_like(s)
+
+
+def test_objectives_are_built_by_name_or_dotted_path():
+    assert build_objective("listnet_kd", temperature=2.0).temperature == 2.0
+    assert isinstance(build_objective("margin_mse", temperature=2.0), MarginMSE)  # takes no temperature
+    own = build_objective(f"{__name__}.HalfSquaredError", temperature=3.0)
+    g = Groups.from_sizes([3, 2])
+    s, t = np.array([1.0, 2, 3, 0, 1]), np.array([0.0, 2, 1, 1, 1])
+    grad, hess = own.grad_hess(s, t, g)
+    np.testing.assert_allclose(grad, s - t)
+    np.testing.assert_allclose(hess, 1.0)
+    assert own.loss(s, t, g) == pytest.approx(0.5 * ((s - t) ** 2).sum())
+    with pytest.raises(ConfigError, match=r"student.objective='numpy.mean' is not an objective class"):
+        build_objective("numpy.mean")
+    with pytest.raises(ConfigError, match=r"student.objective: cannot import 'nowhere.Objective'"):
+        build_objective("nowhere.Objective")
