@@ -1,7 +1,8 @@
 """`make bench`: throughput benchmarks, one JSON line per setting.
 
 Teacher settings (distill/teacher/bench.py; the engine against sentence-transformers' `CrossEncoder.predict` on
-the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile. `gbdt`: GBDT
+the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile; `job`: the whole
+`make teacher-score` job on real datasets' candidates (--job-data) against `CrossEncoder.predict`. `gbdt`: GBDT
 training and scoring; `objectives`: the distillation objectives' time and memory with mixed query sizes
 (distill/students/bench.py); `scale`: the pipeline's stages at 1x/10x/100x the sample world, seconds and peak
 RSS (distill/scale_bench.py).
@@ -22,6 +23,7 @@ from distill.teacher.bench import (
     build_bench_model,
     build_real_bench_model,
     fp32_reference,
+    job_setting,
     measured_bf16_peak,
     real_pairs,
     teacher_setting,
@@ -35,7 +37,7 @@ def main() -> None:
     ap.add_argument(
         "--settings",
         default="fp32,bf16,int8,default,gbdt",
-        help="also: objectives, scale, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
+        help="also: job, objectives, scale, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
     )
     ap.add_argument(
         "--scales", default="1,10,100", help="for the scale setting: multiples of the sample world"
@@ -77,6 +79,12 @@ def main() -> None:
             model_dir = build(Path(tmp) / f"minilm-{model}")
             ref = fp32_reference(model_dir, pairs, args.max_length, device)
             for s in teacher:
+                if s == "job":  # the whole scoring job, on real weights only (its ranking is compared)
+                    for spec in args.job_data.split(",") if model == "real" else []:
+                        data, _, k = spec.partition(":")
+                        res = job_setting(data, int(k or 20), model_dir, Path(tmp), args.repeats)
+                        print(json.dumps({"model": f"MiniLM-L6 {model} weights", **res}), flush=True)
+                    continue
                 res = teacher_setting(s, model_dir, pairs, args, device, peak, ref)
                 if res is not None:
                     print(json.dumps({"model": f"MiniLM-L6 {model} weights", **res}), flush=True)

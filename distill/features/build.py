@@ -58,6 +58,10 @@ ALL_FEATURES = [
 ]
 
 
+# Pairs per step of the coverage product: bounds its memory (about 0.5 GB at 50 terms per document).
+PAIR_CHUNK = 500_000
+
+
 def _term_matrix(index: BM25Index, tokens: list[list[str]]) -> sp.csr_matrix:
     """Binary texts x vocabulary matrix of tokenised texts in the index's vocabulary (unknown terms ignored)."""
     vocab = index.retriever.vocab_dict
@@ -105,7 +109,11 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
         feats["doc_len"] = doc_len[d_idx]
         if "coverage" in names:
             Q, D = _term_matrix(full, q_tokens), _term_matrix(full, doc_tokens)
-            hits = np.asarray(Q[q_idx].multiply(D[d_idx]).sum(axis=1)).ravel()
+            del doc_tokens
+            hits = np.empty(len(q_idx))
+            for a in range(0, len(q_idx), PAIR_CHUNK):  # gathered rows of D are as big as the pairs' texts
+                c = slice(a, a + PAIR_CHUNK)
+                hits[c] = np.asarray(Q[q_idx[c]].multiply(D[d_idx[c]]).sum(axis=1)).ravel()
             feats["coverage"] = (hits / np.maximum(qlen[q_idx], 1)).astype(np.float32)
     for field in ("title", "text"):
         name = f"bm25_{field}"

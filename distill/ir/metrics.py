@@ -15,6 +15,7 @@ from ir_measures import AP, RR, R, nDCG
 
 log = logging.getLogger(__name__)
 
+QUERY_CHUNK = 20_000
 MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100, "map": AP}
 
 
@@ -24,26 +25,39 @@ def per_query(qrels: pd.DataFrame, run: pd.DataFrame, measures: dict | None = No
     `qrels`: qid, docid, relevance (int). `run`: qid, docid, score (higher is better; ties broken by docid).
     """
     measures = measures or MEASURES
-    rel = qrels["relevance"].astype(int).to_numpy()
-    qq = qrels["qid"].astype(str).to_numpy()
-    judged = pd.unique(qq[rel > 0])
-    keep = run["qid"].astype(str).isin(set(judged)).to_numpy()
-    rq = run["qid"].astype(str).to_numpy()[keep]
-    rd = run["docid"].astype(str).to_numpy()[keep]
-    rs = run["score"].astype(float).to_numpy()[keep]
-    judged_set = set(judged)
-    qmask = np.fromiter((x in judged_set for x in qq), bool, len(qq))
+    q = pd.DataFrame(
+        {
+            "qid": qrels["qid"].astype(str).to_numpy(),
+            "docid": qrels["docid"].astype(str).to_numpy(),
+            "rel": qrels["relevance"].astype(int).to_numpy(),
+        }
+    )
+    judged = pd.unique(q.loc[q.rel > 0, "qid"])
+    r = pd.DataFrame(
+        {
+            "qid": run["qid"].astype(str).to_numpy(),
+            "docid": run["docid"].astype(str).to_numpy(),
+            "score": run["score"].astype(float).to_numpy(),
+        }
+    )
     names = {str(m): k for k, m in measures.items()}
     out = pd.DataFrame(0.0, index=pd.Index(judged, name="qid"), columns=list(measures))
-    if len(rq):
-        qrels_dd = _nested(qq[qmask], qrels["docid"].astype(str).to_numpy()[qmask], rel[qmask].tolist())
-        calc = ir_measures.iter_calc(list(measures.values()), qrels_dd, _nested(rq, rd, rs.tolist()))
-        got = pd.DataFrame(
-            [(m.query_id, names[str(m.measure)], m.value) for m in calc], columns=["q", "m", "v"]
-        )
-        if len(got):
-            wide = got.pivot(index="q", columns="m", values="v")
-            out.update(wide.reindex(columns=out.columns))
+    # A chunk of queries at a time: ir_measures holds its input as dicts, ~100 bytes per ranked document.
+    chunk = pd.Series(np.arange(len(judged)) // QUERY_CHUNK, index=judged)
+    q_chunk, r_chunk = q.qid.map(chunk).to_numpy(), r.qid.map(chunk).to_numpy()
+    rows = []
+    for c in range(int(chunk.max()) + 1 if len(chunk) else 0):
+        qc, rc = q[q_chunk == c], r[r_chunk == c]
+        if len(rc):
+            calc = ir_measures.iter_calc(
+                list(measures.values()),
+                _nested(qc.qid, qc.docid, qc.rel.tolist()),
+                _nested(rc.qid, rc.docid, rc.score.tolist()),
+            )
+            rows += [(m.query_id, names[str(m.measure)], m.value) for m in calc]
+    if rows:
+        got = pd.DataFrame(rows, columns=["q", "m", "v"]).pivot(index="q", columns="m", values="v")
+        out.update(got.reindex(columns=out.columns))
     return out
 
 

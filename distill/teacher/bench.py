@@ -345,3 +345,61 @@ def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None)
             peak=peak,
         )
     return line | {"model": "Qwen3-Reranker-0.6B shape (random weights)"}
+
+
+def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> dict:
+    """The whole `make teacher-score` job (reading candidates, shards, tokenising, the engine, Parquet parts,
+    manifest) on `data`'s BM25 top `k`, against `CrossEncoder.predict` (fp32, batch 32) on the same pairs and
+    texts. Both times exclude loading the model (the job's own `seconds`); the job runs `repeats` times afresh
+    and its best is kept."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from scipy.stats import kendalltau, spearmanr
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from distill.config import CONFIG_DIR
+    from distill.data.prepare import load_dataset
+    from distill.retrieval.candidates import run as run_candidates
+    from distill.teacher.scoring import run as run_score
+    from distill.teacher.scoring import texts_for
+    from distill.teacher.soft_labels import read_manifest, read_soft_labels
+
+    ws = tmp / f"job-{data}"
+    overrides = [
+        f"data={data}",
+        f"paths.workspace={ws}",
+        f"paths.data_root={tmp / 'data'}",
+        f"retrieval.k={k}",
+        f"teacher.model={model_dir}",
+        "logger=none",
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run_candidates(cfg)
+    best: dict | None = None
+    for _ in range(repeats):
+        shutil.rmtree(ws / "soft_labels", ignore_errors=True)
+        s = run_score(cfg)
+        best = s if best is None or s["seconds"] < best["seconds"] else best
+    assert best is not None
+    labels = read_soft_labels(ws / "soft_labels")
+    qs, ds_ = texts_for(load_dataset(cfg), labels, "soft labels")
+    pairs = list(zip(qs, ds_, strict=True))
+    st = CrossEncoder(str(model_dir), activation_fn=torch.nn.Identity(), device="cpu")
+    st.predict(pairs[:64], batch_size=32, show_progress_bar=False)
+    t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
+    got = labels.score.to_numpy()
+    return {
+        "setting": f"job:{data}",
+        "pairs": len(pairs),
+        "mean_doc_words": round(float(np.mean([len(d.split()) for d in ds_])), 1),
+        "engine_dtype": read_manifest(ws / "soft_labels")["identity"]["dtype"],
+        "job_seconds": best["seconds"],
+        "job_pairs_per_s": round(len(pairs) / best["seconds"], 1),
+        "st_pairs_per_s": round(len(pairs) / t_st, 1),
+        "ratio": round(t_st / best["seconds"], 3),
+        "spearman_vs_fp32": round(float(spearmanr(got, ref)[0]), 6),
+        "kendall_vs_fp32": round(float(kendalltau(got, ref)[0]), 6),
+        "threads": torch.get_num_threads(),
+    }

@@ -37,3 +37,17 @@ def test_query_without_relevant_judgement_not_evaluated():
     q = qrels([("q1", "a", 1), ("q2", "b", 0)])
     r = run([("q1", "a", 1.0), ("q2", "b", 1.0)])
     assert list(per_query(q, r).index) == ["q1"]
+
+
+def test_queries_evaluated_in_chunks_give_the_same_figures(monkeypatch):
+    import numpy as np
+
+    import distill.ir.metrics as metrics
+
+    rng = np.random.default_rng(0)
+    q = qrels([(f"q{i}", f"d{j}", int(rng.integers(0, 3))) for i in range(9) for j in range(6)])
+    r = run([(f"q{i}", f"d{j}", float(rng.normal())) for i in range(10) for j in range(8)])
+    whole = per_query(q, r)
+    monkeypatch.setattr(metrics, "QUERY_CHUNK", 2)
+    pd.testing.assert_frame_equal(per_query(q, r), whole)
+    assert len(whole) == q[q.relevance > 0].qid.nunique() and whole["ndcg@10"].between(0, 1).all()
