@@ -42,6 +42,11 @@ def main() -> None:
     ap.add_argument(
         "--scales", default="1,10,100", help="for the scale setting: multiples of the sample world"
     )
+    ap.add_argument(
+        "--job-data",
+        default="vaswani:20,flagembedding:100",
+        help="for the job setting: DATA:K, the BM25 top K of each dataset scored by the whole teacher-score job",
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-tokens", type=int, default=4096)
