@@ -840,7 +840,7 @@ def check_known_keys(node: DictConfig, where: str) -> None:
     if kind is None or not is_dataclass(kind):
         return
     known = sorted(f.name for f in fields(kind))
-    unknown = sorted({str(k) for k in node.keys()} - set(known))
+    unknown = sorted({str(k) for k in node} - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
     for k in known:

@@ -73,21 +73,6 @@ def _term_matrix(index: BM25Index, tokens: list[list[str]]) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), len(vocab) + 1))
 
 
-def _pair_bm25(index: BM25Index, queries: list[str], q_idx: np.ndarray, d_idx: np.ndarray) -> np.ndarray:
-    """BM25 of each (query, doc) pair: one full score vector per distinct query, gathered."""
-    out = np.zeros(len(q_idx), dtype=np.float32)
-    vocab = index.retriever.vocab_dict
-    toks = index.tokenize(queries, ids=False)
-    order = np.argsort(q_idx, kind="stable")
-    bounds = np.flatnonzero(np.r_[True, q_idx[order][1:] != q_idx[order][:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        rows = order[a:b]
-        qt = [t for t in toks[q_idx[rows[0]]] if t in vocab]
-        if qt:
-            out[rows] = index.retriever.get_scores(qt)[d_idx[rows]]
-    return out
-
-
 def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict[str, np.ndarray]:
     feats: dict[str, np.ndarray] = {}
     docids = ds.corpus.index
@@ -124,7 +109,7 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
             log.info("feature %s dropped: the corpus has no %r field", name, field)
             continue
         idx = BM25Index(ds.doc_texts(docids, [field]), **kw)
-        feats[name] = _pair_bm25(idx, qtexts, q_idx, d_idx)
+        feats[name] = idx.score_pairs(qtexts, q_idx, d_idx)
     return feats
 
 

@@ -81,6 +81,37 @@ class BM25Index:
         hit = hit[np.lexsort((hit, -scores[hit]))]
         return hit.astype(np.int64), scores[hit].astype(np.float32)
 
+    def score_pairs(
+        self, queries: Sequence[str], q_idx: np.ndarray, d_idx: np.ndarray, chunk: int = 500_000
+    ) -> np.ndarray:
+        """BM25 of each pair (queries[q_idx[i]], document d_idx[i]), as `search` scores it, in O(pairs x terms):
+        a query-term count matrix times the index's document-term weights, row by row of the pairs, where a
+        score vector per query would cost O(queries x documents)."""
+        import scipy.sparse as sp
+
+        sc = self.retriever.scores
+        n_terms = len(sc["indptr"]) - 1
+        if not hasattr(self, "_doc_terms"):  # documents x terms, the postings turned round
+            by_term = sp.csr_matrix((sc["data"], sc["indices"], sc["indptr"]), shape=(n_terms, self.n_docs))
+            self._doc_terms = by_term.T.tocsr()
+        vocab = self.retriever.vocab_dict
+        rows, cols = [], []
+        for i, toks in enumerate(self.tokenize(queries, ids=False)):
+            ids = [vocab[t] for t in toks if t in vocab]
+            rows += [i] * len(ids)
+            cols += ids
+        counts = sp.csr_matrix(
+            (np.ones(len(rows)), (rows, cols)), shape=(len(queries), n_terms)
+        )  # sums repeats
+        out = np.empty(len(q_idx), dtype=np.float32)
+        for a in range(0, len(q_idx), chunk):
+            c = slice(a, a + chunk)
+            out[c] = np.asarray(counts[q_idx[c]].multiply(self._doc_terms[d_idx[c]]).sum(axis=1)).ravel()
+        extra = getattr(self.retriever, "nonoccurrence_array", None)
+        if extra is not None:  # bm25l / bm25+: every document gets the query terms' non-occurrence score
+            out += np.asarray(counts @ extra, dtype=np.float32)[q_idx]
+        return out
+
     def search(self, queries: Sequence[str], k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(doc positions, scores) per query, best first, zero-score (non-matching) documents removed."""
         if k < 1:

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from distill.ir.bm25 import BM25Index
+
+DOCS = [
+    "the cat sat on the mat",
+    "dogs chase cats in the park",
+    "cat cat cat",
+    "stock markets fell sharply today",
+    "a dog and a cat",
+    "markets rise",
+]
+QUERIES = ["cat on a mat", "dog dog park", "markets", "zebra"]
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25l"])
+def test_pair_scores_equal_the_full_score_vectors(method):
+    idx = BM25Index(DOCS, method=method)
+    q_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS))
+    d_idx = np.tile(np.arange(len(DOCS)), len(QUERIES))
+    got = idx.score_pairs(QUERIES, q_idx, d_idx, chunk=5)  # several chunks
+    vocab = idx.retriever.vocab_dict
+    for qi, toks in enumerate(idx.tokenize(QUERIES, ids=False)):
+        toks = [t for t in toks if t in vocab]
+        want = idx.retriever.get_scores(toks) if toks else np.zeros(len(DOCS))
+        np.testing.assert_allclose(got[q_idx == qi], want, rtol=1e-6, atol=1e-6)
+    assert (got[q_idx == 3] == 0).all()  # no known term
+
+
+def test_search_ranks_by_score_then_document_position():
+    idx = BM25Index(["bee ant", "ant bee", "cow", "ant"], stemmer=None, stopwords=None)
+    ids, scores = idx.search(["ant bee"], k=3)
+    assert ids[0].tolist() == [0, 1, 3] and scores[0][0] == scores[0][1] > scores[0][2]
+    ids, _ = idx.search(["ant bee"], k=1)
+    assert ids[0].tolist() == [0]  # of two tied documents, the first
+    q_idx, d_idx = np.zeros(4, dtype=int), np.arange(4)
+    np.testing.assert_allclose(idx.score_pairs(["ant bee"], q_idx, d_idx)[[0, 1, 3]], scores[0], rtol=1e-6)
