@@ -394,7 +394,7 @@ def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> 
         "setting": f"job:{data}",
         "pairs": len(pairs),
         "mean_doc_words": round(float(np.mean([len(d.split()) for d in ds_])), 1),
-        "engine_dtype": read_manifest(ws / "soft_labels")["identity"]["dtype"],
+        "engine_dtype": (read_manifest(ws / "soft_labels") or {}).get("identity", {}).get("dtype"),
         "job_seconds": best["seconds"],
         "job_pairs_per_s": round(len(pairs) / best["seconds"], 1),
         "st_pairs_per_s": round(len(pairs) / t_st, 1),

@@ -249,22 +249,14 @@ def save_teacher(model: Any, info: dict[str, Any], out: Path) -> None:
         write_json_atomic(info, tmp / "distill_train.json")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Fine-tune the teacher on the train qrels with BM25 negatives; rank 0 saves and reports."""
-    from sentence_transformers.cross_encoder import (
-        CrossEncoder,
-        CrossEncoderTrainer,
-        CrossEncoderTrainingArguments,
-    )
+def prepare_training(cfg: DictConfig, tc: TeacherTrainConfig, ws: Workspace, ranks: Any) -> tuple[Any, ...]:
+    """The trainer's arguments, the training lists (qrels positives with BM25 negatives), their dataset and the
+    model to start from."""
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainingArguments
 
-    ws = Workspace.from_cfg(cfg)
-    tc = TeacherTrainConfig.from_cfg(cfg.teacher.train)
-    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
     torch.manual_seed(tc.seed)
     ds = load_dataset(cfg)
     cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
-    out = ws.model("teacher")
-    t0 = time.perf_counter()
     args = training_args(
         CrossEncoderTrainingArguments,
         cfg,
@@ -286,6 +278,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         activation_fn=torch.nn.Identity(),
         device="cpu" if not torch.cuda.is_available() else None,
     )
+    return args, lists, train_ds, model
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune the teacher on the train qrels with BM25 negatives; rank 0 saves and reports."""
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    ws = Workspace.from_cfg(cfg)
+    tc = TeacherTrainConfig.from_cfg(cfg.teacher.train)
+    ranks = process_ranks()  # under accelerate launch / torchrun the trainer runs DDP over these processes
+    t0 = time.perf_counter()
+    args, lists, train_ds, model = prepare_training(cfg, tc, ws, ranks)
+    out = ws.model("teacher")
     with start_run(cfg, stage="train-teacher") as tracker:
         trainer = CrossEncoderTrainer(
             model=model,
