@@ -829,20 +829,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{e.full_key} has no value: set it on the command line ({e.full_key}=...)") from e
 
 
+def refuse_unknown_keys(cls: type, keys: Any, where: str) -> list[str]:
+    """The field names of dataclass `cls`; a key among `keys` that is not one is a `ConfigError` naming it."""
+    from distill.errors import ConfigError
+
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    return known
+
+
 def check_known_keys(node: DictConfig, where: str) -> None:
     """A key that a typed node's dataclass does not declare is a `ConfigError` naming it. Hydra lets
     `+group.key=value` append one, and `OmegaConf.to_object` would keep it as a stray attribute."""
     from dataclasses import is_dataclass
 
-    from distill.errors import ConfigError
-
     kind = OmegaConf.get_type(node)
     if kind is None or not is_dataclass(kind):
         return
-    known = sorted(f.name for f in fields(kind))
-    unknown = sorted({str(k) for k in node} - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    known = refuse_unknown_keys(kind, (str(k) for k in node), where)
     for k in known:
         child = node._get_node(k)
         if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
@@ -859,10 +865,7 @@ def from_plain(cls: type, values: dict[str, Any] | None, where: str) -> Any:
     from distill.errors import ConfigError
 
     values = dict(values or {})
-    known = sorted(f.name for f in fields(cls))
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    refuse_unknown_keys(cls, values, where)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
     except (ValidationError, ConfigKeyError) as e:

@@ -26,14 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from omegaconf import DictConfig, OmegaConf
 
 from distill.config import FeatureOptions, config_hash, to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError
-from distill.ir.bm25 import BM25Index
+from distill.ir.bm25 import BM25Index, pair_dots
 from distill.workspace import Workspace, fingerprint, write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -58,21 +57,6 @@ ALL_FEATURES = [
 ]
 
 
-# Pairs per step of the coverage product: bounds its memory (about 0.5 GB at 50 terms per document).
-PAIR_CHUNK = 500_000
-
-
-def _term_matrix(index: BM25Index, tokens: list[list[str]]) -> sp.csr_matrix:
-    """Binary texts x vocabulary matrix of tokenised texts in the index's vocabulary (unknown terms ignored)."""
-    vocab = index.retriever.vocab_dict
-    rows, cols = [], []
-    for i, toks in enumerate(tokens):
-        ids = {vocab[t] for t in toks if t in vocab}
-        rows += [i] * len(ids)
-        cols += list(ids)
-    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), len(vocab) + 1))
-
-
 def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict[str, np.ndarray]:
     feats: dict[str, np.ndarray] = {}
     docids = ds.corpus.index
@@ -93,12 +77,9 @@ def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict
         feats["query_len"] = qlen[q_idx].astype(np.float32)
         feats["doc_len"] = doc_len[d_idx]
         if "coverage" in names:
-            Q, D = _term_matrix(full, q_tokens), _term_matrix(full, doc_tokens)
+            Q, D = full.term_matrix(q_tokens, binary=True), full.term_matrix(doc_tokens, binary=True)
             del doc_tokens
-            hits = np.empty(len(q_idx))
-            for a in range(0, len(q_idx), PAIR_CHUNK):  # gathered rows of D are as big as the pairs' texts
-                c = slice(a, a + PAIR_CHUNK)
-                hits[c] = np.asarray(Q[q_idx[c]].multiply(D[d_idx[c]]).sum(axis=1)).ravel()
+            hits = pair_dots(Q, D, q_idx, d_idx)
             feats["coverage"] = (hits / np.maximum(qlen[q_idx], 1)).astype(np.float32)
     for field in ("title", "text"):
         name = f"bm25_{field}"

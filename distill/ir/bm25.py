@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
 import bm25s
 import numpy as np
+import scipy.sparse as sp
 
 from distill.errors import ConfigError
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+
+# Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 0.5 GB at 50 terms per text).
+PAIR_CHUNK = 500_000
+
+
+def pair_dots(
+    a: sp.csr_matrix, b: sp.csr_matrix, a_idx: np.ndarray, b_idx: np.ndarray, chunk: int = PAIR_CHUNK
+) -> np.ndarray:
+    """Row a[a_idx[i]] . row b[b_idx[i]] for every pair i, `chunk` pairs at a time."""
+    out = np.empty(len(a_idx))
+    for start in range(0, len(a_idx), chunk):
+        c = slice(start, start + chunk)
+        out[c] = np.asarray(a[a_idx[c]].multiply(b[b_idx[c]]).sum(axis=1)).ravel()
+    return out
 
 
 def _stemmer(language: str | None):
@@ -81,32 +98,40 @@ class BM25Index:
         hit = hit[np.lexsort((hit, -scores[hit]))]
         return hit.astype(np.int64), scores[hit].astype(np.float32)
 
-    def score_pairs(
-        self, queries: Sequence[str], q_idx: np.ndarray, d_idx: np.ndarray, chunk: int = 500_000
-    ) -> np.ndarray:
-        """BM25 of each pair (queries[q_idx[i]], document d_idx[i]), as `search` scores it, in O(pairs x terms):
-        a query-term count matrix times the index's document-term weights, row by row of the pairs, where a
-        score vector per query would cost O(queries x documents)."""
-        import scipy.sparse as sp
-
+    @functools.cached_property
+    def _doc_terms(self) -> sp.csr_matrix:
+        """Documents x terms BM25 weights: the index's postings (terms x documents) turned round."""
         sc = self.retriever.scores
-        n_terms = len(sc["indptr"]) - 1
-        if not hasattr(self, "_doc_terms"):  # documents x terms, the postings turned round
-            by_term = sp.csr_matrix((sc["data"], sc["indices"], sc["indptr"]), shape=(n_terms, self.n_docs))
-            self._doc_terms = by_term.T.tocsr()
+        by_term = sp.csr_matrix((sc["data"], sc["indices"], sc["indptr"]), shape=(self.n_terms, self.n_docs))
+        return by_term.T.tocsr()
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.retriever.scores["indptr"]) - 1
+
+    def term_matrix(self, tokens: Sequence[Sequence[str]], binary: bool = False) -> sp.csr_matrix:
+        """Texts x terms of tokenised texts in the index's vocabulary (unknown terms ignored): how often each term
+        occurs, or whether it does (`binary`)."""
         vocab = self.retriever.vocab_dict
-        rows, cols = [], []
-        for i, toks in enumerate(self.tokenize(queries, ids=False)):
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, toks in enumerate(tokens):
             ids = [vocab[t] for t in toks if t in vocab]
+            if binary:
+                ids = list(set(ids))
             rows += [i] * len(ids)
             cols += ids
-        counts = sp.csr_matrix(
-            (np.ones(len(rows)), (rows, cols)), shape=(len(queries), n_terms)
-        )  # sums repeats
-        out = np.empty(len(q_idx), dtype=np.float32)
-        for a in range(0, len(q_idx), chunk):
-            c = slice(a, a + chunk)
-            out[c] = np.asarray(counts[q_idx[c]].multiply(self._doc_terms[d_idx[c]]).sum(axis=1)).ravel()
+        # repeated (row, term) entries add up: counts
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), self.n_terms))
+
+    def score_pairs(
+        self, queries: Sequence[str], q_idx: np.ndarray, d_idx: np.ndarray, chunk: int = PAIR_CHUNK
+    ) -> np.ndarray:
+        """BM25 of each pair (queries[q_idx[i]], document d_idx[i]), as `search` scores it, in O(pairs x terms):
+        query-term counts times the index's document-term weights, where a score vector per query would cost
+        O(queries x documents)."""
+        counts = self.term_matrix(self.tokenize(queries, ids=False))
+        out = pair_dots(counts, self._doc_terms, q_idx, d_idx, chunk).astype(np.float32)
         extra = getattr(self.retriever, "nonoccurrence_array", None)
         if extra is not None:  # bm25l / bm25+: every document gets the query terms' non-occurrence score
             out += np.asarray(counts @ extra, dtype=np.float32)[q_idx]
