@@ -168,19 +168,34 @@ def build_llm_bench_model(dest: Path, pairs: list, seed: int = 0, **shape: Any) 
 BF16_PEAK_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H200": 989.4, "A100": 312.0, "L4": 121.0}
 
 
-def model_tflop(model_dir: Path, pairs: list, max_length: int) -> float:
-    """Useful forward FLOPs (TFLOP) of a BERT cross-encoder over `pairs`: matrix products on real tokens only.
-
-    Per token 2 * (linear weights per layer) per layer, plus attention's QK^T and AV: 4 * n * hidden per layer."""
-    from transformers import AutoConfig, AutoTokenizer
+def layer_linear_weights(model_dir: Path) -> tuple[int, int, int, bool]:
+    """(weights of the linear maps inside the transformer layers, layers, attention width, causal) of the model
+    in `model_dir`, counted on the meta device (nothing is allocated): embeddings and output heads are left out,
+    since a reranker applies its head to one position per pair."""
+    from transformers import AutoConfig, AutoModel
 
     cfg = AutoConfig.from_pretrained(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    enc = tok([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=max_length)
-    n = np.array([len(x) for x in enc["input_ids"]], dtype=np.float64)
-    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    linear = 4 * h * h + 2 * h * inter
-    return float(layers * (2 * linear * n.sum() + 4 * h * (n**2).sum()) / 1e12)
+    with torch.device("meta"):
+        body = AutoModel.from_config(cfg)
+    linear = sum(
+        m.weight.numel()
+        for name, m in body.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layer" in f".{name}"
+    )
+    heads = cfg.num_attention_heads
+    width = heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+    causal = any(a.endswith("ForCausalLM") for a in cfg.architectures or []) or bool(cfg.is_decoder)
+    return linear, cfg.num_hidden_layers, width, causal
+
+
+def model_tflop(model_dir: Path, lengths: np.ndarray) -> float:
+    """Useful forward FLOPs (TFLOP) of the reranker over pairs of `lengths` real tokens (prompt or chat template
+    included, padding excluded): 2 x the layers' linear weights per token, plus attention's QK^T and AV,
+    4 x n^2 x attention width per layer and pair (half of it in a causal model)."""
+    linear, layers, width, causal = layer_linear_weights(model_dir)
+    n = np.asarray(lengths, dtype=np.float64)
+    attention = 4 * layers * width * (n**2).sum() * (0.5 if causal else 1.0)
+    return float((2 * linear * n.sum() + attention) / 1e12)
 
 
 def measured_bf16_peak(size: int = 8192, reps: int = 10) -> float:
@@ -265,7 +280,8 @@ def bench_setting(
         res["score_std"] = round(float(np.std(fp32_ref)), 4)
     if ce.device.type == "cuda":
         name = torch.cuda.get_device_name()
-        tflops = model_tflop(model_dir, pairs, max_length) / t_en
+        ids, _ = engine._tokenize(qs, ds)
+        tflops = model_tflop(model_dir, np.array([len(x) for x in ids])) / t_en
         res["gpu"] = name
         res["engine_tflops"] = round(tflops, 2)
         sheet = _datasheet_peak(name)

@@ -178,6 +178,16 @@ def test_llm_bench_model_is_a_yes_no_reranker_the_engine_scores_as_crossencoder(
     assert len(tok.tokenize("yes")) == 1 and len(tok.tokenize("no")) == 1
     got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
     np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
+    # the bench's useful FLOPs: the layers' linear weights counted by hand for this shape (Qwen3: q, k, v, o and
+    # gate, up, down projections per layer; grouped key-value heads), attention halved as the model is causal
+    from distill.teacher.bench import layer_linear_weights, model_tflop
+
+    h, width, kv, inter = 64, 4 * 16, 2 * 16, 128
+    per_layer = h * width + 2 * h * kv + width * h + 3 * h * inter
+    assert layer_linear_weights(folder) == (2 * per_layer, 2, width, True)
+    n = np.array([10, 20])
+    expected = 2 * 2 * per_layer * 30 + 4 * 2 * width * (100 + 400) * 0.5
+    assert model_tflop(folder, n) * 1e12 == pytest.approx(expected)
 
 
 def test_real_weights_bench_model_is_the_shared_minilm_with_a_trained_head(tmp_path, shared_data):
@@ -204,3 +214,14 @@ def test_real_weights_bench_model_is_the_shared_minilm_with_a_trained_head(tmp_p
     ce = CrossEncoder(str(folder), activation_fn=torch.nn.Identity(), device="cpu")
     got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
     np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
+
+
+def test_bench_flops_of_a_bert_cross_encoder(tiny_model_dir):
+    """A BERT layer: q, k, v, o (h x h each) and the two feed-forward maps (h x intermediate); bidirectional."""
+    from transformers import AutoConfig
+
+    from distill.teacher.bench import layer_linear_weights
+
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    assert layer_linear_weights(tiny_model_dir) == (layers * (4 * h * h + 2 * h * inter), layers, h, False)
