@@ -464,11 +464,16 @@ class NeuralStudentConfig:
     # The share of train queries (a fixed hash split, the same for every student) the student never trains on,
     # so that a GBDT stacked on its scores (features.students) can learn from out-of-sample scores.
     stack_holdout: float = 0.0
+    # The teacher's scores as training labels. raw: as they are; zscore: standardised within each example's list,
+    # so the loss sees the same spread whatever the teacher's scale (a teacher whose scores barely spread gives
+    # a near-uniform KL target, which a student can meet by scoring everything alike).
+    labels: str = "raw"
 
     LOSSES: ClassVar[tuple[str, ...]] = ("margin_mse", "kl")
 
     def __post_init__(self) -> None:
         check(self.loss in self.LOSSES, "student.loss", self.loss, f"use one of {self.LOSSES}")
+        check(self.labels in ("raw", "zscore"), "student.labels", self.labels, "use raw or zscore")
         check(
             self.positives in ("qrels", "teacher"),
             "student.positives",
@@ -552,15 +557,17 @@ class SparseConfig(NeuralStudentConfig):
 
     _target_: str = "distill.students.sparse.run"
     name: str = "sparse"
-    lr: float = 1e-4
+    lr: float = 3e-5
+    labels: str = "zscore"
     # FLOPS regularisation weights (Paria et al., 2020; SPLADE, Formal et al., 2021): higher = sparser
     query_regularizer_weight: float = 5e-5
     document_regularizer_weight: float = 3e-5
     # keep at most this many terms per document / query at inference (null: all the model activates)
     max_active_dims: int | None = None
-    # A new MLM head (the teacher's encoder has none) is first taught, alone, to give back each token, for this
-    # many steps, so the student starts from the text's own words (distill.students.sparse.lexical_head); 0: off
-    head_init_steps: int = 100
+    # A new MLM head (the teacher's encoder has none) is first taught, alone, for this many steps, to give each
+    # token of a text its IDF as weight, so the student starts as an IDF-weighted bag of the text's own words
+    # (distill.students.sparse.lexical_head); 0: off
+    head_init_steps: int = 200
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -583,9 +590,6 @@ class CrossEncoderStudentConfig(NeuralStudentConfig):
     # which of the base's layers to keep: first or last
     keep: str = "first"
     lr: float = 3e-4
-    # raw: the teacher's scores as they are; zscore: standardised within each example's list (listwise losses
-    # then see the same spread whatever the teacher's scale), before dividing by `temperature`
-    labels: str = "raw"
     # inference precision of the student's scorer, as teacher.dtype (auto: bf16 on native-bf16 CPUs, fp16 GPU)
     dtype: str = "auto"
     batch_tokens: int = 16384
@@ -594,7 +598,6 @@ class CrossEncoderStudentConfig(NeuralStudentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.labels in ("raw", "zscore"), "student.labels", self.labels, "use raw or zscore")
         check(self.keep in ("first", "last"), "student.keep", self.keep, "use first or last")
         check(self.layers is None or self.layers >= 1, "student.layers", self.layers, "must be >= 1 or null")
         check(

@@ -33,6 +33,7 @@ from distill.data.beir import Dataset
 from distill.errors import ConfigError
 from distill.students import neural
 from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, query_texts
+from distill.students.examples import label_list
 from distill.workspace import Workspace
 
 
@@ -91,10 +92,7 @@ def _loss(sc: CrossEncoderStudentConfig, model: Any) -> Any:
 def labels_of(scores: list[float], sc: CrossEncoderStudentConfig) -> list[float]:
     """The example's teacher scores as training labels: standardised within the list when `labels=zscore`, then
     divided by `temperature`."""
-    s = np.asarray(scores, np.float64)
-    if sc.labels == "zscore":
-        s = (s - s.mean()) / (s.std() + 1e-6)
-    return list(s / sc.temperature)
+    return [x / sc.temperature for x in label_list(scores, sc.labels)]
 
 
 def dataset(ds: Dataset, ex: pd.DataFrame, sc: CrossEncoderStudentConfig) -> Any:

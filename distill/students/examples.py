@@ -85,9 +85,17 @@ def build_examples(
     return pd.DataFrame(rows, columns=["qid", "pos", "negs", "scores"]), skipped
 
 
-def hf_dataset(ds: Dataset, ex: pd.DataFrame) -> Any:
+def label_list(scores: Any, how: str = "raw") -> list[float]:
+    """One example's teacher scores as labels: as they are (`raw`) or standardised within the list (`zscore`)."""
+    s = np.asarray(scores, np.float64)
+    if how == "zscore":
+        s = (s - s.mean()) / (s.std() + 1e-6)
+    return [float(x) for x in s]
+
+
+def hf_dataset(ds: Dataset, ex: pd.DataFrame, labels: str = "raw") -> Any:
     """The examples as a `datasets.Dataset` in sentence-transformers' column order: query, positive,
-    negative_1..n (texts), label (the teacher's scores, positive first)."""
+    negative_1..n (texts), label (the teacher's scores, positive first; `labels` as in `label_list`)."""
     from datasets import Dataset as HFDataset
 
     n_neg = len(ex.negs.iloc[0]) if len(ex) else 0
@@ -97,7 +105,7 @@ def hf_dataset(ds: Dataset, ex: pd.DataFrame) -> Any:
     }
     for i in range(n_neg):
         cols[f"negative_{i + 1}"] = ds.doc_texts([n[i] for n in ex.negs])
-    cols["label"] = [list(s) for s in ex.scores]
+    cols["label"] = [label_list(s, labels) for s in ex.scores]
     return HFDataset.from_dict(cols)
 
 

@@ -132,7 +132,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         workspace=ws,
     )
     with start_run(cfg, stage=f"train-student-{sc.name}-{sc.loss}") as tracker:
-        train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex)
+        train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex, sc.labels)
         trainer = recipe.trainer(
             model=model,
             args=args,

@@ -5,8 +5,9 @@
 `SparseEncoderTrainer` and `SpladeLoss`, which wraps the distillation loss (`SparseDistillKLDivLoss` or
 `SparseMarginMSELoss`) with the FLOPS regulariser on queries and documents (Paria et al., ICLR 2020) that makes
 the vectors sparse. The student starts from the teacher's encoder (its MLM head is new: the teacher never had
-one), a fresh model of its shape, or any id / folder (a SparseEncoder checkpoint loads whole; any other encoder
-gets an MLM head).
+one, and is first fitted to give each token its IDF: `lexical_head`), a fresh model of its shape, or any id /
+folder (a SparseEncoder checkpoint loads whole; any other encoder gets an MLM head). The teacher's scores are
+standardised within each list by default (`labels=zscore`).
 
 The folder is a plain `SparseEncoder(path)` model. Retrieval is a sparse matrix product against the documents'
 term weights (scipy CSR: the inverted index's postings in matrix form), exact, and sparse in both sides, so it
@@ -17,6 +18,7 @@ scales like an inverted index; beyond one machine's memory, load the vectors int
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,13 @@ from distill.config import SparseConfig
 from distill.data.beir import Dataset
 from distill.students import neural
 from distill.students.base import STUDENT_FILE, Context, Scorer
+from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
+
+# The IDF-weighted start gives the median term this weight (its logit: e^2.5 - 1 = 11.2), and the loss sees the
+# scores divided by their spread over the labels'. On the sample world this start gained nDCG under distillation,
+# where a start scaled to the labels' own spread (median weight ~1.5) lost it (docs/results.md).
+START_WEIGHT = 2.5
 
 
 def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
@@ -41,64 +49,176 @@ def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
         return SparseEncoder(sc.base_model, device=neural.device())
     mlm = neural.base_transformer(sc, ws, task="fill-mask")
     if sc.head_init_steps:
-        texts = ds.doc_texts(list(ds.corpus.index))
-        lexical_head(mlm.model, mlm.tokenizer, texts, sc.head_init_steps, sc.max_length, sc.seed)
-    return SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=neural.device())
+        docs = ds.doc_texts(list(ds.corpus.index))
+        weights = idf(mlm.tokenizer, docs, sc.max_length, mlm.model.get_output_embeddings().out_features)
+        weights *= START_WEIGHT / np.median(weights[weights > 0])
+        texts = [docs, ds.queries.loc[train_queries(ws), "text"].tolist()]
+        lexical_head(mlm.model, mlm.tokenizer, texts, weights, sc.head_init_steps, sc.max_length, sc.seed)
+        scale = start_spread(weights, mlm.tokenizer, ds, ws, sc) / label_spread(ws, sc)
+    model = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=neural.device())
+    if sc.head_init_steps:
+        model.__dict__["distill_score_scale"] = scale  # read by _loss (a plain float attribute)
+    return model
+
+
+def train_queries(ws: Workspace) -> list[str]:
+    """The train split's query ids (their texts, never their labels, help start the head)."""
+    split = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "split"])
+    return sorted(set(split.qid[split.split == "train"]))
+
+
+def idf(tokenizer: Any, docs: list[str], max_length: int, vocab: int) -> np.ndarray:
+    """Each vocabulary term's inverse document frequency over `docs` as the model reads them (its tokens,
+    truncated at `max_length`), BM25's form log(1 + (N - n + 0.5) / (n + 0.5)); 0 for special tokens."""
+    n_docs = np.zeros(vocab, np.float64)
+    for start in range(0, len(docs), 4096):
+        for ids in tokenizer(docs[start : start + 4096], add_special_tokens=False, truncation=True,
+                             max_length=max_length)["input_ids"]:  # fmt: skip
+            n_docs[np.unique(ids)] += 1
+    out = np.log1p((len(docs) - n_docs + 0.5) / (n_docs + 0.5))
+    out[[i for i in tokenizer.all_special_ids if i < vocab]] = 0.0
+    return out
+
+
+def start_spread(
+    weights: np.ndarray, tokenizer: Any, ds: Dataset, ws: Workspace, sc: SparseConfig, queries: int = 200
+) -> float:
+    """How widely the IDF-weighted start's scores spread: it scores a query and a document by the sum of weight^2
+    over their shared terms; this is the median standard deviation of those scores within a train query's
+    candidates (the top `negative_depth`; the first `queries` train queries)."""
+    cands = pd.read_parquet(ws.candidates, columns=["qid", "docid", "rank", "split"])
+    cands = cands[(cands.split == "train") & (cands["rank"] <= sc.negative_depth)]
+    cands = cands[cands.qid.isin(sorted(set(cands.qid))[:queries])]
+
+    def terms(texts: list[str]) -> list[np.ndarray]:
+        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=sc.max_length)
+        return [np.unique(ids) for ids in enc["input_ids"]]
+
+    qids, dids = cands.qid.unique(), cands.docid.unique()
+    q_terms = dict(zip(qids, terms(ds.queries.loc[qids, "text"].tolist()), strict=True))
+    d_terms = dict(zip(dids, terms(ds.doc_texts(list(dids))), strict=True))
+    w2 = weights**2
+    start = [
+        w2[np.intersect1d(q_terms[q], d_terms[d])].sum() for q, d in zip(cands.qid, cands.docid, strict=True)
+    ]
+    spread = float(pd.Series(start).groupby(cands.qid.to_numpy()).std().median())
+    return spread if spread > 0 else 1.0
+
+
+def label_spread(ws: Workspace, sc: SparseConfig, queries: int = 200) -> float:
+    """How widely the labels spread within a list: 1 for zscore labels, else the teacher's median standard
+    deviation over a train query's candidates."""
+    if sc.labels == "zscore":
+        return 1.0
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
+    train = set(train_queries(ws)[:queries])
+    spread = float(soft[soft.qid.isin(train)].groupby("qid").score.std().median())
+    return spread if spread > 0 else 1.0
+
+
+def scaled_dot(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """Row-wise dot product divided by `scale` (the training loss's view of the student's scores)."""
+    from sentence_transformers.util import pairwise_dot_score
+
+    return pairwise_dot_score(a, b) / scale
 
 
 def lexical_head(
-    model: Any, tokenizer: Any, texts: list[str], steps: int, max_length: int, seed: int
+    model: Any,
+    tokenizer: Any,
+    texts: list[list[str]],
+    weights: np.ndarray,
+    steps: int,
+    max_length: int,
+    seed: int,
+    margin: float = 1.0,
 ) -> None:
-    """Start a new MLM head lexical: train it alone (the encoder frozen) to give back each position's own token,
-    as a pretrained MLM head does at unmasked positions, then lower its bias below the logits of other tokens
-    (their 99th percentile on a sample), so that SPLADE's log(1 + relu(.)) starts as the text's own words
-    rather than thousands of random terms.
+    """Start a new MLM head lexical and IDF-weighted, training it alone (the encoder frozen) in two phases:
+    1. give back each position's own token (cross-entropy over the vocabulary), so its logit stands out;
+    2. after lowering the bias until almost every other term's logit is below -`margin`, fit each position's
+       own-token logit to exp(w) - 1 (so SPLADE's log(1 + relu(.)) gives the token its weight w in `weights`,
+       its IDF, scaled) while keeping the other terms below -`margin`.
+    Special tokens ([CLS], [SEP], ...) are switched off for good (bias -1e4). The student then starts as an
+    IDF-weighted bag of its text's own words, the lexical prior an MLM-pretrained SPLADE starts from (Formal et
+    al., 2021), which distillation re-weights. It does not learn expansion terms from this start: a term below 0
+    gets no gradient through the ReLU (an MLM-pretrained head, whose related terms start active, can). `texts`: groups of texts (e.g. documents and
+    queries, whose short contexts give other hidden states), each batch drawn from every group equally.
 
-    Written here because an encoder trained as a cross-encoder (the teacher) has no MLM head, and a random one
-    makes SPLADE start dense and unrelated to the text, which a short distillation cannot repair."""
+    Written here because an encoder trained as a cross-encoder (the teacher) has no MLM head: a random one makes
+    SPLADE start dense and unrelated to the text, and special tokens present in every text add a per-document
+    offset that swamps the ranking."""
     prefix = model.base_model_prefix
     head = [p for n, p in model.named_parameters() if not n.startswith(prefix)]
     frozen = [p for n, p in model.named_parameters() if n.startswith(prefix)]
     bias = model.get_output_embeddings().bias
     if bias is None or not head:
         return
+    target = torch.as_tensor(np.expm1(weights), dtype=torch.float32, device=model.device)
     rng = np.random.default_rng(seed)
     for p in frozen:
         p.requires_grad_(False)
-    opt = torch.optim.Adam(head, lr=3e-3)
     was_training = model.training
     model.train()
 
-    def batch(n: int) -> dict[str, torch.Tensor]:
-        chosen = [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
-        enc = tokenizer(chosen, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {k: v.to(model.device) for k, v in enc.items()}
+    def positions(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head logits at the real positions of n sampled texts, and each position's own token id (-1 at special
+        tokens' positions, where no term should activate: SPLADE pools over them too)."""
+        each = max(1, n // len(texts))
+        chosen = [g[i] for g in texts for i in rng.choice(len(g), size=min(each, len(g)), replace=False)]
+        enc = tokenizer(chosen, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                        return_special_tokens_mask=True)  # fmt: skip
+        special = enc.pop("special_tokens_mask").bool().to(model.device)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        real = enc["attention_mask"].bool()
+        return model(**enc).logits[real], enc["input_ids"].masked_fill(special, -1)[real]
 
-    for _ in range(steps):
-        enc = batch(32)
-        mask = enc["attention_mask"].bool()
-        loss = torch.nn.functional.cross_entropy(model(**enc).logits[mask], enc["input_ids"][mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def own_mask(logits: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(logits, dtype=torch.bool).scatter(
+            1, own.clamp(min=0)[:, None], (own >= 0)[:, None]
+        )
+
+    def fit(loss_of: Any) -> None:
+        opt = torch.optim.Adam(head, lr=3e-3)
+        for _ in range(steps):
+            loss = loss_of(*positions(32))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    fit(lambda logits, own: torch.nn.functional.cross_entropy(logits, own, ignore_index=-1))
+    with torch.no_grad():
+        logits, own = positions(64)
+        others = logits.masked_fill(own_mask(logits, own), float("-inf")).max(dim=1).values
+        bias -= torch.quantile(others.float(), 0.99) + margin
+
+    def weighted(logits: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        above = torch.nn.functional.relu(logits + margin).masked_fill(own_mask(logits, own), 0.0)
+        word = own >= 0
+        z = logits[word].gather(1, own[word][:, None])[:, 0]
+        # a token whose logit falls below 0 drops out of its text for good (no gradient through the ReLU):
+        # falling under half its target costs more than missing it above
+        under = torch.nn.functional.relu(target[own[word]] / 2 - z)
+        fitted = torch.nn.functional.mse_loss(z, target[own[word]]) + 10 * under.pow(2).mean()
+        return fitted + above.pow(2).sum(dim=1).mean()
+
+    fit(weighted)
     for p in frozen:
         p.requires_grad_(True)
     model.train(was_training)
     with torch.no_grad():
-        enc = batch(64)
-        logits = model(**enc).logits
-        logits.scatter_(2, enc["input_ids"][..., None], float("-inf"))
-        others = logits.max(dim=2).values[enc["attention_mask"].bool()]
-        bias -= torch.quantile(others.float(), 0.99)
+        bias[[i for i in tokenizer.all_special_ids if i < bias.numel()]] = -1e4
 
 
 def _loss(sc: SparseConfig, model: Any) -> Any:
     from sentence_transformers.sparse_encoder import losses
 
+    # The start's scores spread `scale` times as widely as the labels (its weights are large, so that their logits
+    # sit far above 0); the loss sees them divided by it, which leaves the ranking as it is.
+    sim = partial(scaled_dot, scale=getattr(model, "distill_score_scale", 1.0))
     inner = (
-        losses.SparseMarginMSELoss(model)
+        losses.SparseMarginMSELoss(model, similarity_fct=sim)
         if sc.loss == "margin_mse"
-        else losses.SparseDistillKLDivLoss(model, temperature=sc.temperature)
+        else losses.SparseDistillKLDivLoss(model, similarity_fct=sim, temperature=sc.temperature)
     )
     return losses.SpladeLoss(
         model,

@@ -52,18 +52,40 @@ def test_sparse_rerank_and_sizes_hand_computed():
     assert active_terms(d) == 1.5 and index_bytes(d) == 3 * 4 + 3 * 4 + 3 * 4
 
 
-def test_lexical_head_starts_splade_from_the_texts_own_words(tiny_model_dir):
-    """A new MLM head on an encoder without one: after `lexical_head`, a text's strongest SPLADE terms are its
-    own tokens and few terms are active (a random head activates a large share of the vocabulary)."""
+def test_lexical_head_starts_splade_as_the_texts_own_words_weighted_by_idf(tiny_model_dir):
+    """A new MLM head on an encoder without one: after `lexical_head`, a text's active SPLADE terms are its own
+    tokens, weighted like their IDF, and special tokens never activate (a random head activates a large share of
+    the vocabulary)."""
     import torch
+    from scipy.stats import spearmanr
     from sentence_transformers.base.modules import Transformer
 
-    from distill.students.sparse import lexical_head
+    from distill.students.sparse import idf, lexical_head
 
-    texts = [f"alpha{i % 7} beta{i % 5} gamma{i % 3} delta" for i in range(40)]
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "mat",
+        "dogs",
+        "chase",
+        "cats",
+        "in",
+        "park",
+        "stock",
+        "markets",
+        "fell",
+        "today",
+        "salmon",
+        "swim",
+    ]
+    texts = [" ".join(words[j] for j in (i % 16, (3 * i) % 16, (5 * i + 1) % 16, 0)) for i in range(40)]
     torch.manual_seed(0)
     mlm = Transformer(str(tiny_model_dir), transformer_task="fill-mask", max_seq_length=32)
     tok = mlm.tokenizer
+    vocab = mlm.model.get_output_embeddings().out_features
+    weights = idf(tok, texts, 32, vocab)
 
     def splade(texts):
         enc = tok(texts, padding=True, return_tensors="pt")
@@ -73,15 +95,39 @@ def test_lexical_head_starts_splade_from_the_texts_own_words(tiny_model_dir):
         return w.max(dim=1).values, enc["input_ids"]
 
     before, _ = splade(texts[:8])
-    lexical_head(mlm.model, tok, texts, steps=150, max_length=32, seed=0)
+    lexical_head(
+        mlm.model, tok, [texts, ["delta", "alpha1 gamma2"]], weights, steps=150, max_length=32, seed=0
+    )
     after, ids = splade(texts[:8])
     assert (after > 0).sum(1).float().mean() < (before > 0).sum(1).float().mean()
-    own = 0
+    assert after[:, tok.all_special_ids].max() == 0
+    own, got, want = 0.0, [], []
     for w, row in zip(after, ids, strict=True):
-        mine = set(row.tolist()) - set(tok.all_special_ids)
+        mine = sorted(set(row.tolist()) - set(tok.all_special_ids))
         top = set(torch.topk(w, len(mine)).indices.tolist())
-        own += len(top & mine) / len(mine)
-    assert own / len(after) > 0.5
+        own += len(top & set(mine)) / len(mine)
+        got += w[mine].tolist()
+        want += weights[mine].tolist()
+    assert own / len(after) > 0.7
+    assert spearmanr(got, want)[0] > 0.5
+
+
+def test_idf_hand_computed(tiny_model_dir):
+    """BM25's IDF of each vocabulary term over the documents as the model tokenises them; special tokens 0."""
+    from transformers import AutoTokenizer
+
+    from distill.students.sparse import idf
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    docs = ["a b", "a c", "a"]
+    w = idf(tok, docs, 32, len(tok))
+    (a,), (b,) = (
+        tok("a", add_special_tokens=False)["input_ids"],
+        tok("b", add_special_tokens=False)["input_ids"],
+    )
+    assert w[a] == pytest.approx(np.log1p((3 - 3 + 0.5) / 3.5))
+    assert w[b] == pytest.approx(np.log1p((3 - 1 + 0.5) / 1.5))
+    assert w[tok.all_special_ids].max() == 0
 
 
 def test_bad_options():
