@@ -39,6 +39,8 @@ from distill.workspace import Workspace
 # scores divided by their spread over the labels'. On the sample world this start gained nDCG under distillation,
 # where a start scaled to the labels' own spread (median weight ~1.5) lost it (docs/results.md).
 START_WEIGHT = 2.5
+# the train queries (their top `negative_depth` candidates) on which the start's and the labels' spread are measured
+SPREAD_QUERIES = 200
 
 
 def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
@@ -48,23 +50,24 @@ def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
     if neural.own_checkpoint(sc.base_model, "SparseEncoder"):
         return SparseEncoder(sc.base_model, device=neural.device())
     mlm = neural.base_transformer(sc, ws, task="fill-mask")
+    scale = 1.0
     if sc.head_init_steps:
+        cands = pd.read_parquet(
+            ws.require(ws.candidates, "candidates"), columns=["qid", "docid", "rank", "split"]
+        )
+        train = cands[cands.split == "train"]
         docs = ds.doc_texts(list(ds.corpus.index))
         weights = idf(mlm.tokenizer, docs, sc.max_length, mlm.model.get_output_embeddings().out_features)
         weights *= START_WEIGHT / np.median(weights[weights > 0])
-        texts = [docs, ds.queries.loc[train_queries(ws), "text"].tolist()]
+        # the train queries' texts (never their labels) help start the head too
+        texts = [docs, ds.queries.loc[sorted(set(train.qid)), "text"].tolist()]
         lexical_head(mlm.model, mlm.tokenizer, texts, weights, sc.head_init_steps, sc.max_length, sc.seed)
-        scale = start_spread(weights, mlm.tokenizer, ds, ws, sc) / label_spread(ws, sc)
+        lists = train[train["rank"] <= sc.negative_depth]
+        lists = lists[lists.qid.isin(sorted(set(lists.qid))[:SPREAD_QUERIES])]
+        scale = start_spread(weights, mlm.tokenizer, ds, lists, sc.max_length) / label_spread(ws, sc, lists)
     model = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=neural.device())
-    if sc.head_init_steps:
-        model.__dict__["distill_score_scale"] = scale  # read by _loss (a plain float attribute)
+    model.__dict__["distill_score_scale"] = scale  # read by _loss (a plain float attribute)
     return model
-
-
-def train_queries(ws: Workspace) -> list[str]:
-    """The train split's query ids (their texts, never their labels, help start the head)."""
-    split = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "split"])
-    return sorted(set(split.qid[split.split == "train"]))
 
 
 def idf(tokenizer: Any, docs: list[str], max_length: int, vocab: int) -> np.ndarray:
@@ -81,38 +84,34 @@ def idf(tokenizer: Any, docs: list[str], max_length: int, vocab: int) -> np.ndar
 
 
 def start_spread(
-    weights: np.ndarray, tokenizer: Any, ds: Dataset, ws: Workspace, sc: SparseConfig, queries: int = 200
+    weights: np.ndarray, tokenizer: Any, ds: Dataset, lists: pd.DataFrame, max_length: int
 ) -> float:
     """How widely the IDF-weighted start's scores spread: it scores a query and a document by the sum of weight^2
-    over their shared terms; this is the median standard deviation of those scores within a train query's
-    candidates (the top `negative_depth`; the first `queries` train queries)."""
-    cands = pd.read_parquet(ws.candidates, columns=["qid", "docid", "rank", "split"])
-    cands = cands[(cands.split == "train") & (cands["rank"] <= sc.negative_depth)]
-    cands = cands[cands.qid.isin(sorted(set(cands.qid))[:queries])]
+    over their shared terms; this is the median standard deviation of those scores within each query's rows of
+    `lists` (qid, docid)."""
 
     def terms(texts: list[str]) -> list[np.ndarray]:
-        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=sc.max_length)
+        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
         return [np.unique(ids) for ids in enc["input_ids"]]
 
-    qids, dids = cands.qid.unique(), cands.docid.unique()
+    qids, dids = lists.qid.unique(), lists.docid.unique()
     q_terms = dict(zip(qids, terms(ds.queries.loc[qids, "text"].tolist()), strict=True))
     d_terms = dict(zip(dids, terms(ds.doc_texts(list(dids))), strict=True))
     w2 = weights**2
     start = [
-        w2[np.intersect1d(q_terms[q], d_terms[d])].sum() for q, d in zip(cands.qid, cands.docid, strict=True)
+        w2[np.intersect1d(q_terms[q], d_terms[d])].sum() for q, d in zip(lists.qid, lists.docid, strict=True)
     ]
-    spread = float(pd.Series(start).groupby(cands.qid.to_numpy()).std().median())
+    spread = float(pd.Series(start).groupby(lists.qid.to_numpy()).std().median())
     return spread if spread > 0 else 1.0
 
 
-def label_spread(ws: Workspace, sc: SparseConfig, queries: int = 200) -> float:
+def label_spread(ws: Workspace, sc: SparseConfig, lists: pd.DataFrame) -> float:
     """How widely the labels spread within a list: 1 for zscore labels, else the teacher's median standard
-    deviation over a train query's candidates."""
+    deviation over the candidates of the queries in `lists`."""
     if sc.labels == "zscore":
         return 1.0
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
-    train = set(train_queries(ws)[:queries])
-    spread = float(soft[soft.qid.isin(train)].groupby("qid").score.std().median())
+    spread = float(soft[soft.qid.isin(set(lists.qid))].groupby("qid").score.std().median())
     return spread if spread > 0 else 1.0
 
 
@@ -141,8 +140,9 @@ def lexical_head(
     Special tokens ([CLS], [SEP], ...) are switched off for good (bias -1e4). The student then starts as an
     IDF-weighted bag of its text's own words, the lexical prior an MLM-pretrained SPLADE starts from (Formal et
     al., 2021), which distillation re-weights. It does not learn expansion terms from this start: a term below 0
-    gets no gradient through the ReLU (an MLM-pretrained head, whose related terms start active, can). `texts`: groups of texts (e.g. documents and
-    queries, whose short contexts give other hidden states), each batch drawn from every group equally.
+    gets no gradient through the ReLU (an MLM-pretrained head, whose related terms start active, can).
+    `texts`: groups of texts (e.g. documents and queries, whose short contexts give other hidden states), each
+    batch drawn from every group equally.
 
     Written here because an encoder trained as a cross-encoder (the teacher) has no MLM head: a random one makes
     SPLADE start dense and unrelated to the text, and special tokens present in every text add a per-document
