@@ -568,10 +568,18 @@ class SparseConfig(NeuralStudentConfig):
     # token of a text its IDF as weight, so the student starts as an IDF-weighted bag of the text's own words
     # (distill.students.sparse.lexical_head); 0: off
     head_init_steps: int = 200
+    # In training, the gradient a term below 0 receives through SPLADE's ReLU, as a fraction of the one it would
+    # get above 0 (the forward pass is unchanged); > 0 lets distillation switch on terms a text does not contain
+    # (expansion), which the plain ReLU never does (distill.students.sparse.LeakyGradReLU); 0: the plain ReLU
+    expansion_gradient: float = 0.0
+    # How a term's weights over a text's positions pool into one: sum (SPLADE v1, Formal et al., SIGIR 2021: the
+    # weight grows with the term's frequency) or max (SPLADE v2, 2021); a SparseEncoder checkpoint keeps its own
+    pooling: str = "sum"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("query_regularizer_weight", "document_regularizer_weight"):
+        check(self.pooling in ("max", "sum"), "student.pooling", self.pooling, "use max or sum")
+        for key in ("query_regularizer_weight", "document_regularizer_weight", "expansion_gradient"):
             check(getattr(self, key) >= 0, f"student.{key}", getattr(self, key), "must be >= 0")
         m = self.max_active_dims
         check(m is None or m > 0, "student.max_active_dims", m, "must be > 0 or null")

@@ -1,13 +1,14 @@
 """Learned-sparse student (SPLADE: Formal et al., SIGIR 2021; SPLADE v2, 2021): a weight per vocabulary term.
 
 `make train-student ARGS="student=sparse student.loss=kl"` (or `margin_mse`) trains a sentence-transformers
-`SparseEncoder` (an MLM encoder + `SpladePooling`: max over tokens of log(1 + relu(MLM logits))) with
-`SparseEncoderTrainer` and `SpladeLoss`, which wraps the distillation loss (`SparseDistillKLDivLoss` or
-`SparseMarginMSELoss`) with the FLOPS regulariser on queries and documents (Paria et al., ICLR 2020) that makes
-the vectors sparse. The student starts from the teacher's encoder (its MLM head is new: the teacher never had
-one, and is first fitted to give each token its IDF: `lexical_head`), a fresh model of its shape, or any id /
-folder (a SparseEncoder checkpoint loads whole; any other encoder gets an MLM head). The teacher's scores are
-standardised within each list by default (`labels=zscore`).
+`SparseEncoder` (an MLM encoder + `SpladePooling`: the sum (SPLADE v1) or max (v2) over tokens of
+log(1 + relu(MLM logits))) with `SparseEncoderTrainer` and `SpladeLoss`, which wraps the distillation loss
+(`SparseDistillKLDivLoss` or `SparseMarginMSELoss`) with the FLOPS regulariser on queries and documents (Paria et
+al., ICLR 2020) that makes the vectors sparse. The student starts from the teacher's encoder (its MLM head is new:
+the teacher never had one, and is first fitted to give each token its IDF: `lexical_head`), a fresh model of its
+shape, or any id / folder (a SparseEncoder checkpoint loads whole; any other encoder gets an MLM head). The
+teacher's scores are standardised within each list by default (`labels=zscore`). `expansion_gradient` > 0 lets
+terms below 0 learn in training (`let_terms_expand`), so that distillation can add terms a text lacks.
 
 The folder is a plain `SparseEncoder(path)` model. Retrieval is a sparse matrix product against the documents'
 term weights (scipy CSR: the inverted index's postings in matrix form), exact, and sparse in both sides, so it
@@ -44,11 +45,24 @@ SPREAD_QUERIES = 200
 
 
 def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
+    """A SparseEncoder checkpoint loaded whole, or an encoder with an MLM head started lexical (`lexical_head`);
+    with `expansion_gradient` > 0 its pooling trains with a leaky gradient (`let_terms_expand`)."""
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SpladePooling
 
     if neural.own_checkpoint(sc.base_model, "SparseEncoder"):
-        return SparseEncoder(sc.base_model, device=neural.device())
+        model = SparseEncoder(sc.base_model, device=neural.device())
+    else:
+        model = _new_model(sc, ws, ds)
+    if sc.expansion_gradient > 0 and isinstance(model[-1], SpladePooling):
+        let_terms_expand(model[-1], sc.expansion_gradient)
+    return model
+
+
+def _new_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
     mlm = neural.base_transformer(sc, ws, task="fill-mask")
     scale = 1.0
     if sc.head_init_steps:
@@ -64,10 +78,53 @@ def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
         lexical_head(mlm.model, mlm.tokenizer, texts, weights, sc.head_init_steps, sc.max_length, sc.seed)
         lists = train[train["rank"] <= sc.negative_depth]
         lists = lists[lists.qid.isin(sorted(set(lists.qid))[:SPREAD_QUERIES])]
-        scale = start_spread(weights, mlm.tokenizer, ds, lists, sc.max_length) / label_spread(ws, sc, lists)
-    model = SparseEncoder(modules=[mlm, SpladePooling(pooling_strategy="max")], device=neural.device())
+        spread = start_spread(weights, mlm.tokenizer, ds, lists, sc.max_length, sc.pooling)
+        scale = spread / label_spread(ws, sc, lists)
+    pooling = SpladePooling(pooling_strategy="sum" if sc.pooling == "sum" else "max")
+    model = SparseEncoder(modules=[mlm, pooling], device=neural.device())
     model.__dict__["distill_score_scale"] = scale  # read by _loss (a plain float attribute)
     return model
+
+
+class LeakyGradReLU(torch.autograd.Function):
+    """relu(x) forward; backward, the gradient below 0 is `slope` times the incoming one instead of 0 (a
+    straight-through estimator, Bengio et al., 2013, with a leaky slope). Written here because no library
+    offers a ReLU whose forward stays exact while its gradient leaks."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, grad, grad * ctx.slope), None
+
+
+def let_terms_expand(pooling: Any, slope: float) -> None:
+    """Make a `SpladePooling` train with `LeakyGradReLU`, so that a term no position activates still learns
+    whether it should be on: with max pooling its gradient reaches the position with its highest logit (max over
+    positions of log(1 + relu(logit)) is log(1 + relu(max logit))), with sum pooling every position. The vectors
+    are unchanged; evaluation and the saved model use the plain module (the override lives on this instance
+    only and is not saved)."""
+    plain = type(pooling).forward
+
+    def forward(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not pooling.training or "cu_seq_lens_q" in features:
+            return plain(pooling, features)
+        logits = features["token_embeddings"]
+        real = features["attention_mask"].bool()[..., None]
+        if pooling.pooling_strategy == "max":
+            top = logits.masked_fill(~real, float("-inf")).amax(dim=1)
+            pooled = torch.log1p(LeakyGradReLU.apply(top, slope))
+        else:
+            pooled = (torch.log1p(LeakyGradReLU.apply(logits, slope)) * real).sum(dim=1)
+        features["sentence_embedding"] = pooled
+        return features
+
+    pooling.forward = forward
 
 
 def idf(tokenizer: Any, docs: list[str], max_length: int, vocab: int) -> np.ndarray:
@@ -84,23 +141,33 @@ def idf(tokenizer: Any, docs: list[str], max_length: int, vocab: int) -> np.ndar
 
 
 def start_spread(
-    weights: np.ndarray, tokenizer: Any, ds: Dataset, lists: pd.DataFrame, max_length: int
+    weights: np.ndarray,
+    tokenizer: Any,
+    ds: Dataset,
+    lists: pd.DataFrame,
+    max_length: int,
+    pooling: str = "max",
 ) -> float:
-    """How widely the IDF-weighted start's scores spread: it scores a query and a document by the sum of weight^2
-    over their shared terms; this is the median standard deviation of those scores within each query's rows of
-    `lists` (qid, docid)."""
+    """How widely the IDF-weighted start's scores spread: it gives a term its weight once (max pooling) or once per
+    occurrence (sum) and scores a query and a document by the dot product; this is the median standard deviation
+    of those scores within each query's rows of `lists` (qid, docid)."""
 
-    def terms(texts: list[str]) -> list[np.ndarray]:
-        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)
-        return [np.unique(ids) for ids in enc["input_ids"]]
+    def vectors(texts: list[str]) -> sp.csr_matrix:
+        enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        rows = np.repeat(np.arange(len(enc)), [len(ids) for ids in enc])
+        cols = np.concatenate([np.asarray(ids, np.int64) for ids in enc]) if len(rows) else rows
+        m = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(enc), len(weights)))
+        m.sum_duplicates()
+        if pooling == "max":
+            m.data[:] = 1.0
+        return m.multiply(weights[None, :]).tocsr()
 
     qids, dids = lists.qid.unique(), lists.docid.unique()
-    q_terms = dict(zip(qids, terms(ds.queries.loc[qids, "text"].tolist()), strict=True))
-    d_terms = dict(zip(dids, terms(ds.doc_texts(list(dids))), strict=True))
-    w2 = weights**2
-    start = [
-        w2[np.intersect1d(q_terms[q], d_terms[d])].sum() for q, d in zip(lists.qid, lists.docid, strict=True)
-    ]
+    q_vec = vectors(ds.queries.loc[qids, "text"].tolist())
+    d_vec = vectors(ds.doc_texts(list(dids)))
+    q_row = pd.Series(np.arange(len(qids)), index=qids)[lists.qid].to_numpy()
+    d_row = pd.Series(np.arange(len(dids)), index=dids)[lists.docid].to_numpy()
+    start = _rerank(q_vec, q_row, d_vec, d_row)
     spread = float(pd.Series(start).groupby(lists.qid.to_numpy()).std().median())
     return spread if spread > 0 else 1.0
 
@@ -139,8 +206,9 @@ def lexical_head(
        its IDF, scaled) while keeping the other terms below -`margin`.
     Special tokens ([CLS], [SEP], ...) are switched off for good (bias -1e4). The student then starts as an
     IDF-weighted bag of its text's own words, the lexical prior an MLM-pretrained SPLADE starts from (Formal et
-    al., 2021), which distillation re-weights. It does not learn expansion terms from this start: a term below 0
-    gets no gradient through the ReLU (an MLM-pretrained head, whose related terms start active, can).
+    al., 2021), which distillation re-weights. Through the plain ReLU it learns no expansion terms from this start
+    (a term below 0 gets no gradient; an MLM-pretrained head, whose related terms start active, can); with
+    `let_terms_expand` it can.
     `texts`: groups of texts (e.g. documents and queries, whose short contexts give other hidden states), each
     batch drawn from every group equally.
 

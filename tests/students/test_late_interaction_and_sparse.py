@@ -112,6 +112,56 @@ def test_lexical_head_starts_splade_as_the_texts_own_words_weighted_by_idf(tiny_
     assert spearmanr(got, want)[0] > 0.5
 
 
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_expansion_gradient_leaves_vectors_as_they_are_and_reaches_absent_terms(pooling):
+    """With `let_terms_expand`, SpladePooling's vectors are unchanged, and a term no position activates gets
+    `slope` times its gradient (autograd through log1p above 0 and a line of that slope below, at the max logit
+    or at every position); the plain module gives it none."""
+    import torch
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    from distill.students.sparse import let_terms_expand
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    logits[0, :, 3] = -torch.rand(5) - 0.1  # term 3 is off everywhere in text 0
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    upstream = torch.randn(2, 7)
+
+    def pooled(pool, x):
+        pool.train()
+        return pool({"token_embeddings": x, "attention_mask": mask})["sentence_embedding"]
+
+    plain_x = logits.clone().requires_grad_(True)
+    plain = pooled(SpladePooling(pooling_strategy=pooling), plain_x)
+    (plain * upstream).sum().backward()
+    leaky_pool = SpladePooling(pooling_strategy=pooling)
+    let_terms_expand(leaky_pool, 0.25)
+    leaky_x = logits.clone().requires_grad_(True)
+    leaky = pooled(leaky_pool, leaky_x)
+    (leaky * upstream).sum().backward()
+    torch.testing.assert_close(leaky, plain)
+
+    ref_x = logits.clone().requires_grad_(True)
+    real = mask.bool()[..., None]
+
+    def reference(x):  # log1p above 0, a line of slope 0.25 below
+        return torch.where(x > 0, torch.log1p(x.clamp(min=0)), 0.25 * x)
+
+    if pooling == "max":
+        ref = reference(ref_x.masked_fill(~real, float("-inf")).amax(dim=1))
+    else:
+        ref = (reference(ref_x) * real).sum(dim=1)
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(leaky_x.grad, ref_x.grad)
+    assert plain_x.grad[0, :, 3].abs().max() == 0 and leaky_x.grad[0, :, 3].abs().max() > 0
+    assert leaky_x.grad[0, 3:].abs().max() == 0  # padding gets none
+    leaky_pool.eval()
+    torch.testing.assert_close(
+        leaky_pool({"token_embeddings": logits, "attention_mask": mask})["sentence_embedding"], plain.detach()
+    )
+
+
 def test_idf_hand_computed(tiny_model_dir):
     """BM25's IDF of each vocabulary term over the documents as the model tokenises them; special tokens 0."""
     from transformers import AutoTokenizer
@@ -137,6 +187,10 @@ def test_bad_options():
         MultiVectorConfig.from_cfg({"dim": 0})
     with pytest.raises(ConfigError, match="student.document_regularizer_weight=-1.0: must be >= 0"):
         SparseConfig.from_cfg({"document_regularizer_weight": -1.0})
+    with pytest.raises(ConfigError, match="student.pooling='mean': use max or sum"):
+        SparseConfig.from_cfg({"pooling": "mean"})
+    with pytest.raises(ConfigError, match="student.expansion_gradient=-0.1: must be >= 0"):
+        SparseConfig.from_cfg({"expansion_gradient": -0.1})
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['flops'\]"):
         SparseConfig.from_cfg({"flops": 1})
 
@@ -153,19 +207,23 @@ TINY_STUDENT = [
 
 
 @pytest.mark.parametrize(
-    "student,loss,cls",
+    "student,loss,cls,extra",
     [
-        ("multi_vector", "kl", "MultiVectorEncoder"),
-        ("multi_vector", "margin_mse", "MultiVectorEncoder"),
-        ("sparse", "kl", "SparseEncoder"),
-        ("sparse", "margin_mse", "SparseEncoder"),
+        ("multi_vector", "kl", "MultiVectorEncoder", ["student.document_length=48", "student.dim=16"]),
+        (
+            "multi_vector",
+            "margin_mse",
+            "MultiVectorEncoder",
+            ["student.document_length=48", "student.dim=16"],
+        ),
+        ("sparse", "kl", "SparseEncoder", []),  # sum pooling
+        ("sparse", "margin_mse", "SparseEncoder", ["student.pooling=max", "student.expansion_gradient=0.1"]),
     ],
 )
-def test_tiny_end_to_end(tiny_sample_cfg, student, loss, cls):
+def test_tiny_end_to_end(tiny_sample_cfg, student, loss, cls, extra):
     import sentence_transformers
 
     scored_by_tiny_teacher(tiny_sample_cfg)
-    extra = ["student.document_length=48", "student.dim=16"] if student == "multi_vector" else []
     cfg = tiny_sample_cfg(*TINY_TEACHER, f"student={student}", f"student.loss={loss}", *TINY_STUDENT, *extra)
     info = run_student(cfg)
     assert info["steps"] > 0 and info["probe_loss_after"] < info["probe_loss_before"]
@@ -178,6 +236,9 @@ def test_tiny_end_to_end(tiny_sample_cfg, student, loss, cls):
 
     # the folder is a plain sentence-transformers model; the contract's scorer agrees with its own similarity
     model = getattr(sentence_transformers, cls)(str(out), device="cpu")
+    if student == "sparse":  # the pooling it was trained with, saved as the plain module
+        assert model[-1].pooling_strategy == ("max" if "student.pooling=max" in extra else "sum")
+        assert type(model[-1]).__name__ == "SpladePooling"
     cands = pd.read_parquet(ws.candidates)
     from distill.data.prepare import load_dataset
 
