@@ -180,6 +180,34 @@ def test_idf_hand_computed(tiny_model_dir):
     assert w[tok.all_special_ids].max() == 0
 
 
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_start_spread_hand_computed(tiny_model_dir, pooling):
+    """The lexical start's score spread: weights once per term (max pooling) or once per occurrence (sum), the
+    dot product of query and document, the standard deviation within each query's list, its median."""
+    from transformers import AutoTokenizer
+
+    from distill.data.beir import Dataset
+    from distill.students.sparse import start_spread
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    (a,), (b,) = (tok(w, add_special_tokens=False)["input_ids"] for w in ("a", "b"))
+    weights = np.zeros(len(tok))
+    weights[[a, b]] = [2.0, 3.0]
+    ds = Dataset(
+        "hand",
+        pd.DataFrame({"title": ["", "", ""], "text": ["a a b", "b", "a"]}, index=["d1", "d2", "d3"]),
+        pd.DataFrame({"text": ["a b", "a a"]}, index=["q1", "q2"]),
+        {},
+    )
+    lists = pd.DataFrame({"qid": ["q1", "q1", "q2", "q2", "q2"], "docid": ["d1", "d2", "d1", "d2", "d3"]})
+    if pooling == "max":  # q1: d1 4+9, d2 9; q2: d1 4, d2 0, d3 4
+        q1, q2 = [13.0, 9.0], [4.0, 0.0, 4.0]
+    else:  # q1: d1 2*4+9, d2 9; q2 (a twice): d1 2*2*4, d2 0, d3 2*4
+        q1, q2 = [17.0, 9.0], [16.0, 0.0, 8.0]
+    want = np.median([np.std(q1, ddof=1), np.std(q2, ddof=1)])
+    assert start_spread(weights, tok, ds, lists, 32, pooling) == pytest.approx(want)
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match=r"student.loss='mse': use one of \('margin_mse', 'kl'\)"):
         MultiVectorConfig.from_cfg({"loss": "mse"})
