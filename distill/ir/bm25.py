@@ -31,6 +31,16 @@ def pair_dots(
     return out
 
 
+def count_matrix(ids: Sequence[Sequence[int]], n_terms: int, binary: bool = False) -> sp.csr_matrix:
+    """Texts x terms from each text's term ids: how often each term occurs, or whether it does (`binary`)."""
+    if binary:
+        ids = [list(set(row)) for row in ids]
+    rows = np.repeat(np.arange(len(ids)), [len(row) for row in ids])
+    cols = np.fromiter((t for row in ids for t in row), dtype=np.int64, count=len(rows))
+    # repeated (row, term) entries add up: counts
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(ids), n_terms))
+
+
 def _stemmer(language: str | None):
     if not language:
         return None
@@ -113,16 +123,7 @@ class BM25Index:
         """Texts x terms of tokenised texts in the index's vocabulary (unknown terms ignored): how often each term
         occurs, or whether it does (`binary`)."""
         vocab = self.retriever.vocab_dict
-        rows: list[int] = []
-        cols: list[int] = []
-        for i, toks in enumerate(tokens):
-            ids = [vocab[t] for t in toks if t in vocab]
-            if binary:
-                ids = list(set(ids))
-            rows += [i] * len(ids)
-            cols += ids
-        # repeated (row, term) entries add up: counts
-        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(tokens), self.n_terms))
+        return count_matrix([[vocab[t] for t in toks if t in vocab] for toks in tokens], self.n_terms, binary)
 
     def score_pairs(
         self, queries: Sequence[str], q_idx: np.ndarray, d_idx: np.ndarray, chunk: int = PAIR_CHUNK

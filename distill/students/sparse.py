@@ -31,6 +31,7 @@ from scipy import sparse as sp
 
 from distill.config import SparseConfig
 from distill.data.beir import Dataset
+from distill.ir.bm25 import count_matrix, pair_dots
 from distill.students import neural
 from distill.students.base import STUDENT_FILE, Context, Scorer
 from distill.teacher.soft_labels import read_soft_labels
@@ -154,13 +155,7 @@ def start_spread(
 
     def vectors(texts: list[str]) -> sp.csr_matrix:
         enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-        rows = np.repeat(np.arange(len(enc)), [len(ids) for ids in enc])
-        cols = np.concatenate([np.asarray(ids, np.int64) for ids in enc]) if len(rows) else rows
-        m = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(enc), len(weights)))
-        m.sum_duplicates()
-        if pooling == "max":
-            m.data[:] = 1.0
-        return m.multiply(weights[None, :]).tocsr()
+        return count_matrix(enc, len(weights), binary=pooling == "max").multiply(weights[None, :]).tocsr()
 
     qids, dids = lists.qid.unique(), lists.docid.unique()
     q_vec = vectors(ds.queries.loc[qids, "text"].tolist())
@@ -324,7 +319,7 @@ def index_bytes(m: sp.csr_matrix) -> int:
 
 
 def _rerank(q: sp.csr_matrix, q_idx: np.ndarray, d: sp.csr_matrix, d_idx: np.ndarray) -> np.ndarray:
-    return np.asarray(q[q_idx].multiply(d[d_idx]).sum(axis=1), np.float64).ravel()
+    return pair_dots(q, d, q_idx, d_idx)
 
 
 def rerank_scores(model: Any, ds: Dataset, cands: pd.DataFrame, max_active_dims: int | None) -> np.ndarray:
