@@ -12,6 +12,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+import distill.schema  # noqa: F401  (registers every schema before Hydra composes)
 from distill.config import CONFIG_DIR, validate
 from distill.errors import DistillError
 from distill.workspace import user_os_error

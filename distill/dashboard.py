@@ -13,13 +13,35 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from distill.config import check
 from distill.errors import ConfigError, StageNotReadyError
 from distill.workspace import Workspace
+
+
+@dataclass
+class DashboardConfig:
+    """`make dashboard` (distill/dashboard.py)."""
+
+    # auto: TensorBoard when the workspace has tensorboard/ event files, else MLflow's UI on its mlflow.db
+    backend: str = "auto"
+    # another folder to serve (null: the workspace), e.g. outputs/ for every workspace at once
+    dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None  # null: a free port
+
+    def __post_init__(self) -> None:
+        check(
+            self.backend in ("auto", "tensorboard", "mlflow"),
+            "dashboard.backend",
+            self.backend,
+            "use auto, tensorboard or mlflow",
+        )
 
 
 def free_port(host: str) -> int:

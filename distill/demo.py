@@ -17,17 +17,17 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from distill.config import to_container
+from distill.config import CONFIG_DIR, check_known_keys, to_container
 from distill.data.prepare import dataset_dir
-from distill.errors import StageNotReadyError
+from distill.errors import ConfigError, StageNotReadyError
 from distill.evaluation.report import table
 from distill.evaluation.stage import run as run_evaluate
 from distill.features.build import run as run_features
+from distill.ir import fingerprint
 from distill.retrieval.candidates import run as run_candidates
-from distill.stamps import is_fresh, record, stage_key
+from distill.stamps import changes, record
 from distill.students.base import STUDENT_FILE, student_dirs
 from distill.students.stage import run as run_student
-from distill.students.stage import student_config
 from distill.teacher.scoring import run as run_score
 from distill.teacher.train import run as run_train_teacher
 from distill.workspace import Workspace, remove_ours
@@ -43,14 +43,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         name: str, fn, c: DictConfig, config: list[Any], inputs: list[Path], outputs: list[Path]
     ) -> None:
         """Run a stage unless its config and inputs are unchanged since it last finished here."""
-        key = stage_key(config, inputs)
-        if is_fresh(ws, name, key, outputs):
+        current = fingerprint.record(config, named(ws, inputs))
+        if not changes(ws, name, current, outputs):
             print(f"demo: {name} skipped (its config and inputs are unchanged since it last ran here)")
             timings[name] = "skipped"
             return
         t = time.perf_counter()
         fn(c)
-        record(ws, name, key)
+        record(ws, name, fingerprint.record(config, named(ws, inputs)))
         timings[name] = round(time.perf_counter() - t, 1)
 
     stage("candidates", run_candidates, cfg, [cfg.data, cfg.retrieval], [ds_dir], [ws.candidates])
@@ -120,6 +120,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"\ndemo on {cfg.data.name} ({time.perf_counter() - t0:.0f}s; {timings})\n{table(metrics)}\n-> {ws.report}"
     )
     return metrics
+
+
+def student_config(name: str, overrides: Any, where: str) -> DictConfig:
+    """configs/student/<name>.yaml as `student=<name>` composes it (Hydra's compose API, on its schema), then
+    `overrides`, checked."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    path = CONFIG_DIR / "student" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"{where}: no student {name!r} ({path} does not exist); choose among {known}")
+    if GlobalHydra.instance().is_initialized():  # inside @hydra.main
+        node = compose("config", overrides=[f"student={name}"]).student
+    else:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            node = compose("config", overrides=[f"student={name}"]).student
+    merged = OmegaConf.merge(node, overrides or {})
+    assert isinstance(merged, DictConfig)
+    check_known_keys(merged, f"demo.overrides.{name}")
+    OmegaConf.to_object(merged)  # the schema's value checks
+    return merged
+
+
+def named(ws: Workspace, paths: list[Path]) -> dict[str, Path]:
+    """Inputs by a name that survives moving the workspace: the path inside it, else the folder's name."""
+    return {(str(p.relative_to(ws.root)) if ws.root in p.parents else p.name): p for p in paths}
 
 
 def trained_folders(ws: Workspace, name: str) -> list[Path]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +18,7 @@ import pandas as pd
 
 from distill.errors import ConfigError, DataError, StageNotReadyError
 from distill.faults import kill_point
+from distill.ir import fingerprint
 
 # A folder the project wrote whole carries this file: what it holds (relative path -> size in bytes).
 COMPLETE = ".distill-complete.json"
@@ -87,26 +86,32 @@ class Workspace:
         return self.root / "models" / "teacher_init"
 
     @property
-    def features_stamp(self) -> Path:
-        """What features.parquet was built from (`distill.features.build.features_hash`)."""
-        return self.root / "features.hash"
+    def features_record(self) -> Path:
+        """What features.parquet was built from (`distill.features.build.features_record`)."""
+        return self.root / "features.record.json"
 
-    def inputs(self) -> dict[str, str]:
-        """Content fingerprints of the inputs a student learns from, recorded in its folder."""
-        out = {"candidates": fingerprint(self.require(self.candidates, "candidates"))}
+    def learned_from(self, features: bool = False) -> dict[str, Path]:
+        """The workspace files a student learns from (what its folder records, `fingerprint.record`): the
+        candidates, the soft-label manifest (which lists every part's checksum) and, for students on features,
+        features.parquet."""
+        out = {"candidates": self.require(self.candidates, "candidates")}
         if (self.soft_labels / "manifest.json").is_file():
-            out["soft_labels"] = fingerprint(self.soft_labels / "manifest.json")
+            out["soft_labels"] = self.soft_labels / "manifest.json"
+        if features:
+            out["features"] = self.require(self.features, "features")
         return out
 
     def check_inputs(self, model_dir: Path, recorded: dict[str, str] | None, remedy: str) -> None:
-        """Refuse a model trained on other candidates or soft labels than the workspace holds now."""
+        """Refuse a model whose recorded inputs (`fingerprint.record(...)["inputs"]`) differ from the files the
+        workspace holds now."""
         if not recorded:
             return
-        now = self.inputs()
-        stale = [k for k, v in recorded.items() if k in now and now[k] != v]
-        if stale:
+        names = {k: p for k, p in self.learned_from().items()} | {"features": self.features}
+        now = fingerprint.record(inputs={k: names[k] for k in recorded if k in names})["inputs"]
+        changed = [k for k in fingerprint.stale({"inputs": recorded}, {"inputs": now}) if k in names]
+        if changed:
             raise StageNotReadyError(
-                f"{model_dir} is stale: it was trained on other {' and '.join(s.replace('_', ' ') for s in stale)} "
+                f"{model_dir} is stale: it was trained on other {' and '.join(s.replace('_', ' ') for s in changed)} "
                 f"than the workspace holds now; {remedy}"
             )
 
@@ -161,26 +166,6 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 def write_json_atomic(obj: Any, path: Path) -> None:
     write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_of_version(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    return file_sha256(Path(path))
-
-
-def fingerprint(path: Path) -> str:
-    """The identity of a stage's output by content: sha256 of a file (the first 16 hex digits). Each version of a
-    file (path, inode, size, modification time) is hashed once per process: stages compare the same inputs often."""
-    st = path.stat()
-    return _sha256_of_version(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)[:16]
 
 
 def _listing(root: Path) -> dict[str, int]:

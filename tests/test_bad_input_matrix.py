@@ -194,10 +194,10 @@ SOFT_LABEL_ROWS = [
 def test_bad_soft_labels_name_the_part_row_and_column(tmp_path, row, columns, error):
     root = tmp_path / "soft_labels"
     root.mkdir()
-    write_part(
+    sha = write_part(
         pd.DataFrame({"qid": ["q1", "q1"], "docid": ["d1", "d2"], **columns}), root / "part-00000.parquet", {}
     )
-    shards = {"00000": {"file": "part-00000.parquet", "rows": 2}}
+    shards = {"00000": {"file": "part-00000.parquet", "rows": 2, "sha256": sha}}
     write_manifest(root, {"identity": {}, "shards": shards, "complete": True})
     with pytest.raises(DataError, match=error):
         read_soft_labels(root)

@@ -2,7 +2,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from distill.config import CONFIG_DIR, config_hash
+from distill.config import CONFIG_DIR
+from distill.ir.fingerprint import of_config
 
 GROUPS = ["data", "retrieval", "teacher", "student", "features", "logger", "paths"]
 
@@ -37,5 +38,5 @@ def test_workspace_follows_data_name(make_cfg, tmp_path):
 
 def test_config_hash_changes_with_values(make_cfg):
     a, b = make_cfg(), make_cfg("retrieval.k=50")
-    assert config_hash(a.retrieval) != config_hash(b.retrieval)
-    assert config_hash(a.retrieval) == config_hash(make_cfg().retrieval)
+    assert of_config(a.retrieval) != of_config(b.retrieval)
+    assert of_config(a.retrieval) == of_config(make_cfg().retrieval)

@@ -18,8 +18,8 @@ TINY_NEURAL = [
 TINY_GBDT = [
     f"+demo.overrides.{name}.{opt}"
     for name in ("lightgbm", "xgboost")
-    for opt in ("num_trees=10", "early_stopping=3", "min_data_in_leaf=5")
-]
+    for opt in ("num_trees=10", "early_stopping=3")
+] + ["+demo.overrides.lightgbm.min_data_in_leaf=5"]
 
 
 def test_shrunk_demo_end_to_end(tiny_sample_cfg):

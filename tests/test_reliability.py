@@ -87,7 +87,7 @@ def test_a_student_trained_on_other_inputs_is_refused(gbdt_ws):
     run_gbdt(cfg)
     ws = Workspace.from_cfg(cfg)
     info = json.loads((ws.model("lightgbm") / "student.json").read_text())
-    assert set(info["inputs"]) == {"candidates", "soft_labels"}
+    assert set(info["inputs"]) == {"candidates", "soft_labels", "features"}
     ws.check_inputs(ws.model("lightgbm"), info["inputs"], "retrain")  # current: fine
     run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))
     with pytest.raises(
@@ -189,7 +189,7 @@ def test_a_folder_is_written_over_an_empty_one_and_never_over_a_users(tmp_path):
         ("data.test_fraction=2", r"data\.test_fraction=2\.0: must be in \[0, 1\]"),
         ("student.num_trees=0", r"student\.num_trees=0: must be > 0"),
         ("student.val_fraction=1", r"student\.val_fraction=1\.0: must be in \(0, 1\)"),
-        ("teacher.train.epochs=0", r"teacher\.train\.epochs=0\.0 must be positive"),
+        ("teacher.train.epochs=0", r"teacher\.train\.epochs=0\.0: must be > 0"),
         ("evaluate.cascade_k=[5,-1]", r"evaluate\.cascade_k=\[5, -1\]: each must be >= 0"),
         ("evaluate.load.workers=0", r"evaluate\.load\.workers=0: must be >= 1"),
     ],

@@ -18,15 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.config import (
-    FlagEmbeddingOptions,
-    HFOptions,
-    MsMarcoOptions,
-    SmartOptions,
-    TrecOptions,
-    from_plain,
-)
+from distill.config import from_plain
 from distill.data.beir import write_beir
+from distill.data.schema import FlagEmbeddingOptions, HFOptions, MsMarcoOptions, SmartOptions, TrecOptions
 from distill.errors import ConfigError, DataError
 from distill.ir.split import held_out
 

@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import DATA_OPTIONS, SampleOptions, from_plain, to_container, validate
+from distill.config import from_plain, to_container, validate
 from distill.data.beir import Dataset, load_beir
+from distill.data.schema import DATA_OPTIONS, SampleOptions
 from distill.errors import ConfigError
+from distill.ir import fingerprint
 from distill.ir.split import held_out
 from distill.workspace import staged_dir
 
@@ -27,12 +29,8 @@ FORMATS = tuple(DATA_OPTIONS)
 
 
 def _fingerprint(src: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    files = sorted(p for p in src.rglob("*") if p.is_file()) if src.is_dir() else []
-    return {
-        "source": str(src),
-        "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files],
-        **extra,
-    }
+    """What a converted folder is built from: the source files' content (a hub dataset: its name) and options."""
+    return {"source": fingerprint.of_path(src) or str(src), **extra}
 
 
 def _fresh(dest: Path, stamp: dict[str, Any]) -> bool:

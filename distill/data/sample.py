@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from distill.config import SampleOptions
 from distill.data.beir import write_beir
+from distill.data.schema import SampleOptions
 
 _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
 _VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]

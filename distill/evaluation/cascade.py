@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from distill.config import LoadConfig
+from distill.evaluation.schema import LoadConfig
 from distill.ir.metrics import per_query
 
 

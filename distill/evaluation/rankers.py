@@ -45,7 +45,7 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
         rankers.append(
             Ranker("teacher", "teacher", t.score.to_numpy(np.float64), _teacher_probe(cfg, ds, ws))
         )
-    ctx = Context(ds, ws, cands)
+    ctx = Context.of(cfg, ds, ws, cands)
     for model_dir in student_dirs(ws):
         for scorer in load_scorers(model_dir, ctx):
             rankers.append(

@@ -23,12 +23,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau, ttest_rel
 
-from distill.config import EvaluateConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.evaluation.cascade import Costs, best_under, quality_table, sweep
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
 from distill.evaluation.report import table, write_report
+from distill.evaluation.schema import EvaluateConfig
 from distill.ir.metrics import evaluate, per_query, quality
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups

@@ -20,6 +20,7 @@ A feature whose source is missing is dropped with a logged reason; nothing is fi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -28,33 +29,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import FeatureOptions, config_hash, to_container
+from distill.config import to_container
 from distill.data.beir import Dataset
-from distill.data.prepare import load_dataset
+from distill.data.prepare import dataset_dir, load_dataset
 from distill.errors import ConfigError
+from distill.features.schema import ALL_FEATURES, FeatureOptions
+from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, pair_dots
-from distill.workspace import Workspace, fingerprint, write_parquet_atomic, write_text_atomic
+from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
-ALL_FEATURES = [
-    "bm25",
-    "bm25_rank",
-    "bm25_title",
-    "bm25_text",
-    "query_len",
-    "doc_len",
-    "coverage",
-    "age_days",
-    "log_age",
-    "impressions",
-    "clicks",
-    "ctr",
-    "ctr_debiased",
-    "dwell_mean",
-    "last_click_rate",
-    "popularity",
-]
 
 
 def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict[str, np.ndarray]:
@@ -224,11 +209,25 @@ def feature_options(cfg: DictConfig) -> FeatureOptions:
     return opts
 
 
-def features_hash(cfg: DictConfig, ws: Workspace) -> str:
-    """What features.parquet is built from: the config (stacked students are joined later, not part of it) and
-    the candidates file's content."""
+def features_record(cfg: DictConfig, ws: Workspace) -> dict[str, Any]:
+    """What features.parquet is built from: the retrieval and feature options (stacked students are joined
+    later, not part of it), the candidates and the dataset (texts, timestamps, click log), by content."""
     own = {k: v for k, v in to_container(cfg.features).items() if k != "students"}
-    return f"{config_hash(cfg.data, cfg.retrieval, own)}:{fingerprint(ws.candidates)}"
+    return fingerprint.record(
+        [cfg.retrieval, own],
+        {"candidates": ws.require(ws.candidates, "candidates"), "dataset": dataset_dir(cfg)},
+    )
+
+
+def stale_features(cfg: DictConfig, ws: Workspace) -> list[str]:
+    """What changed since features.parquet was built (empty: it is fresh)."""
+    if not ws.features.is_file():
+        return ["features.parquet"]
+    try:
+        recorded = json.loads(ws.features_record.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    return fingerprint.stale(recorded, features_record(cfg, ws))
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
@@ -239,7 +238,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     df = build_features(ds, cands, list(cfg.features.names), feature_options(cfg), cfg.retrieval)
     df.attrs = {}
     write_parquet_atomic(df, ws.features)
-    write_text_atomic(features_hash(cfg, ws), ws.features_stamp)
+    write_json_atomic(features_record(cfg, ws), ws.features_record)
     cols = [c for c in df.columns if c not in ("qid", "docid", "split")]
     print(
         f"features: {len(df)} rows x {len(cols)} features ({', '.join(cols)}) in "

@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import LoadConfig, LoadtestConfig, LoadtestLoad, ServeConfig
 from distill.data.prepare import load_dataset
 from distill.errors import StageNotReadyError
 from distill.evaluation.cascade import arrivals, quality_table, query_order, simulate
 from distill.evaluation.report import md_table
+from distill.evaluation.schema import LoadConfig
 from distill.ir.metrics import per_query
+from distill.serving.schema import LoadtestConfig, LoadtestLoad, ServeConfig
 from distill.serving.service import controller
 from distill.workspace import Workspace, write_json_atomic, write_text_atomic
 

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import ServeConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DistillError, StageNotReadyError
 from distill.evaluation.cascade import DepthController
 from distill.ir.bm25 import BM25Index
 from distill.retrieval.candidates import build_index
+from distill.serving.schema import ServeConfig
 from distill.students.base import Context, Scorer, find_scorer, student_dirs
 from distill.workspace import Workspace
 
@@ -166,7 +166,7 @@ class CascadeService:
             load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device),
             batch_tokens=cfg.teacher.batch_tokens,
         )
-        self.student = pick_student(ws, Context(ds, ws, corpus_rows(ds)), self.sc.student)
+        self.student = pick_student(ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student)
         self.index: BM25Index = build_index(ds, cfg.retrieval)
         self.docids = ds.corpus.index.to_numpy()
         self.known = {str(t).strip(): str(q) for q, t in ds.queries["text"].items()}

@@ -15,6 +15,7 @@ the `loader` it names. Neither names a student, so a new student is one module p
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from distill.config import load_callable, to_container
+from distill.config import CONFIG_DIR, load_callable, to_container
 from distill.data.beir import Dataset
-from distill.errors import ConfigError, StageNotReadyError
+from distill.errors import ConfigError, DataError, StageNotReadyError
+from distill.ir import fingerprint
 from distill.workspace import COMPLETE, Workspace, check_complete, write_json_atomic
 
 STUDENT_FILE = "student.json"
@@ -36,12 +38,37 @@ TRAINED_QUERIES = "trained_queries.json"
 
 @dataclass
 class Context:
-    """What a scorer may read: the dataset, the workspace, and the candidate rows it will be asked about."""
+    """What a scorer may read: the dataset, the workspace, and the candidate rows it will be asked about; and
+    which modules may load student folders (`trusted`: the registered students' and `student_packages`)."""
 
     ds: Dataset
     ws: Workspace
     cands: pd.DataFrame  # qid, docid, rank, bm25, split
     cache: dict[str, Any] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, cfg: Any, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> Context:
+        return cls(ds, ws, cands, packages=tuple(cfg.get("student_packages") or ()))
+
+    def trusts(self, module: str) -> bool:
+        return module in registered_modules() or any(
+            module == p or module.startswith(p + ".") for p in self.packages
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def registered_modules() -> frozenset[str]:
+    """The modules of the students configs/student/*.yaml register (the `_target_` each states): the only ones,
+    with `student_packages`, whose `load` may open a student folder. A folder's student.json cannot name another."""
+    from omegaconf import OmegaConf
+
+    out = set()
+    for path in sorted((CONFIG_DIR / "student").glob("*.yaml")):
+        target = str(OmegaConf.load(path).get("_target_") or "")
+        if target:
+            out.add(target.replace(":", ".").rpartition(".")[0])
+    return frozenset(out)
 
 
 class Scorer(Protocol):
@@ -80,13 +107,42 @@ class FunctionScorer:
         return np.asarray(self.fn(rows), dtype=np.float64)
 
 
-def write_student_json(folder: Path, *, name: str, loader: str, ws: Workspace, config: Any) -> None:
-    """The model folder's identity: its ranker name, the `module:function` that loads it, the inputs it learned
-    from (content fingerprints) and its config."""
+def write_student_json(
+    folder: Path, *, name: str, ws: Workspace, config: Any, loader: str | None = None, features: bool = False
+) -> None:
+    """The model folder's identity: its ranker name, the `module:load` that loads it (by default the module of
+    the config's `_target_`), the resolved config it was trained with (its loader reads that, and only that)
+    and the content fingerprints of the inputs it learned from (`features`: features.parquet too)."""
+    plain = to_container(config)
+    if loader is None:
+        loader = str(plain["_target_"]).replace(":", ".").rpartition(".")[0] + ":load"
     write_json_atomic(
-        {"name": name, "loader": loader, "inputs": ws.inputs(), "config": to_container(config)},
+        {
+            "name": name,
+            "loader": loader,
+            "config": plain,
+            "inputs": fingerprint.record(inputs=ws.learned_from(features))["inputs"],
+        },
         folder / STUDENT_FILE,
     )
+
+
+def student_meta(model_dir: Path) -> dict[str, Any]:
+    """A student folder's student.json, checked for the keys every reader needs."""
+    f = model_dir / STUDENT_FILE
+    try:
+        meta = json.loads(f.read_text())
+        assert isinstance(meta, dict) and {"name", "loader", "config"} <= set(meta)
+    except (OSError, ValueError, AssertionError) as e:
+        raise DataError(f"{f} is damaged or not a student's: retrain it (make train-student) or remove {model_dir}") from e
+    return meta
+
+
+def trained_config(model_dir: Path, schema: type) -> Any:
+    """The typed config a student folder was trained with (its student.json), through the schema's checks."""
+    from distill.config import from_plain
+
+    return from_plain(schema, student_meta(model_dir)["config"], f"{model_dir / STUDENT_FILE}: config")
 
 
 def write_trained_queries(folder: Path, qids: Any) -> None:
@@ -106,12 +162,20 @@ def student_dirs(ws: Workspace) -> list[Path]:
 
 
 def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:
-    """The scorers of a student folder, after checking it is whole and learned from the workspace's inputs."""
+    """The scorers of a student folder, after checking it is whole, learned from the workspace's inputs, and
+    names a registered student's `load` (a file alone never chooses what code runs)."""
     remedy = f"retrain it (make train-student), or remove {model_dir}"
     check_complete(model_dir, remedy)
-    meta = json.loads((model_dir / STUDENT_FILE).read_text())
+    meta = student_meta(model_dir)
+    module, _, function = str(meta["loader"]).partition(":")
+    if function != "load" or not ctx.trusts(module):
+        raise ConfigError(
+            f"{model_dir / STUDENT_FILE}: loader {meta['loader']!r} is not the load function of a registered "
+            f"student (configs/student/*.yaml) or of a package in student_packages; it is not run. Retrain the "
+            f"folder, or add its module to student_packages if you trust it"
+        )
     ctx.ws.check_inputs(model_dir, meta.get("inputs"), remedy)
-    return load_callable(meta["loader"], f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
+    return load_callable(f"{module}:load", f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
 
 
 def find_scorer(ctx: Context, name: str, what: str) -> tuple[Scorer, Path]:
@@ -124,7 +188,7 @@ def find_scorer(ctx: Context, name: str, what: str) -> tuple[Scorer, Path]:
         )
     names: list[str] = []
     for d in dirs:
-        folder_name = str(json.loads((d / STUDENT_FILE).read_text()).get("name", d.name))
+        folder_name = str(student_meta(d)["name"])
         if not name.startswith(folder_name):
             names.append(folder_name)
             continue
@@ -141,6 +205,9 @@ __all__ = [
     "COMPLETE",
     "Context",
     "FunctionScorer",
+    "registered_modules",
+    "student_meta",
+    "trained_config",
     "TRAINED_QUERIES",
     "find_scorer",
     "trained_queries",

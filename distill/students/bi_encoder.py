@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import BiEncoderConfig
 from distill.data.beir import Dataset
 from distill.errors import DataError
 from distill.ir.metrics import evaluate, quality
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer
+from distill.students.base import Context, FunctionScorer, Scorer, student_meta, trained_config
+from distill.students.schema import BiEncoderConfig
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,19 @@ log = logging.getLogger(__name__)
 HYBRID_FILE = "distill_hybrid.json"  # in the model folder: the hybrid reranker's BM25 weight
 
 
+# student.similarity -> sentence-transformers' similarity_fn_name, saved with the model
+SIMILARITY_FN = {"dot": "dot", "cos": "cosine"}
+
+
 def build_student_model(bc: BiEncoderConfig, ws: Workspace, ds: Dataset | None = None) -> Any:
+    """The student's SentenceTransformer, its `similarity_fn_name` set to what it is trained with, so that the
+    saved folder scores the same through `SentenceTransformer(folder).similarity` as through this project."""
+    model = _new_model(bc, ws)
+    model.similarity_fn_name = SIMILARITY_FN[bc.similarity]
+    return model
+
+
+def _new_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
     from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     base = bc.base_model
@@ -195,7 +207,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             trainer=SentenceTransformerTrainer,
             arguments=SentenceTransformerTrainingArguments,
             finish=finish,
-            loader="distill.students.bi_encoder:load",
         ),
     )
 
@@ -206,15 +217,15 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     second scorer `<name>+bm25` adds w x BM25."""
     from sentence_transformers import SentenceTransformer
 
-    info = json.loads((model_dir / neural.TRAIN_FILE).read_text())
-    norm = info.get("similarity", "dot") == "cos"
+    bc: BiEncoderConfig = trained_config(model_dir, BiEncoderConfig)
+    norm = bc.similarity == "cos"
     model = SentenceTransformer(str(model_dir), device="cpu")
 
     def search(qids: list[str], k: int) -> tuple[pd.DataFrame, dict[str, float]]:
-        run = dense_retrieve(model, ctx.ds, qids, k, info.get("similarity", "dot"))
+        run = dense_retrieve(model, ctx.ds, qids, k, bc.similarity)
         return run, {"index_bytes_per_doc": 4.0 * (model.get_embedding_dimension() or 0)}  # float32 vectors
 
-    name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
+    name = student_meta(model_dir)["name"]
     main = neural.candidate_scorer(
         name,
         ctx,

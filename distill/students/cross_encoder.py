@@ -11,7 +11,7 @@
 
 The student starts from the teacher (default; `layers` keeps its first N transformer layers, as DistilBERT and
 TinyBERT start from theirs) or any CrossEncoder / encoder id or folder (e.g. ../shared/data/all_minilm_l6_v2 on
-real data: a new 1-logit head). `labels=zscore` standardises the teacher's scores within each list first, so a
+real data: a new 1-logit head). `label_norm=zscore` standardises the teacher's scores within each list first, so a
 listwise loss sees the same spread whatever the teacher's scale. The folder is a plain `CrossEncoder(path)`
 model: it scores through the project's scoring engine as a reranker, and can be a cheaper teacher for the other
 students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
@@ -19,7 +19,6 @@ students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import CrossEncoderStudentConfig
 from distill.data.beir import Dataset
 from distill.errors import ConfigError
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, query_texts
+from distill.students.base import Context, FunctionScorer, Scorer, query_texts, student_meta, trained_config
 from distill.students.examples import label_list
+from distill.students.schema import CrossEncoderStudentConfig
 from distill.workspace import Workspace
 
 
@@ -90,9 +89,9 @@ def _loss(sc: CrossEncoderStudentConfig, model: Any) -> Any:
 
 
 def labels_of(scores: list[float], sc: CrossEncoderStudentConfig) -> list[float]:
-    """The example's teacher scores as training labels: standardised within the list when `labels=zscore`, then
-    divided by `temperature`."""
-    return [x / sc.temperature for x in label_list(scores, sc.labels)]
+    """The example's teacher scores as training labels: standardised within the list when `label_norm=zscore`,
+    then divided by `label_scale`."""
+    return [x / sc.label_scale for x in label_list(scores, sc.label_norm)]
 
 
 def dataset(ds: Dataset, ex: pd.DataFrame, sc: CrossEncoderStudentConfig) -> Any:
@@ -155,7 +154,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             trainer=CrossEncoderTrainer,
             arguments=CrossEncoderTrainingArguments,
             finish=finish,
-            loader="distill.students.cross_encoder:load",
             dataset=dataset,
         ),
     )
@@ -163,7 +161,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The student as a reranker through the scoring engine."""
-    meta = json.loads((model_dir / STUDENT_FILE).read_text())
-    sc = CrossEncoderStudentConfig.from_cfg(meta["config"])
+    sc: CrossEncoderStudentConfig = trained_config(model_dir, CrossEncoderStudentConfig)
     engine = _scorer(str(model_dir), sc)
-    return [FunctionScorer(meta["name"], lambda rows: score_rows(engine, ctx.ds, rows))]
+    return [FunctionScorer(student_meta(model_dir)["name"], lambda rows: score_rows(engine, ctx.ds, rows))]

@@ -17,6 +17,7 @@ import pandas as pd
 from distill.data.beir import Dataset
 from distill.errors import DataError
 from distill.ir.split import held_out
+from distill.students.coverage import covered_queries
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
 
@@ -36,7 +37,7 @@ def stack_holdout(qids: list[str], fraction: float) -> set[str]:
 
 
 def build_examples(
-    soft: pd.DataFrame, qrels: pd.DataFrame, queries: pd.DataFrame, opts: Any
+    soft: pd.DataFrame, qrels: pd.DataFrame, queries: pd.DataFrame, opts: Any, corpus: Any = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Training examples from teacher-scored candidates: one row per (query, positive, sample).
 
@@ -44,7 +45,8 @@ def build_examples(
     negatives'), counts of queries skipped by reason). Negatives are drawn (seeded by `opts.seed`) from the
     query's candidates ranked within the top `opts.negative_depth` by the teacher, excluding judged-relevant
     documents and those the teacher scores above `positive score - opts.negative_margin`; a positive with fewer
-    than `opts.negatives` such negatives is skipped (counted, never silent).
+    than `opts.negatives` such negatives is skipped (counted, never silent). Labels naming a query the dataset
+    lacks, or a document outside `corpus` (its ids, when given), are refused: their texts would be empty.
     """
     unknown = sorted(set(soft.qid) - set(queries.index))
     if unknown:
@@ -52,6 +54,14 @@ def build_examples(
             f"soft labels: {len(unknown)} qid(s) not among the dataset's queries (first: {unknown[:3]}); "
             f"were they scored on another dataset? Re-run `make teacher-score` with this data="
         )
+    if corpus is not None:
+        unknown = sorted(set(soft.docid) - set(corpus))
+        if unknown:
+            raise DataError(
+                f"soft labels: {len(unknown)} docid(s) not in the dataset's corpus (first: {unknown[:3]}): a "
+                f"student would learn from empty texts; re-import them with the dataset's own ids (the importer "
+                f"checks them), or re-run `make teacher-score` with this data="
+            )
     rng = np.random.default_rng(opts.seed)
     rel = qrels[qrels.relevance > 0]
     relevant = {q: set(g.docid) for q, g in rel.groupby("qid")}
@@ -109,14 +119,17 @@ def hf_dataset(ds: Dataset, ex: pd.DataFrame, labels: str = "raw") -> Any:
     return HFDataset.from_dict(cols)
 
 
-def examples_for(opts: Any, ws: Workspace, ds: Dataset) -> tuple[pd.DataFrame, dict]:
-    """The training examples of the workspace's train queries (and how many positives were skipped, by reason)."""
+def examples_for(opts: Any, ws: Workspace, ds: Dataset) -> tuple[pd.DataFrame, dict, set[str]]:
+    """The training examples of the workspace's train queries, how many positives were skipped (by reason), and
+    the train queries the student was offered (their labels were within its reach, whether or not they gave an
+    example): what stacking must treat as seen."""
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "docid", "split"])
     all_train = sorted(set(cands.qid[cands.split == "train"]))
-    train_qids = set(all_train) - stack_holdout(all_train, getattr(opts, "stack_holdout", 0.0))
+    offered = set(all_train) - stack_holdout(all_train, getattr(opts, "stack_holdout", 0.0))
+    covered = covered_queries(soft, cands, offered, opts.min_label_coverage, complete=False)
     ex, skipped = build_examples(
-        soft[soft.qid.isin(train_qids)], ds.judged("train", "train-student"), ds.queries, opts
+        soft[soft.qid.isin(covered)], ds.judged("train", "train-student"), ds.queries, opts, ds.corpus.index
     )
     if ex.empty:
         raise DataError(
@@ -125,4 +138,4 @@ def examples_for(opts: Any, ws: Workspace, ds: Dataset) -> tuple[pd.DataFrame, d
         )
     if any(skipped.values()):
         log.warning("student examples: skipped %s", skipped)
-    return ex, skipped
+    return ex, skipped, offered

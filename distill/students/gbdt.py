@@ -29,16 +29,18 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import GBDTConfig
+from distill.config import typed
 from distill.data.prepare import load_dataset
-from distill.errors import ConfigError, DataError
-from distill.features.build import features_hash
+from distill.errors import ConfigError, DataError, StageNotReadyError
 from distill.features.build import run as build_features_stage
+from distill.features.build import stale_features
 from distill.ir.split import held_out
-from distill.objectives import OBJECTIVES, Groups, build_objective
+from distill.objectives import Groups, build_objective
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
-from distill.students.base import STUDENT_FILE, Context, FunctionScorer, Scorer, write_student_json
+from distill.students.base import Context, FunctionScorer, Scorer, student_meta, write_student_json
+from distill.students.coverage import covered_queries
 from distill.students.gbdt_params import xgboost_params
+from distill.students.schema import GBDTConfig, LightGBMConfig, XGBoostConfig
 from distill.students.stacking import (
     PREFIX,
     add_student_features,
@@ -53,26 +55,21 @@ from distill.workspace import Workspace, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-GBDT_OBJECTIVES = ("lambdarank", *OBJECTIVES)
-
 
 def training_frame(
-    feats: pd.DataFrame, soft: pd.DataFrame, qrels: pd.DataFrame, alpha: float
+    feats: pd.DataFrame, soft: pd.DataFrame, qrels: pd.DataFrame, alpha: float, min_coverage: float = 1.0
 ) -> pd.DataFrame:
-    """Train-split feature rows joined with teacher scores, grouped by query; target = blended label."""
+    """Train-split feature rows joined with teacher scores, grouped by query; target = blended label. Only the
+    queries whose every candidate has a teacher score take part (`coverage.covered_queries`)."""
     train = feats[feats.split == "train"]
     if train.empty:
         raise DataError(
             "features.parquet has no train-split candidate: the GBDT student learns from train queries; give the "
             "dataset a train split (qrels/train.tsv) and re-run `make candidates` (retrieval.splits=null: all)"
         )
+    covered = covered_queries(soft, train, set(train.qid), min_coverage, complete=True)
+    train = train[train.qid.isin(covered)]
     df = train.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
-    missing = int(df.score.isna().sum())
-    if missing:
-        raise DataError(
-            f"{missing} train candidates have no teacher score in soft_labels/ (e.g. qid "
-            f"{df[df.score.isna()].qid.iloc[0]!r}); re-run `make teacher-score` on these candidates"
-        )
     df = df.sort_values(["qid"], kind="stable").reset_index(drop=True)
     t = normalise(df.score.astype(float), df.qid, "zscore") if alpha < 1 else df.score.astype(float)
     if alpha < 1:
@@ -83,13 +80,11 @@ def training_frame(
     return df
 
 
-def _fit_lightgbm(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_lightgbm(sc: LightGBMConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import lightgbm as lgb
 
-    params: dict[str, Any] = {
+    params: dict[str, Any] = sc.library_params() | {
         "learning_rate": sc.learning_rate,
-        "num_leaves": sc.num_leaves,
-        "min_data_in_leaf": sc.min_data_in_leaf,
         "num_threads": sc.threads,
         "seed": sc.seed,
         "deterministic": True,
@@ -111,7 +106,7 @@ def _fit_lightgbm(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, o
     )
 
 
-def _fit_xgboost(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_xgboost(sc: XGBoostConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import xgboost as xgb
 
     params = xgboost_params(sc, sc.threads) | {"eval_metric": "ndcg@10"}
@@ -135,21 +130,22 @@ def _fit_xgboost(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, ob
 
 
 def student_config(node: Any) -> GBDTConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(GBDTConfig), node)
-    sc: GBDTConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    if sc.objective not in GBDT_OBJECTIVES and "." not in sc.objective:
-        raise ConfigError(
-            f"student.objective={sc.objective!r}: use one of {GBDT_OBJECTIVES} or module.Class of your own"
-        )
-    if sc.name not in ("lightgbm", "xgboost"):
-        raise ConfigError(f"student.name={sc.name!r}: the GBDT student is lightgbm or xgboost")
+    """The composed `student` node as its library's typed config (student=lightgbm or student=xgboost)."""
+    kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if kind not in (LightGBMConfig, XGBoostConfig):
+        if kind not in (None, dict):
+            raise ConfigError(
+                f"student: {kind.__name__} is not a GBDT student's config; use student=lightgbm or student=xgboost"
+            )
+        kind = XGBoostConfig if str(node.get("name")) == "xgboost" else LightGBMConfig
+    sc: GBDTConfig = typed(node, kind, "student")
     return sc
 
 
 def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
-    stamp = ws.features_stamp
-    if not ws.features.exists() or not stamp.exists() or stamp.read_text() != features_hash(cfg, ws):
-        log.info("features.parquet is missing or stale (other config or candidates): rebuilding it")
+    changed = stale_features(cfg, ws)
+    if changed:
+        log.info("features.parquet is missing or stale (changed: %s): rebuilding it", ", ".join(changed))
         return build_features_stage(cfg)
     return pd.read_parquet(ws.features)
 
@@ -186,8 +182,8 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
     stacked = list(cfg.features.get("students") or [])
     stack = None
     if stacked:
-        feats, stack = add_student_features(ws, ds, feats, stacked)
-    df = training_frame(feats, soft, qrels, sc.labels.alpha)
+        feats, stack = add_student_features(ws, ds, feats, stacked, tuple(cfg.get("student_packages") or ()))
+    df = training_frame(feats, soft, qrels, sc.labels.alpha, sc.min_label_coverage)
     if stack:
         df = unseen_train_rows(df, stack).reset_index(drop=True)
     names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
@@ -225,9 +221,9 @@ def fit(sc: GBDTConfig, f: Frames) -> Any:
     if sc.dask.cluster:
         from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
 
-        fit_fn = fit_lightgbm_dask if sc.name == "lightgbm" else fit_xgboost_dask
+        fit_fn = fit_lightgbm_dask if sc.LIBRARY == "lightgbm" else fit_xgboost_dask
     else:
-        fit_fn = _fit_lightgbm if sc.name == "lightgbm" else _fit_xgboost
+        fit_fn = _fit_lightgbm if sc.LIBRARY == "lightgbm" else _fit_xgboost
     return fit_fn(sc, f.X, f.y, f.grades, f.sizes, f.Xv, f.yv, f.sizes_v, obj)
 
 
@@ -237,7 +233,7 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
     with staged_dir(ws.model(name)) as tmp:
         if f.stack:
             write_stack(tmp, f.stack)
-        if sc.name == "lightgbm":
+        if sc.LIBRARY == "lightgbm":
             model.save_model(str(tmp / "model.txt"))
             importance = dict(zip(f.names, model.feature_importance("gain").tolist(), strict=True))
             best = int(model.best_iteration or model.current_iteration())
@@ -247,7 +243,6 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
             importance = {n: float(raw.get(f"f{i}", 0.0)) for i, n in enumerate(f.names)}
             best = int(getattr(model, "best_iteration", model.num_boosted_rounds() - 1)) + 1
         (tmp / "features.json").write_text(json.dumps(f.names))
-        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg.student, resolve=True))
         pd.Series(importance).sort_values(ascending=False).rename("gain").to_csv(
             tmp / "importance.csv", index_label="feature"
         )
@@ -264,7 +259,7 @@ def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, 
             "seconds": round(time.perf_counter() - t0, 2),
         }
         write_json_atomic(info, tmp / "train_info.json")
-        write_student_json(tmp, name=name, loader="distill.students.gbdt:load", ws=ws, config=cfg.student)
+        write_student_json(tmp, name=name, ws=ws, config=cfg.student, features=True)
     return info
 
 
@@ -306,21 +301,35 @@ def _predictor(model_dir: Path) -> tuple[list[str], Any]:
 
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The GBDT student as a scorer of candidate rows: their features come from features.parquet (precomputed, as
-    a production ranker has them); a row without features gets NaN features (both libraries handle missing)."""
+    a production ranker has them), which must be the one it was trained on (`load_scorers` compared its
+    fingerprint) and hold every feature it names. A row features.parquet does not hold is refused, never scored
+    on missing values."""
     names, predict = _predictor(model_dir)
     feats = ctx.cache.get("features")
     if feats is None:
         feats = pd.read_parquet(ctx.ws.require(ctx.ws.features, "features")).set_index(["qid", "docid"])
         ctx.cache["features"] = feats
-
     own = [n for n in names if not n.startswith(PREFIX)]
+    lacking = sorted(set(own) - set(feats.columns))
+    if lacking:
+        raise StageNotReadyError(
+            f"{model_dir} was trained on features {own}, but {ctx.ws.features} lacks {lacking}: rebuild the "
+            f"features with the options it was trained with, or retrain it (make train-student)"
+        )
 
     def score(rows: pd.DataFrame) -> np.ndarray:
         keys = pd.MultiIndex.from_arrays([rows.qid.to_numpy(), rows.docid.to_numpy()])
+        known = keys.isin(feats.index)
+        if not known.all():
+            i = int(np.flatnonzero(~known)[0])
+            raise DataError(
+                f"{int((~known).sum())} row(s) have no features in {ctx.ws.features} (first: qid "
+                f"{keys[i][0]!r}, docid {keys[i][1]!r}): the GBDT student scores only the candidates features were "
+                f"built for (retrieval.k deep; serve.n must not exceed it)"
+            )
         X = feats.reindex(keys)[own].set_axis(rows.index)
         if len(own) < len(names):
             X = pd.concat([X, stacked_features(model_dir, ctx, rows)], axis=1)
         return predict(X[names].to_numpy(np.float32))
 
-    name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
-    return [FunctionScorer(name, score, live=False)]
+    return [FunctionScorer(student_meta(model_dir)["name"], score, live=False)]

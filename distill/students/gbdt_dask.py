@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from distill.config import GBDTConfig
 from distill.errors import ConfigError
 from distill.objectives.adapters import lightgbm_sklearn_objective, xgboost_objective
 from distill.objectives.groups import Groups
 from distill.students.gbdt_params import xgboost_params
+from distill.students.schema import GBDTConfig, LightGBMConfig, XGBoostConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def best_prefix(prefix_preds: Any, n_trees: int, yv: np.ndarray, sizes_v: np.nda
     return best_n
 
 
-def fit_lightgbm_dask(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def fit_lightgbm_dask(sc: LightGBMConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import dask.array as da
     import lightgbm as lgb
 
@@ -119,7 +119,8 @@ def fit_lightgbm_dask(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_
             n_estimators=sc.num_trees,
             learning_rate=sc.learning_rate,
             num_leaves=sc.num_leaves,
-            min_child_samples=sc.min_data_in_leaf,
+            max_depth=sc.max_depth,
+            min_child_samples=sc.min_data_in_leaf,  # the scikit-learn API's name of min_data_in_leaf
             random_state=sc.seed,
             metric="None",  # ndcg would reject the float teacher scores; validation runs here after training
             deterministic=True,
@@ -144,7 +145,7 @@ def fit_lightgbm_dask(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_
     return cut
 
 
-def fit_xgboost_dask(sc: GBDTConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def fit_xgboost_dask(sc: XGBoostConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
     import dask.array as da
     import xgboost as xgb
     import xgboost.dask  # noqa: F401  (the submodule is not imported by `import xgboost`)

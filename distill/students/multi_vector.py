@@ -16,7 +16,6 @@ the student as a reranker of BM25's candidates (its role in the cascade).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import MultiVectorConfig
 from distill.data.beir import Dataset
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, Scorer
+from distill.students.base import Context, Scorer, student_meta, trained_config
+from distill.students.schema import MultiVectorConfig
 from distill.workspace import Workspace
 
 
@@ -172,7 +171,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             trainer=MultiVectorEncoderTrainer,
             arguments=MultiVectorEncoderTrainingArguments,
             finish=finish,
-            loader="distill.students.multi_vector:load",
         ),
     )
 
@@ -183,7 +181,8 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     from sentence_transformers import MultiVectorEncoder
 
     model = MultiVectorEncoder(str(model_dir), device="cpu")
-    name = json.loads((model_dir / STUDENT_FILE).read_text())["name"]
+    trained_config(model_dir, MultiVectorConfig)  # the folder's config passes today's checks
+    name = student_meta(model_dir)["name"]
     return [
         neural.candidate_scorer(
             name,

@@ -55,7 +55,6 @@ class Recipe:
     # (model, dataset, candidates, typed config, folder being written) -> test metrics by mode; may write
     # extra files into the folder
     finish: Callable[[Any, Dataset, pd.DataFrame, Any, Path], dict[str, dict[str, float]]]
-    loader: str  # "module:function" that loads the folder for evaluation (distill/students/base.py)
     # (dataset, examples, typed config) -> the trainer's dataset; default: query, positive, negative_i, label
     dataset: Callable[[Dataset, pd.DataFrame, Any], Any] | None = None
 
@@ -115,7 +114,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
     ranks = process_ranks()
     ds = load_dataset(cfg)
     torch.manual_seed(sc.seed)
-    ex, skipped = examples_for(sc, ws, ds)
+    ex, skipped, offered = examples_for(sc, ws, ds)
     out = ws.model(sc.name) / sc.loss
     name = run_name(sc)
     t0 = time.perf_counter()
@@ -132,7 +131,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
         workspace=ws,
     )
     with start_run(cfg, stage=f"train-student-{sc.name}-{sc.loss}") as tracker:
-        train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex, sc.labels)
+        train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex, sc.label_norm)
         trainer = recipe.trainer(
             model=model,
             args=args,
@@ -165,8 +164,8 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
             model.save(str(tmp))
             info = {**facts, "test": recipe.finish(model, ds, cands, sc, tmp)}
             write_json_atomic(info, tmp / TRAIN_FILE)
-            write_trained_queries(tmp, ex.qid)
-            write_student_json(tmp, name=name, loader=recipe.loader, ws=ws, config=cfg.student)
+            write_trained_queries(tmp, offered)
+            write_student_json(tmp, name=name, ws=ws, config=cfg.student)
         tracker.summary(
             {f"test/{mode}/{k}": v for mode, m in info["test"].items() for k, v in m.items()}
             | {"train/seconds": seconds, "train/loss": result.training_loss}

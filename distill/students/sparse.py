@@ -7,7 +7,7 @@ log(1 + relu(MLM logits))) with `SparseEncoderTrainer` and `SpladeLoss`, which w
 al., ICLR 2020) that makes the vectors sparse. The student starts from the teacher's encoder (its MLM head is new:
 the teacher never had one, and is first fitted to give each token its IDF: `lexical_head`), a fresh model of its
 shape, or any id / folder (a SparseEncoder checkpoint loads whole; any other encoder gets an MLM head). The
-teacher's scores are standardised within each list by default (`labels=zscore`). `expansion_gradient` > 0 lets
+teacher's scores are standardised within each list by default (`label_norm=zscore`). `expansion_gradient` > 0 lets
 terms below 0 learn in training (`let_terms_expand`), so that distillation can add terms a text lacks.
 
 The folder is a plain `SparseEncoder(path)` model. Retrieval is a sparse matrix product against the documents'
@@ -18,7 +18,6 @@ scales like an inverted index; beyond one machine's memory, load the vectors int
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ import torch
 from omegaconf import DictConfig
 from scipy import sparse as sp
 
-from distill.config import SparseConfig
 from distill.data.beir import Dataset
 from distill.ir.bm25 import count_matrix, pair_dots
 from distill.students import neural
-from distill.students.base import STUDENT_FILE, Context, Scorer
+from distill.students.base import Context, Scorer, student_meta, trained_config
+from distill.students.schema import SparseConfig
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
 
@@ -170,7 +169,7 @@ def start_spread(
 def label_spread(ws: Workspace, sc: SparseConfig, lists: pd.DataFrame) -> float:
     """How widely the labels spread within a list: 1 for zscore labels, else the teacher's median standard
     deviation over the candidates of the queries in `lists`."""
-    if sc.labels == "zscore":
+    if sc.label_norm == "zscore":
         return 1.0
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     spread = float(soft[soft.qid.isin(set(lists.qid))].groupby("qid").score.std().median())
@@ -385,7 +384,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             trainer=SparseEncoderTrainer,
             arguments=SparseEncoderTrainingArguments,
             finish=finish,
-            loader="distill.students.sparse:load",
         ),
     )
 
@@ -395,12 +393,12 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     queries) that can also retrieve from the whole corpus."""
     from sentence_transformers import SparseEncoder
 
-    meta = json.loads((model_dir / STUDENT_FILE).read_text())
-    top = (meta.get("config") or {}).get("max_active_dims")
+    sc: SparseConfig = trained_config(model_dir, SparseConfig)
+    top = sc.max_active_dims
     model = SparseEncoder(str(model_dir), device="cpu")
     return [
         neural.candidate_scorer(
-            meta["name"],
+            student_meta(model_dir)["name"],
             ctx,
             lambda texts, query: encode(model, texts, query, top),
             _rerank,

@@ -16,7 +16,6 @@ with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,17 @@ import pandas as pd
 
 from distill.data.beir import Dataset
 from distill.errors import DataError, StageNotReadyError
+from distill.ir import fingerprint
 from distill.students.base import Context, find_scorer, trained_queries
-from distill.workspace import Workspace, fingerprint, write_json_atomic, write_parquet_atomic
+from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
 PREFIX = "student:"
 STACK_FILE = "stack.json"
 
 
-def identity(model_dir: Path) -> str:
-    """The content identity of a student folder: every file's content fingerprint."""
-    h = hashlib.sha256()
-    for p in sorted(model_dir.rglob("*")):
-        if p.is_file():
-            h.update(f"{p.relative_to(model_dir)}:{fingerprint(p)};".encode())
-    return h.hexdigest()[:16]
-
-
-def student_scores(ws: Workspace, ds: Dataset, cands: pd.DataFrame, name: str) -> tuple[pd.Series, dict]:
+def student_scores(
+    ws: Workspace, ds: Dataset, cands: pd.DataFrame, name: str, packages: tuple[str, ...] = ()
+) -> tuple[pd.Series, dict]:
     """Student `name`'s score of every candidate row (aligned with `cands`) and its facts (folder, identity,
     trained queries), from the cache while the folder it was computed from is unchanged (the student is then
     not even loaded)."""
@@ -51,13 +44,13 @@ def student_scores(ws: Workspace, ds: Dataset, cands: pd.DataFrame, name: str) -
     if cache.is_file() and meta.is_file():
         facts = json.loads(meta.read_text())
         folder = ws.root / facts["folder"]
-        if folder.is_dir() and identity(folder) == facts["identity"]:
+        if folder.is_dir() and fingerprint.of_folder(folder) == facts["identity"]:
             cached = pd.read_parquet(cache).set_index(["qid", "docid"]).score
             if keys.isin(cached.index).all():
                 scores = pd.Series(cached.reindex(keys).to_numpy(), index=cands.index)
                 return scores, facts | _trained(folder)
-    scorer, model_dir = find_scorer(Context(ds, ws, cands), name, "features.students")
-    facts = {"folder": str(model_dir.relative_to(ws.root)), "identity": identity(model_dir)}
+    scorer, model_dir = find_scorer(Context(ds, ws, cands, packages=packages), name, "features.students")
+    facts = {"folder": str(model_dir.relative_to(ws.root)), "identity": fingerprint.of_folder(model_dir)}
     scores = pd.Series(np.asarray(scorer.score(cands), np.float64), index=cands.index)
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(cands[["qid", "docid"]].assign(score=scores.to_numpy()), cache)
@@ -70,7 +63,7 @@ def _trained(model_dir: Path) -> dict[str, Any]:
 
 
 def add_student_features(
-    ws: Workspace, ds: Dataset, feats: pd.DataFrame, names: list[str]
+    ws: Workspace, ds: Dataset, feats: pd.DataFrame, names: list[str], packages: tuple[str, ...] = ()
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """`feats` with a `student:<name>` column per stacked student, and each student's facts."""
     out, facts = feats.copy(), {}
@@ -80,7 +73,7 @@ def add_student_features(
     )
     rows["split"] = feats["split"].to_numpy()
     for name in names:
-        scores, f = student_scores(ws, ds, rows.set_axis(feats.index), name)
+        scores, f = student_scores(ws, ds, rows.set_axis(feats.index), name, packages)
         out[PREFIX + name] = scores.to_numpy(np.float32)
         facts[name] = f
     return out, facts
@@ -121,7 +114,7 @@ def stacked_features(model_dir: Path, ctx: Context, rows: pd.DataFrame) -> pd.Da
         key = f"stack:{name}"
         if key not in ctx.cache:
             folder = ctx.ws.root / want["folder"]
-            if not folder.is_dir() or identity(folder) != want["identity"]:
+            if not folder.is_dir() or fingerprint.of_folder(folder) != want["identity"]:
                 raise StageNotReadyError(
                     f"{model_dir} was stacked on another version of {name} ({want['folder']}): retrain it "
                     f"(make train-student with features.students) or remove it"
@@ -137,5 +130,4 @@ __all__ = [
     "stacked_features",
     "unseen_train_rows",
     "write_stack",
-    "identity",
 ]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from distill.data.convert import flagembedding_ids, read_flagembedding
 from distill.errors import DataError, DistillError
+from distill.ir import fingerprint
 from distill.teacher.soft_labels import (
     SCHEMA_VERSION,
     part_name,
@@ -29,7 +30,7 @@ from distill.teacher.soft_labels import (
     write_manifest,
     write_part,
 )
-from distill.workspace import Workspace, file_sha256
+from distill.workspace import Workspace
 
 
 def flagembedding_soft_labels(path: Path) -> pd.DataFrame:
@@ -103,7 +104,9 @@ def import_soft_labels(fmt: str, path: str | Path, out: str | Path) -> dict[str,
     if any(out.glob("part-*.parquet")):
         raise DistillError(f"{out} already holds soft labels; delete it or import into another workspace")
     identity = {
-        "teachers": [{"id": f"{fmt}:{path.name}", "revision": "sha256:" + file_sha256(path)[:16]}],
+        "teachers": [
+            {"id": f"{fmt}:{path.name}", "revision": "sha256:" + fingerprint.sha256_of_file(path)[:16]}
+        ],
         "max_length": None,
         "dtype": None,
         "ensemble_norm": None,

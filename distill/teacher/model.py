@@ -19,7 +19,6 @@ before anything is scored: transformers only logs "newly initialized" and the sc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from distill.errors import ConfigError
+from distill.ir import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +103,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 def folder_hash(path: Path) -> str:
     """Content hash of a local model folder (weights, config, tokenizer, sentence-transformers modules): its
     identity when there is no revision."""
-    h = hashlib.sha256()
-    files = sorted({p for pat in WEIGHT_FILES for p in path.glob(pat) if p.is_file()})
-    for p in files:
-        h.update(str(p.relative_to(path)).encode())
-        with p.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
+    return "sha256:" + fingerprint.of_folder(path, WEIGHT_FILES)
 
 
 @dataclass

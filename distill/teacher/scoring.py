@@ -23,18 +23,17 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from distill.config import config_hash
 from distill.data.beir import Dataset
-from distill.data.prepare import load_dataset
+from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.faults import kill_point
+from distill.ir import fingerprint
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.ensemble import combine
 from distill.teacher.model import TeacherModel, load_teacher
 from distill.teacher.soft_labels import (
     SCHEMA_VERSION,
-    file_sha256,
     part_identity,
     part_name,
     read_manifest,
@@ -43,7 +42,7 @@ from distill.teacher.soft_labels import (
     write_part,
 )
 from distill.tracking import start_run
-from distill.workspace import Workspace, check_complete, fingerprint
+from distill.workspace import Workspace, check_complete
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,10 @@ def identity_of(cfg: DictConfig, models: list[TeacherModel], candidates: Path) -
         "shard_size": int(cfg.teacher.shard_size),
         "candidates": {
             "rows": pq.ParquetFile(candidates).metadata.num_rows,
-            "sha256": fingerprint(candidates),
+            "sha256": fingerprint.of_file(candidates),
         },
-        "config_hash": config_hash(cfg.data, cfg.retrieval),
+        # the texts scored, by content: a workspace or dataset moved elsewhere keeps its identity
+        "dataset": fingerprint.of_folder(dataset_dir(cfg), ("corpus.jsonl", "queries.jsonl")),
     }
 
 
@@ -212,7 +212,7 @@ def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[s
         if old != identity:
             raise DistillError(
                 f"{root} holds soft labels from another run ({describe(old)}; now {describe(identity)}"
-                f"{'' if old.get('config_hash') == identity['config_hash'] else '; data/retrieval config changed'}"
+                f"{'' if old.get('dataset') == identity['dataset'] else '; the dataset texts changed'}"
                 f"{'' if old.get('candidates') == identity['candidates'] else '; candidates changed'}). To start "
                 f"fresh: teacher.overwrite=true (or delete {root}), or write elsewhere with paths.workspace=DIR"
             )
@@ -229,7 +229,7 @@ def shard_is_done(root: Path, manifest: dict[str, Any], i: int, shard: pd.DataFr
     entry = manifest["shards"].get(f"{i:05d}")
     if not f.is_file():
         return False
-    if entry is not None and entry.get("sha256") == file_sha256(f):
+    if entry is not None and entry.get("sha256") == fingerprint.sha256_of_file(f):
         return True
     ident = part_identity(f)
     if (
@@ -248,7 +248,9 @@ def shard_is_done(root: Path, manifest: dict[str, Any], i: int, shard: pd.DataFr
         and np.isfinite(df.score.to_numpy()).all()
     )
     if ok:
-        record_shard(root, manifest, i, {"file": f.name, "rows": len(df), "sha256": file_sha256(f)})
+        record_shard(
+            root, manifest, i, {"file": f.name, "rows": len(df), "sha256": fingerprint.sha256_of_file(f)}
+        )
     return bool(ok)
 
 
@@ -256,6 +258,20 @@ def record_shard(root: Path, manifest: dict[str, Any], i: int, entry: dict[str, 
     """Add a finished shard to the manifest on disk (shared by all ranks) and to this process's copy."""
     manifest["shards"][f"{i:05d}"] = entry
     update_manifest(root, lambda m: m["shards"].__setitem__(f"{i:05d}", entry), manifest)
+
+
+def configured_prompt(t: Any) -> str | None:
+    """`teacher.prompt`, or the text of `teacher.prompt_file` (surrounding whitespace stripped)."""
+    if not t.get("prompt_file"):
+        return t.prompt
+    path = Path(t.prompt_file)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"teacher.prompt_file={path}: cannot read it ({e}); give a UTF-8 text file") from e
+    if not text:
+        raise DataError(f"teacher.prompt_file={path} is empty; write the instruction in it")
+    return text
 
 
 def load_configured_teacher(cfg: DictConfig, name: str, device: str) -> TeacherModel:
@@ -268,7 +284,7 @@ def load_configured_teacher(cfg: DictConfig, name: str, device: str) -> TeacherM
         dtype=t.dtype,
         device=device,
         compile=bool(t.compile),
-        prompt=t.prompt,
+        prompt=configured_prompt(t),
         trust_remote_code=bool(t.trust_remote_code),
         allow_untrained_head=bool(t.allow_untrained_head),
     )

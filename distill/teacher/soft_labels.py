@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import DataError, StageNotReadyError
 from distill.faults import kill_point
-from distill.workspace import file_sha256, fingerprint
+from distill.ir.fingerprint import of_file, sha256_of_file
 
 SCHEMA_VERSION = 1
 META_KEY = b"distill"
@@ -57,7 +57,7 @@ def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
     kill_point("before_rename")
     os.replace(tmp, path)
     kill_point("after_rename")
-    return file_sha256(path)
+    return sha256_of_file(path)
 
 
 def part_identity(path: Path) -> dict[str, Any] | None:
@@ -116,14 +116,15 @@ def update_manifest(
 
 
 def read_soft_labels(root: Path, candidates: Path | None = None) -> pd.DataFrame:
-    """All soft labels of a finished scoring run, validated part by part (complete, finite float scores, needed
-    columns; an error names the part file). With `candidates`, the run must have scored that very file (its
-    content fingerprint), else the soft labels are stale and refused."""
+    """All soft labels of a finished scoring (or import) run, each part checked before it is used: listed once,
+    a plain file inside `root`, its bytes those the manifest's sha256 records, its columns and scores valid; and
+    no (qid, docid) pair twice. With `candidates`, the run must have scored that very file (its content
+    fingerprint), else the soft labels are stale and refused. Every refusal names the file and the fix."""
     manifest = read_manifest(root)
     if manifest is None:
         raise StageNotReadyError(f"{root}/{MANIFEST} not found: run `make teacher-score` first")
     scored_on = manifest.get("identity", {}).get("candidates", {}).get("sha256")
-    if candidates is not None and scored_on is not None and scored_on != fingerprint(candidates):
+    if candidates is not None and scored_on is not None and scored_on != of_file(candidates):
         raise StageNotReadyError(
             f"{root} is stale: it was scored on other candidates than {candidates} (re-made since); re-score "
             f'with `make teacher-score ARGS="teacher.overwrite=true ..."` (the same data/retrieval overrides)'
@@ -133,19 +134,52 @@ def read_soft_labels(root: Path, candidates: Path | None = None) -> pd.DataFrame
             f"{root}: teacher scoring is not finished ({len(manifest['shards'])} shards "
             f"done); re-run `make teacher-score` to complete it"
         )
-    frames = []
-    for key in sorted(manifest["shards"]):
-        f = root / manifest["shards"][key]["file"]
-        if not f.is_file():
-            raise DataError(
-                f"{f}: listed in the manifest but missing; re-run `make teacher-score` to redo it"
-            )
-        frames.append(validate_soft_labels(pd.read_parquet(f), str(f)))
+    check_parts_listed_once(manifest, root)
+    frames = [read_part(root, key, entry) for key, entry in sorted(manifest["shards"].items())]
     if not frames:
         raise DataError(
             f"{root}: the scoring run holds no soft labels (empty candidates?); re-run `make candidates`"
         )
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    dup = out.duplicated(["qid", "docid"])
+    if dup.any():
+        first = out[dup].iloc[0]
+        raise DataError(
+            f"{root}: {int(dup.sum())} (qid, docid) pair(s) appear in more than one part (first: "
+            f"{first.qid!r}, {first.docid!r}); re-score with teacher.overwrite=true"
+        )
+    return out
+
+
+def read_part(root: Path, key: str, entry: dict[str, Any]) -> pd.DataFrame:
+    """One part listed in the manifest, after checking it is the file the manifest recorded."""
+    redo = "re-run `make teacher-score` to redo it (or teacher.overwrite=true to start fresh)"
+    name = str(entry.get("file", ""))
+    f = root / name
+    if Path(name).name != name or not name.startswith("part-") or f.is_symlink():
+        raise DataError(
+            f"{root}/{MANIFEST}: shard {key} names {name!r}, not a part file of this folder; {redo}"
+        )
+    if not f.is_file():
+        raise DataError(f"{f}: listed in the manifest but missing; {redo}")
+    if entry.get("sha256") != sha256_of_file(f):
+        raise DataError(f"{f}: its content is not what the manifest recorded (sha256 differs); {redo}")
+    try:
+        df = pd.read_parquet(f)
+    except Exception as e:  # the checksum matched a file that never was Parquet: a foreign manifest
+        raise DataError(f"{f}: not a readable Parquet file ({type(e).__name__}); {redo}") from e
+    if "rows" in entry and len(df) != int(entry["rows"]):
+        raise DataError(f"{f}: {len(df)} rows, the manifest recorded {entry['rows']}; {redo}")
+    return validate_soft_labels(df, str(f))
+
+
+def check_parts_listed_once(manifest: dict[str, Any], root: Path) -> None:
+    files = [str(e.get("file")) for e in manifest["shards"].values()]
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        raise DataError(
+            f"{root}/{MANIFEST} lists {twice} under more than one shard; re-score with teacher.overwrite=true"
+        )
 
 
 def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:

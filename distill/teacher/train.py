@@ -26,12 +26,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from distill.config import TeacherTrainConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
+from distill.teacher.schema import TeacherTrainConfig
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
 

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill.config import BiEncoderConfig
 from distill.errors import ConfigError, DataError
 from distill.retrieval.candidates import run as run_candidates
 from distill.students.examples import build_examples, label_list
+from distill.students.schema import BiEncoderConfig
 from distill.students.stage import run as run_student
 from distill.teacher.scoring import run as run_score
 from distill.teacher.train import run as run_train
@@ -38,15 +38,15 @@ def test_examples_hand_computed():
 
 
 def test_zscore_labels_are_each_lists_standardised_scores():
-    """`student.labels=zscore`: each example's teacher scores minus their mean, over their standard deviation
+    """`student.label_norm=zscore`: each example's teacher scores minus their mean, over their standard deviation
     (whatever the teacher's scale); raw keeps them as they are."""
     assert label_list([3.0, 1.0, -1.0]) == [3.0, 1.0, -1.0]
     z = label_list([3.0, 1.0, -1.0], "zscore")
     sd = np.std([3.0, 1.0, -1.0])
     np.testing.assert_allclose(z, [2 / sd, 0.0, -2 / sd], rtol=1e-5)
     np.testing.assert_allclose(label_list([30.0, 10.0, -10.0], "zscore"), z, rtol=1e-5)
-    with pytest.raises(ConfigError, match="student.labels='minmax': use raw or zscore"):
-        BiEncoderConfig(labels="minmax")
+    with pytest.raises(ConfigError, match="student.label_norm='minmax': use raw or zscore"):
+        BiEncoderConfig(label_norm="minmax")
 
 
 def test_examples_teacher_positives_depth_and_resampling():

@@ -62,6 +62,7 @@ def test_a_student_registered_by_its_config_alone_is_trained_and_evaluated(ws_cf
     assert student_dirs(ws) == [ws.model("scaled_bm25")]
     meta = json.loads((ws.model("scaled_bm25") / STUDENT_FILE).read_text())
     assert meta["loader"] == f"{__name__}:load" and set(meta["inputs"]) == {"candidates", "soft_labels"}
+    assert meta["config"] == {"_target_": f"{__name__}.train", "name": "scaled_bm25", "w": 2.0}
     metrics = run_evaluate(ws_cfg)
     got = metrics["rankers"]["scaled_bm25"]
     # 2 x BM25 ranks exactly as BM25 does
@@ -72,7 +73,7 @@ def test_scorers_score_one_query_or_many(ws_cfg):
     run_student(ws_cfg)
     ws = Workspace.from_cfg(ws_cfg)
     cands = pd.read_parquet(ws.candidates)
-    (scorer,) = load_scorers(ws.model("scaled_bm25"), Context(None, ws, cands))  # type: ignore[arg-type]
+    (scorer,) = load_scorers(ws.model("scaled_bm25"), Context(None, ws, cands, packages=("tests",)))  # type: ignore[arg-type]
     one = cands[cands.qid == cands.qid.iloc[0]]
     np.testing.assert_allclose(scorer.score(one), 2 * one.bm25.to_numpy())
     np.testing.assert_allclose(scorer.score(cands), 2 * cands.bm25.to_numpy())

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distill.config import CrossEncoderStudentConfig
 from distill.errors import ConfigError
 from distill.students.base import Context, load_scorers
 from distill.students.cross_encoder import dataset, keep_layers, labels_of
+from distill.students.schema import CrossEncoderStudentConfig
 from distill.students.stage import run as run_student
 from distill.workspace import Workspace
 from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
@@ -34,14 +34,14 @@ EX = pd.DataFrame(
 )
 
 
-def test_labels_raw_zscore_and_temperature():
-    sc = CrossEncoderStudentConfig(temperature=2.0)
+def test_labels_raw_zscore_and_label_scale():
+    sc = CrossEncoderStudentConfig(label_scale=2.0)
     assert labels_of([3.0, 1.0, -1.0], sc) == [1.5, 0.5, -0.5]
-    z = labels_of([3.0, 1.0, -1.0], CrossEncoderStudentConfig(labels="zscore"))
+    z = labels_of([3.0, 1.0, -1.0], CrossEncoderStudentConfig(label_norm="zscore"))
     np.testing.assert_allclose(z, np.array([2.0, 0.0, -2.0]) / np.sqrt(8 / 3), rtol=1e-5)
     # the same list at 10x the scale gives the same standardised labels
     np.testing.assert_allclose(
-        labels_of([30.0, 10.0, -10.0], CrossEncoderStudentConfig(labels="zscore")), z, rtol=1e-5
+        labels_of([30.0, 10.0, -10.0], CrossEncoderStudentConfig(label_norm="zscore")), z, rtol=1e-5
     )
 
 
@@ -86,8 +86,8 @@ def test_bad_options():
         ConfigError, match=r"student.loss='kl': use one of \('margin_mse', 'mse', 'listnet', 'lambdaloss'\)"
     ):
         CrossEncoderStudentConfig.from_cfg({"loss": "kl"})
-    with pytest.raises(ConfigError, match="student.labels='minmax': use raw or zscore"):
-        CrossEncoderStudentConfig.from_cfg({"labels": "minmax"})
+    with pytest.raises(ConfigError, match="student.label_norm='minmax': use raw or zscore"):
+        CrossEncoderStudentConfig.from_cfg({"label_norm": "minmax"})
     with pytest.raises(ConfigError, match="student.keep='middle': use first or last"):
         CrossEncoderStudentConfig.from_cfg({"keep": "middle"})
     with pytest.raises(ConfigError, match="student.layers=0: must be >= 1 or null"):

@@ -11,7 +11,9 @@ from distill.errors import ConfigError, DataError
 from distill.features.build import ALL_FEATURES, build_features
 from distill.features.build import run as run_features
 from distill.retrieval.candidates import run as run_candidates
+from distill.students.base import Context, load_scorers
 from distill.students.gbdt import student_config, train_gbdt, training_frame
+from distill.workspace import Workspace
 
 
 def test_features_are_complete_and_sensible(tiny_sample_cfg):
@@ -73,13 +75,7 @@ def test_unknown_feature_is_an_error(tiny_beir, make_cfg):
     ],
 )
 def test_train_student_writes_native_model(gbdt_ws, student, objective):
-    cfg = gbdt_ws(
-        f"student={student}",
-        f"student.objective={objective}",
-        "student.num_trees=20",
-        "student.early_stopping=5",
-        "student.min_data_in_leaf=5",
-    )
+    cfg = gbdt_ws(f"student={student}", f"student.objective={objective}")
     info = train_gbdt(cfg)
     out = f"{cfg.paths.workspace}/models/{student}"
     names = json.load(open(f"{out}/features.json"))
@@ -93,6 +89,10 @@ def test_train_student_writes_native_model(gbdt_ws, student, objective):
         pred = booster.predict(xgb.DMatrix(X))
     assert len(pred) == len(feats) and np.isfinite(pred).all() and info["trees"] >= 1
     assert pd.read_csv(f"{out}/importance.csv").feature.tolist()[0] in names
+    # the folder loads from its student.json and scores as the library's own Booster.predict does
+    ws = Workspace.from_cfg(cfg)
+    (scorer,) = load_scorers(ws.model(student), Context(None, ws, feats))  # type: ignore[arg-type]
+    np.testing.assert_allclose(scorer.score(feats[["qid", "docid"]]), pred, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("student,file", [("lightgbm", "model.txt"), ("xgboost", "model.json")])
@@ -114,8 +114,11 @@ def test_training_frame_blends_and_checks():
     assert training_frame(feats, soft, qrels, 1.0).target.tolist() == [2.0, 0.0, 1.0]
     blended = training_frame(feats, soft, qrels, 0.5).target.to_numpy()
     np.testing.assert_allclose(blended[:2], [0.5 * 1 + 0.5 * -1, 0.5 * -1 + 0.5 * 1])
-    with pytest.raises(DataError, match="no teacher score"):
-        training_frame(feats, soft.iloc[:2], qrels, 1.0)
+    # query b lacks its label: 1 of 2 train queries covered, below the rule's 0.95
+    with pytest.raises(DataError, match=r"soft labels cover 1 of the 2 train queries \(50.0%.*min_label_coverage"):
+        training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.95)
+    # a lower threshold trains on the covered query alone
+    assert training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.5).qid.unique().tolist() == ["a"]
 
 
 def test_bad_student_config(make_cfg):

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import sparse as sp
 
-from distill.config import MultiVectorConfig, SparseConfig
 from distill.errors import ConfigError
 from distill.students.base import Context, load_scorers
 from distill.students.multi_vector import MaxSimIndex, maxsim
+from distill.students.schema import MultiVectorConfig, SparseConfig
 from distill.students.sparse import _rerank, active_terms, index_bytes
 from distill.students.stage import run as run_student
 from distill.workspace import Workspace

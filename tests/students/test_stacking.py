@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from distill.config import BiEncoderConfig
 from distill.data.prepare import load_dataset
 from distill.errors import DataError, StageNotReadyError
 from distill.evaluation.stage import run as run_evaluate
 from distill.students.base import FunctionScorer, write_student_json, write_trained_queries
 from distill.students.examples import examples_for, stack_holdout
+from distill.students.schema import BiEncoderConfig
 from distill.students.stage import run as run_student
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace, staged_dir
@@ -121,10 +121,12 @@ def test_neural_students_leave_out_the_stack_hold_out(gbdt_ws):
     cfg = gbdt_ws()
     ws, ds = Workspace.from_cfg(cfg), load_dataset(cfg)
     opts = BiEncoderConfig(negatives=2, negative_margin=None, stack_holdout=0.4)
-    ex, _ = examples_for(opts, ws, ds)
+    ex, _, offered = examples_for(opts, ws, ds)
     held = stack_holdout(train_qids(cfg), 0.4)
     assert set(ex.qid).isdisjoint(held)
-    full, _ = examples_for(BiEncoderConfig(negatives=2, negative_margin=None), ws, ds)
+    # what the student records as seen: every train query it was offered, not only those that gave examples
+    assert offered == set(train_qids(cfg)) - held and set(ex.qid) <= offered
+    full, _, _ = examples_for(BiEncoderConfig(negatives=2, negative_margin=None), ws, ds)
     assert set(full.qid) & held  # without the hold-out those queries give examples
     # the same queries for every share-holder, whatever the order
     assert stack_holdout(train_qids(cfg)[::-1], 0.4) == held

@@ -1,0 +1,59 @@
+"""`features.*`: the GBDT students' features (distill/features/build.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distill.config import check
+
+# Every feature distill.features.build knows (its docstring says what each is); those whose source is missing
+# (no click log, no timestamps, no title field, no popularity) are dropped with a logged reason.
+ALL_FEATURES = [
+    "bm25",
+    "bm25_rank",
+    "bm25_title",
+    "bm25_text",
+    "query_len",
+    "doc_len",
+    "coverage",
+    "age_days",
+    "log_age",
+    "impressions",
+    "clicks",
+    "ctr",
+    "ctr_debiased",
+    "dwell_mean",
+    "last_click_rate",
+    "popularity",
+]
+
+
+@dataclass
+class FeatureOptions:
+    # Bayesian smoothing of click-through rates: this many pseudo-impressions at the log's mean CTR.
+    ctr_prior_weight: float = 10.0
+    # Only click-log rows older than this are used (default: the earliest test-query timestamp).
+    click_cutoff: str | None = None
+    # Examination propensity per position (index 0 unused); null = estimated from the log as CTR(p)/CTR(1).
+    propensities: list[float] | None = None
+    # "Now" for document ages of queries without a timestamp (default: the newest document).
+    reference_time: str | None = None
+
+    def __post_init__(self) -> None:
+        w = self.ctr_prior_weight
+        check(w >= 0, "features.options.ctr_prior_weight", w, "must be >= 0")
+
+
+@dataclass
+class FeaturesConfig:
+    names: list[str] = field(default_factory=lambda: list(ALL_FEATURES))
+    options: FeatureOptions = field(default_factory=FeatureOptions)
+    # Stacking: ranker names of trained students (e.g. [bi_encoder_kl, multi_vector_kl]) whose scores the GBDT
+    # students add as features (`student:<name>`), learning only on train queries those students never saw
+    # (distill/students/stacking.py); not part of features.parquet.
+    students: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.names) - set(ALL_FEATURES))
+        check(not unknown, "features.names", unknown, f"unknown feature(s); known: {ALL_FEATURES}")
+        check(bool(self.names), "features.names", self.names, "name at least one feature")

@@ -1,0 +1,57 @@
+"""`retrieval.*`: BM25 candidates (distill/retrieval/candidates.py) and the lexical features' tokenisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distill.config import check, check_choice
+
+# bm25s's scoring variants
+METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 100
+    # Which qrels splits get candidates; null: every split the dataset has.
+    splits: list[str] | None = None
+    method: str = "lucene"
+    k1: float = 1.5
+    b: float = 0.75
+    # A PyStemmer language ("english") or null for none.
+    stemmer: str | None = "english"
+    # "en", another bm25s stop-word language, or null for none.
+    stopwords: str | None = "en"
+    lowercase: bool = True
+    # Which document fields are indexed (concatenated).
+    fields: list[str] = field(default_factory=lambda: ["title", "text"])
+
+    def __post_init__(self) -> None:
+        check(self.k >= 1, "retrieval.k", self.k, "must be >= 1")
+        # past ~100 term frequency no longer saturates at all; far past it the scores overflow to inf
+        check(0 <= self.k1 <= 100, "retrieval.k1", self.k1, "must be in [0, 100] (BM25 uses 0.5-3)")
+        check(0 <= self.b <= 1, "retrieval.b", self.b, "must be in [0, 1]")
+        check(bool(self.fields), "retrieval.fields", self.fields, "name at least one document field")
+        check_choice(self, "retrieval", "method", METHODS)
+        if self.stemmer is not None:
+            import Stemmer
+
+            langs = Stemmer.algorithms()
+            check(self.stemmer in langs, "retrieval.stemmer", self.stemmer, f"use null or a PyStemmer language: {', '.join(langs)}")
+        if self.stopwords is not None:
+            check(
+                known_stopwords(self.stopwords),
+                "retrieval.stopwords",
+                self.stopwords,
+                "use null or a bm25s stop-word language (en, en_plus, de, nl, fr, es, pt, it, ru, sv, no, zh, tr, ko, da)",
+            )
+
+
+def known_stopwords(language: str) -> bool:
+    """Whether bm25s has a stop-word list for `language` (asked to bm25s itself)."""
+    from bm25s.tokenization import _infer_stopwords
+
+    try:
+        return bool(_infer_stopwords(language)) and language not in (True, False)
+    except (ValueError, TypeError):
+        return False

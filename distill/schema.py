@@ -1,0 +1,114 @@
+"""The root config and the one place every schema is registered in Hydra's ConfigStore.
+
+Each room owns its schema beside its code (`distill/<room>/schema.py`, `distill/dashboard.py`); this module
+puts them together as `Config` (what `configs/config.yaml` composes onto) and registers every group's schema
+under the name its YAML's `defaults` list gives (`<group>_schema`, `<name>_schema` for students,
+`<format>_data_schema` for datasets). Entry points import it before composing (`distill/cli.py`, and
+`tests/conftest.py`). `make demo`'s own options (`DemoConfig`) live here too: the demo is this root's only stage
+that has no room of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from distill.config import PathsConfig, check, is_plain_name
+from distill.dashboard import DashboardConfig
+from distill.data.schema import DATA_OPTIONS, DataConfig, data_schema
+from distill.evaluation.schema import EvaluateConfig
+from distill.features.schema import FeaturesConfig
+from distill.retrieval.schema import RetrievalConfig
+from distill.serving.schema import LoadtestConfig, ServeConfig
+from distill.students.schema import (
+    BiEncoderConfig,
+    CrossEncoderStudentConfig,
+    LightGBMConfig,
+    MultiVectorConfig,
+    SparseConfig,
+    XGBoostConfig,
+)
+from distill.teacher.schema import TeacherConfig
+
+# student=<name> YAMLs name these (`defaults: [<name>_schema]`)
+STUDENT_SCHEMAS: dict[str, type] = {
+    "lightgbm_schema": LightGBMConfig,
+    "xgboost_schema": XGBoostConfig,
+    "bi_encoder_schema": BiEncoderConfig,
+    "multi_vector_schema": MultiVectorConfig,
+    "sparse_schema": SparseConfig,
+    "cross_encoder_schema": CrossEncoderStudentConfig,
+}
+
+
+@dataclass
+class DemoConfig:
+    """`make demo`: which students it trains (configs/student/<name>.yaml each), overrides of their options
+    (`++demo.overrides.bi_encoder.loss=margin_mse`), and the students a stacked LightGBM reads."""
+
+    students: list[str] = field(default_factory=lambda: ["lightgbm", "xgboost", "bi_encoder", "multi_vector"])
+    # sized so that the demo fits 10 minutes on 2 CPU cores; stack_holdout: the queries the bi-encoder leaves out
+    # so that the stacked LightGBM learns leak-free on them
+    overrides: dict[str, Any] = field(
+        default_factory=lambda: {
+            "bi_encoder": {"samples_per_positive": 3, "stack_holdout": 0.3},
+            "multi_vector": {"max_seconds": 75},
+        }
+    )
+    # ranker names of students above for a LightGBM stacked on their scores (lightgbm_stack); [] = none
+    stack: list[str] = field(default_factory=lambda: ["bi_encoder_kl", "bi_encoder_kl+bm25"])
+
+    def __post_init__(self) -> None:
+        for name in self.students:
+            check(is_plain_name(name), "demo.students", name, "name files of configs/student/")
+        unknown = sorted(set(self.overrides) - set(self.students) - {"lightgbm"})
+        check(not unknown, "demo.overrides", unknown, f"override only students of demo.students={self.students}")
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # Students differ in their options: each student/*.yaml names its own schema.
+    student: Any = None
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # one entry per selected configs/logger/<name>.yaml: {<name>: {_target_: <Tracker class>, options...}}
+    logger: dict[str, Any] = field(default_factory=dict)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    loadtest: LoadtestConfig = field(default_factory=LoadtestConfig)
+    # modules or packages besides configs/student/*.yaml's whose students' folders evaluation and serving may
+    # load (a student.json never chooses the code that opens it)
+    student_packages: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in (
+        ("paths", PathsConfig),
+        ("data", DataConfig),
+        ("retrieval", RetrievalConfig),
+        ("teacher", TeacherConfig),
+        ("features", FeaturesConfig),
+        ("evaluate", EvaluateConfig),
+        ("demo", DemoConfig),
+        ("dashboard", DashboardConfig),
+        ("serve", ServeConfig),
+        ("loadtest", LoadtestConfig),
+    ):
+        cs.store(group=group, name=f"{group}_schema", node=node)
+    for fmt in DATA_OPTIONS:
+        cs.store(group="data", name=f"{fmt}_data_schema", node=data_schema(fmt))
+    for name, node in STUDENT_SCHEMAS.items():
+        cs.store(group="student", name=name, node=node)
+
+
+register()

@@ -1,0 +1,131 @@
+"""`teacher.*` (scoring, distill/teacher/scoring.py) and `teacher.train.*` (distill/teacher/train.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.config import check, check_choice, check_fraction, check_positive, from_plain, to_container
+
+# teacher.dtype: auto = fp16 on CUDA, bf16 on a CPU with native bf16 (checked on the job's own pairs), else fp32
+DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
+
+TEACHER_LOSSES = ("bce", "listnet", "ranknet", "lambdaloss")
+
+
+@dataclass
+class TeacherTrainConfig:
+    """`make train-teacher` (distill/teacher/train.py): `teacher.train.*`."""
+
+    # scratch (a small BERT built from the corpus), or any hub id / local folder to fine-tune (a new 1-logit head
+    # on an encoder such as ../shared/data/all_minilm_l6_v2, or an existing cross-encoder)
+    base_model: str = "scratch"
+    # bce | listnet | ranknet | lambdaloss (sentence-transformers' cross-encoder losses)
+    loss: str = "listnet"
+    # 2.6 epochs of the sample world fit inside max_seconds on 2 CPU cores, so the schedule completes
+    epochs: float = 2.6
+    batch_size: int = 16
+    # null: 1e-3 from scratch, 5e-5 for a pretrained base_model
+    lr: float | None = None
+    warmup_ratio: float = 0.1
+    negatives: int = 7
+    max_length: int = 128
+    seed: int = 0
+    # Stop after this many seconds (null: no limit).
+    max_seconds: float | None = 170
+    # The from-scratch model and tokenizer (base_model=scratch).
+    vocab_size: int = 8000
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 1
+    intermediate_size: int = 512
+    dropout: float = 0.0
+    # match: the first attention layer starts as an exact-match detector (match_init); random: BERT's init.
+    init: str = "match"
+    match_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        key = "teacher.train"
+        check_choice(self, key, "init", ("match", "random"))
+        check_choice(self, key, "loss", TEACHER_LOSSES)
+        check_positive(
+            self,
+            key,
+            "epochs",
+            "batch_size",
+            "max_length",
+            "max_seconds",
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "lr",
+            "match_scale",
+        )
+        check(self.negatives >= 0, f"{key}.negatives", self.negatives, "must be >= 0")
+        check_fraction(self, key, "warmup_ratio")
+        check_fraction(self, key, "dropout", closed=False)
+        check(
+            self.hidden_size % self.num_heads == 0,
+            f"{key}.hidden_size",
+            self.hidden_size,
+            f"must be a multiple of teacher.train.num_heads={self.num_heads} (each head takes an equal share)",
+        )
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-3 if self.base_model == "scratch" else 5e-5
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> TeacherTrainConfig:
+        return from_plain(cls, to_container(node), "teacher.train")
+
+
+@dataclass
+class TeacherConfig:
+    # A Hugging Face model id, a local model folder, or "trained" for the workspace's trained teacher.
+    model: str = "trained"
+    revision: str | None = None
+    # Tokens per pair; null: the model's own limit (its folder's max length, capped at its position embeddings).
+    max_length: int | None = None
+    # The instruction of rerankers that take one (Qwen3-Reranker: "Given a web search query, retrieve relevant
+    # passages that answer the query"); null: the folder's default prompt, if any.
+    prompt: str | None = None
+    # A text file holding the instruction (for one with commas or quotes, which a command line mangles).
+    prompt_file: str | None = None
+    # Run the model's own code (models that ship modeling files); only for models you trust.
+    trust_remote_code: bool = False
+    # Score with a checkpoint whose head would be newly initialised (random scores): benchmarks only.
+    allow_untrained_head: bool = False
+    # auto | fp32 | bf16 | fp16 | int8 (auto: fp16 on CUDA, bf16 on a CPU with native bf16, fp32 otherwise)
+    dtype: str = "auto"
+    # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
+    batch_tokens: int = 16384
+    shard_size: int = 50000
+    device: str = "auto"
+    # Several teachers in one run; the combined score is the mean of normalised scores.
+    ensemble: list[str] = field(default_factory=list)
+    # zscore | minmax | rank | none
+    ensemble_norm: str = "zscore"
+    # torch.compile the teacher (dynamic shapes); pays off on long GPU runs.
+    compile: bool = False
+    # Delete earlier soft labels instead of resuming them.
+    overwrite: bool = False
+    num_threads: int | None = None
+    train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
+
+    def __post_init__(self) -> None:
+        check_positive(self, "teacher", "max_length", "batch_tokens", "shard_size", "num_threads")
+        check_choice(self, "teacher", "ensemble_norm", ("zscore", "minmax", "rank", "none"))
+        check_choice(self, "teacher", "dtype", DTYPES)
+        check(bool(str(self.model).strip()), "teacher.model", self.model, "name a model id, a folder or trained")
+        check(
+            self.prompt is None or self.prompt_file is None,
+            "teacher.prompt_file",
+            self.prompt_file,
+            "give teacher.prompt or teacher.prompt_file, not both",
+        )
