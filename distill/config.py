@@ -79,7 +79,12 @@ class PathsConfig:
     def __post_init__(self) -> None:
         for key in ("output_root", "workspace", "data_root"):
             v = getattr(self, key)
-            check(bool(str(v).strip()), f"paths.{key}", v, "give a folder (an empty value would mean the current one)")
+            check(
+                bool(str(v).strip()),
+                f"paths.{key}",
+                v,
+                "give a folder (an empty value would mean the current one)",
+            )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -96,7 +101,11 @@ def validate(cfg: DictConfig) -> None:
             if key == "hydra":  # Hydra's own node, checked by Hydra
                 continue
             node = cfg._get_node(key)
-            if isinstance(node, DictConfig) and not node._is_none() and is_dataclass(OmegaConf.get_type(node)):
+            if (
+                isinstance(node, DictConfig)
+                and not node._is_none()
+                and is_dataclass(OmegaConf.get_type(node))
+            ):
                 check_known_keys(node, str(key))
                 OmegaConf.to_object(node)
     except MissingMandatoryValue as e:

@@ -13,15 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from distill.config import check
+from distill.config import check, validate
 from distill.errors import ConfigError, StageNotReadyError
-from distill.workspace import Workspace
 
 
 @dataclass
@@ -90,6 +90,10 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(f"dashboard.host={host!r}: the dashboard only listens on loopback (127.0.0.1)")
     name, source = pick(backend, folder)
+    if port and not port_free(host, port):
+        raise ConfigError(
+            f"dashboard.port={port}: another program listens on {host}:{port}; choose another port"
+        )
     port = port or free_port(host)
     proc = subprocess.Popen(
         command(name, source, host, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -97,25 +101,69 @@ def serve(
     return proc, name, f"http://{host}:{port}/"
 
 
-def wait_until_up(url: str, proc: Any, seconds: float = 60.0) -> bool:
-    """Poll `url` until it answers (True), the process ends or the time runs out (False). `proc`: a
-    `subprocess.Popen` or a `multiprocessing.Process`."""
+def wait_until_up(
+    url: str, proc: Any, seconds: float = 60.0, ours: Callable[[bytes], bool] | None = None
+) -> bool:
+    """Poll `url` until `proc` answers it (True), or the process ends or the time runs out (False). An answer
+    counts only while `proc` is alive and `ours(body)` accepts it (default: `proc` or a process it started
+    listens on the URL's port): another server on the port is never taken for ours. `proc`: a `subprocess.Popen`
+    or a `multiprocessing.Process`."""
+    import urllib.parse
     import urllib.request
 
     alive = proc.is_alive if hasattr(proc, "is_alive") else (lambda: proc.poll() is None)
+    port = urllib.parse.urlsplit(url).port
+    check = ours or (lambda body: port is not None and listens(proc.pid, port))
     end = time.monotonic() + seconds
     while time.monotonic() < end and alive():
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2) as r:
+                body = r.read()
+            if alive() and check(body):
                 return True
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     return False
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` or one it started listens on TCP `port`."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for p in procs:
+        try:
+            conns = p.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def run(cfg: DictConfig) -> None:
     dc = cfg.dashboard
-    folder = Path(dc.dir) if dc.dir else Workspace.from_cfg(cfg).root
+    validate(cfg)
+    folder = Path(dc.dir or cfg.paths.workspace).resolve()
+    if not folder.is_dir():  # a dashboard reads runs; it never creates the folder it was asked to show
+        raise StageNotReadyError(
+            f"{folder} does not exist: run a stage there first, or point "
+            f"{'dashboard.dir' if dc.dir else 'paths.workspace'} at a workspace"
+        )
     proc, name, url = serve(str(dc.backend), folder, str(dc.host), dc.port)
     try:
         if not wait_until_up(url, proc):

@@ -64,7 +64,9 @@ class DemoConfig:
         for name in self.students:
             check(is_plain_name(name), "demo.students", name, "name files of configs/student/")
         unknown = sorted(set(self.overrides) - set(self.students) - {"lightgbm"})
-        check(not unknown, "demo.overrides", unknown, f"override only students of demo.students={self.students}")
+        check(
+            not unknown, "demo.overrides", unknown, f"override only students of demo.students={self.students}"
+        )
 
 
 @dataclass

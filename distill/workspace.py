@@ -68,6 +68,11 @@ class Workspace:
         return self.root / "features.parquet"
 
     @property
+    def candidates_record(self) -> Path:
+        """What candidates.parquet was built from (its dataset folder and config), written by `make candidates`."""
+        return self.root / "candidates.record.json"
+
+    @property
     def candidates_metrics(self) -> Path:
         """BM25's own quality on each split, written by `make candidates`."""
         return self.root / "candidates_metrics.json"
@@ -195,13 +200,58 @@ def remove_ours(path: Path, what: str = "folder") -> None:
     )
 
 
+def check_not_linked_out(path: Path, root: Path, what: str) -> None:
+    """Refuse an output folder that is a symbolic link, or lies outside `root` once links are resolved: the
+    project writes and deletes only inside the workspace (and data/), never through a link to elsewhere."""
+    if path.is_symlink() or (path.exists() and root.resolve() not in path.resolve().parents):
+        raise ConfigError(
+            f"{path} is a symbolic link to {path.resolve()}: {what} is written and cleaned inside the workspace "
+            f"only; remove the link, or put the whole workspace on the other disk (paths.workspace=DIR)"
+        )
+
+
+@contextlib.contextmanager
+def exclusive(dest: Path, what: str) -> Iterator[None]:
+    """Hold `dest`'s write lock (`.<name>.lock` beside it; released when this process ends, even by a crash), or
+    refuse in one line when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    key = str(dest.resolve())
+    if key in _HELD:  # this process holds it already (a stage that locks its output for the whole run)
+        yield
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(dest.with_name(f".{dest.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as e:
+        raise ConfigError(
+            f"another process is writing {dest} right now ({what}); wait for it to finish, or write elsewhere"
+        ) from e
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        lock.release()
+
+
+_HELD: set[str] = set()
+
+
 @contextlib.contextmanager
 def staged_dir(dest: Path, what: str = "folder") -> Iterator[Path]:
     """Write a folder as a whole: the body fills a temp sibling; on success a completion marker listing every file
     and its size is added and the folder replaces `dest` (the old one is moved aside, then removed). A crash
     before that leaves the previous `dest` as it was; a crash between the two renames is repaired by the next call
     (or by `check_complete`). An existing `dest` the project did not make is never replaced: the error names it
-    and `what` to change."""
+    and `what` to change. One process at a time writes a given `dest` (`exclusive`): a second is refused."""
+    with exclusive(dest, what), _staged(dest, what) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _staged(dest: Path, what: str) -> Iterator[Path]:
     tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
     _restore(dest, old)
     if dest.exists() and not is_ours(dest):

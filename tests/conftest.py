@@ -145,16 +145,19 @@ def gbdt_ws(tiny_sample_cfg, tiny_model_dir):
     from distill.teacher.scoring import run as run_score
 
     def cfg(*o):
-        # LightGBM's own small-data setting; XGBoost's schema does not take it (it is refused there)
-        lightgbm = "student=xgboost" not in o
+        # small-data settings of the GBDT students (the default student); LightGBM's own min_data_in_leaf is not
+        # XGBoost's (its schema refuses it), and neural students take neither
+        chosen = next((x.split("=", 1)[1] for x in o if x.startswith("student=")), "lightgbm")
+        gbdt = (
+            ["student.num_trees=20", "student.early_stopping=5"] if chosen in ("lightgbm", "xgboost") else []
+        )
         return tiny_sample_cfg(
             "retrieval.k=15",
             f"teacher.model={tiny_model_dir}",
             "teacher.max_length=64",
             "teacher.batch_tokens=2048",
-            "student.num_trees=20",
-            "student.early_stopping=5",
-            *(["student.min_data_in_leaf=5"] if lightgbm else []),
+            *gbdt,
+            *(["student.min_data_in_leaf=5"] if chosen == "lightgbm" else []),
             *o,
         )
 

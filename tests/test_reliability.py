@@ -54,6 +54,59 @@ def test_a_folder_not_made_by_the_project_is_never_replaced(make_cfg, shared_dat
     assert again == built and (built / COMPLETE).is_file()
 
 
+def test_overwrite_never_deletes_through_a_link_or_what_the_project_did_not_write(gbdt_ws, tmp_path):
+    """teacher.overwrite=true once followed a symlinked soft_labels/ and deleted the files it pointed at, and every
+    *.tmp of the folder went too. Now a linked folder is refused before anything is touched, and only the
+    project's own parts, manifest and temp files are deleted."""
+    cfg = gbdt_ws()
+    ws = Workspace.from_cfg(cfg)
+    mine = ws.soft_labels / "notes.tmp"
+    mine.write_text("my notes")
+    foreign = ws.soft_labels / "part-00042.parquet"
+    pd.DataFrame({"x": [1]}).to_parquet(foreign)  # a user's file with a part's name, no soft-label metadata
+    run_score(gbdt_ws("teacher.overwrite=true"))
+    assert mine.read_text() == "my notes" and foreign.is_file()
+    assert len(read_soft_labels(ws.soft_labels, ws.candidates)) > 0
+
+    elsewhere = tmp_path / "users_folder"
+    ws.soft_labels.rename(elsewhere)
+    ws.soft_labels.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with pytest.raises(
+        ConfigError, match=r"soft_labels is a symbolic link to .*users_folder: soft_labels/ is written"
+    ):
+        run_score(gbdt_ws("teacher.overwrite=true"))
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_a_second_writer_of_the_same_model_folder_is_refused_in_one_line(gbdt_ws):
+    """Two trainings of one student once shared the staging folder and crashed or mixed files."""
+    cfg = gbdt_ws("student=lightgbm")
+    dest = Workspace.from_cfg(cfg).model("lightgbm")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+            "print('held', flush=True); time.sleep(60)",
+            str(dest.with_name(".lightgbm.lock")),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            ConfigError, match=r"another process is writing .*models/lightgbm right now \(training lightgbm\)"
+        ):
+            run_gbdt(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    run_gbdt(cfg)  # the lock dies with its holder: nothing stale is left behind
+    check_complete(dest, "")
+
+
 # ------------------------------------------------------------------------------------ 2. stale inputs
 def test_scoring_after_the_candidates_changed_is_refused(gbdt_ws):
     run_candidates(gbdt_ws("retrieval.k1=0.3", "retrieval.b=0.2"))  # other candidates, same k

@@ -71,11 +71,24 @@ class Dataset:
         return qids
 
     def doc_texts(self, docids: Iterable[str], fields: Iterable[str] = ("title", "text")) -> list[str]:
-        """Document text for the model and BM25: the fields joined by a space, empty fields skipped."""
+        """Document text for the model and BM25: the fields joined by a space, empty fields skipped. An id the
+        corpus lacks, or fields of which the corpus has none, are a `DataError`: never an empty text."""
+        fields = list(fields)
+        docids = list(docids)
         cols = [self.corpus[f] for f in fields if f in self.corpus]
-        sub = [c.reindex(list(docids)).fillna("").astype(str) for c in cols]
-        if not sub:
-            return ["" for _ in docids]
+        if not cols:
+            have = sorted(c for c in self.corpus.columns if self.corpus[c].dtype == object)
+            raise DataError(
+                f"dataset {self.name!r}: the corpus has none of the fields {fields} (retrieval.fields); it has {have}"
+            )
+        where = self.corpus.index.get_indexer(docids)
+        if (where < 0).any():
+            missing = [d for d, w in zip(docids, where, strict=True) if w < 0]
+            raise DataError(
+                f"dataset {self.name!r}: {len(missing)} docid(s) not in corpus.jsonl (first: {missing[:3]}); "
+                f"their texts would be empty: the input naming them belongs to another dataset"
+            )
+        sub = [c.iloc[where].fillna("").astype(str).reset_index(drop=True) for c in cols]
         joined = sub[0]
         for s in sub[1:]:
             joined = joined + " " + s

@@ -1,5 +1,4 @@
-"""`evaluate.*`: `make evaluate` and its cascade simulation (distill/evaluation).
-"""
+"""`evaluate.*`: `make evaluate` and its cascade simulation (distill/evaluation)."""
 
 from __future__ import annotations
 

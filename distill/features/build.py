@@ -41,7 +41,6 @@ from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 log = logging.getLogger(__name__)
 
 
-
 def _lexical(ds: Dataset, cands: pd.DataFrame, rc: Any, names: set[str]) -> dict[str, np.ndarray]:
     feats: dict[str, np.ndarray] = {}
     docids = ds.corpus.index

@@ -11,8 +11,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
-from distill.data.prepare import load_dataset
+from distill.data.prepare import dataset_dir, load_dataset
 from distill.errors import DataError
+from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index
 from distill.ir.metrics import evaluate
 from distill.tracking import start_run
@@ -79,6 +80,23 @@ def build_candidates(ds: Dataset, index: BM25Index, splits: dict[str, list[str]]
     return df.astype({"qid": "string", "docid": "string", "split": "string"})
 
 
+def check_output(cands: pd.DataFrame, n_queries: int) -> None:
+    """Refuse a degenerate result before it replaces the previous candidates: no row at all, or scores that are
+    not finite (BM25 parameters far out of range overflow)."""
+    if cands.empty:
+        raise DataError(
+            f"BM25 found no candidate for any of the {n_queries} queries: nothing is written (the previous "
+            f"candidates.parquet, if any, is kept); check retrieval.fields, retrieval.stopwords and the corpus texts"
+        )
+    bad = ~np.isfinite(cands.bm25.to_numpy(np.float64))
+    if bad.any():
+        raise DataError(
+            f"{int(bad.sum())} of {len(cands)} BM25 scores are not finite (first: query {cands.qid[bad].iloc[0]!r}): "
+            f"nothing is written (the previous candidates.parquet is kept); use retrieval.k1 and retrieval.b in "
+            f"BM25's usual ranges"
+        )
+
+
 def bm25_metrics(ds: Dataset, cands: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     for split, group in cands.groupby("split", sort=False):
@@ -97,7 +115,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         index = build_index(ds, cfg.retrieval)
         cands = build_candidates(ds, index, splits, cfg.retrieval.k)
+        check_output(cands, sum(len(q) for q in splits.values()))
         write_parquet_atomic(cands, ws.candidates)
+        ds_dir = dataset_dir(cfg)
+        write_json_atomic(
+            fingerprint.record([cfg.retrieval], {"dataset": ds_dir}) | {"dataset_dir": str(ds_dir)},
+            ws.candidates_record,
+        )
         metrics = bm25_metrics(ds, cands)
         write_json_atomic({"bm25": metrics, "k": cfg.retrieval.k}, ws.candidates_metrics)
         seconds = time.perf_counter() - t0

@@ -37,7 +37,12 @@ class RetrievalConfig:
             import Stemmer
 
             langs = Stemmer.algorithms()
-            check(self.stemmer in langs, "retrieval.stemmer", self.stemmer, f"use null or a PyStemmer language: {', '.join(langs)}")
+            check(
+                self.stemmer in langs,
+                "retrieval.stemmer",
+                self.stemmer,
+                f"use null or a PyStemmer language: {', '.join(langs)}",
+            )
         if self.stopwords is not None:
             check(
                 known_stopwords(self.stopwords),

@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from distill.config import typed
 from distill.data.prepare import load_dataset
 from distill.errors import StageNotReadyError
 from distill.evaluation.cascade import arrivals, quality_table, query_order, simulate
 from distill.evaluation.report import md_table
 from distill.evaluation.schema import LoadConfig
 from distill.ir.metrics import per_query
-from distill.serving.schema import LoadtestConfig, LoadtestLoad, ServeConfig
+from distill.serving.schema import LoadtestConfig, ServeConfig
 from distill.serving.service import controller
 from distill.workspace import Workspace, write_json_atomic, write_text_atomic
 
@@ -90,7 +91,7 @@ def server(
     proc.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        if not wait_until_up(f"{url}/health", proc, timeout_s):
+        if not wait_until_up(f"{url}/health", proc, timeout_s, ours=lambda body: _pid(body) == proc.pid):
             raise StageNotReadyError(
                 f"the {policy} server did not answer /health within loadtest.start_timeout_s={timeout_s}"
                 if proc.is_alive()
@@ -102,6 +103,15 @@ def server(
         proc.join(15)
         if proc.is_alive():
             proc.kill()
+
+
+def _pid(body: bytes) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(body)["pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- the client
@@ -196,10 +206,11 @@ class MeasuredCosts:
 
 
 def served_ndcg(qrels: pd.DataFrame, qids: list[str], answers: list[dict[str, Any]]) -> np.ndarray:
-    """nDCG@10 of each answer's top 10 (0 for a failed request)."""
+    """nDCG@10 of each answer's top 10 in the order served (its ranks: the scores of the teacher's head and the
+    student's tail are on different scales), 0 for a failed request."""
     run = pd.DataFrame(
         [
-            {"qid": f"{qid}#{i}", "docid": r["docid"], "score": r["score"]}
+            {"qid": f"{qid}#{i}", "docid": r["docid"], "score": -float(r["rank"])}
             for i, (qid, a) in enumerate(zip(qids, answers, strict=True))
             for r in a.get("results", [])
         ],
@@ -213,9 +224,8 @@ def served_ndcg(qrels: pd.DataFrame, qids: list[str], answers: list[dict[str, An
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    lc = LoadtestConfig(**OmegaConf.to_container(cfg.loadtest, resolve=True))  # type: ignore[arg-type]
-    lc.load = LoadtestLoad(**lc.load) if isinstance(lc.load, dict) else lc.load
-    sc = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+    lc: LoadtestConfig = typed(cfg.loadtest, LoadtestConfig, "loadtest")
+    sc: ServeConfig = typed(cfg.serve, ServeConfig, "serve")
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
     split = str(cfg.evaluate.split)

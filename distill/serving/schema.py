@@ -40,6 +40,9 @@ class ServeConfig:
     cost_smoothing: float = 0.1  # weight of each new measurement in the running cost estimates
     # the controller plans with mean + cost_deviations x mean absolute deviation of each cost (the tail fits)
     cost_deviations: float = 2.0
+    # the cost estimates of depths no request uses relax toward their warm-up figures with this half-life, so a
+    # depth a burst made look expensive is tried again once the load is calm
+    cost_recovery_s: float = 10.0
 
     def __post_init__(self) -> None:
         check(self.policy in ("dynamic", "static"), "serve.policy", self.policy, "use dynamic or static")
@@ -59,6 +62,12 @@ class ServeConfig:
             "listen elsewhere set serve.allow_remote=true and a token (serve.token or DISTILL_SERVE_TOKEN)",
         )
         check(self.hold_s >= 0, "serve.hold_s", self.hold_s, "must be >= 0")
+        check(
+            self.cost_recovery_s >= 0,
+            "serve.cost_recovery_s",
+            self.cost_recovery_s,
+            "must be >= 0 (0: never)",
+        )
 
 
 @dataclass

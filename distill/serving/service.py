@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from distill.config import typed
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DistillError, StageNotReadyError
@@ -56,21 +57,38 @@ class Running:
 @dataclass
 class LiveCosts:
     """Running estimates (ms) of a request's fixed cost and of the teacher's cost at each depth. The service time
-    the controller plans with is mean + `deviations` x deviation, so that the tail, not the average, fits."""
+    the controller plans with is mean + `deviations` x deviation, so that the tail, not the average, fits.
+
+    A depth the controller stopped using is no longer measured, so a burst's inflated estimate would keep it
+    out for good: the estimates of the depths a request did not use relax toward their warm-up figures with a
+    half-life of `recovery_s` seconds, until a request measures them again."""
 
     fixed: Running
     teacher: dict[int, Running]
     smoothing: float = 0.1
     deviations: float = 2.0
+    recovery_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.start = {k: Running(r.mean, r.dev) for k, r in self.teacher.items()}
+        self.last_s: float | None = None
 
     def service_ms(self, k: int) -> float:
         f, t = self.fixed, self.teacher[k]
         return f.mean + t.mean + self.deviations * (f.dev + t.dev)
 
-    def update(self, fixed_ms: float, k: int, teacher_ms: float) -> None:
+    def update(self, fixed_ms: float, k: int, teacher_ms: float, now_s: float | None = None) -> None:
         self.fixed.add(fixed_ms, self.smoothing)
         if k > 0:
             self.teacher[k].add(teacher_ms, self.smoothing)
+        now_s = time.monotonic() if now_s is None else now_s
+        if self.last_s is not None and self.recovery_s > 0:
+            w = 1.0 - 0.5 ** (max(0.0, now_s - self.last_s) / self.recovery_s)
+            for depth, r in self.teacher.items():
+                if depth != k:
+                    r.mean += w * (self.start[depth].mean - r.mean)
+                    r.dev += w * (self.start[depth].dev - r.dev)
+        self.last_s = now_s
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,7 +172,7 @@ class CascadeService:
         from distill.teacher.engine import ScoringEngine
         from distill.teacher.scoring import load_configured_teacher, resolve_teacher, teacher_names
 
-        self.sc = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+        self.sc: ServeConfig = typed(cfg.serve, ServeConfig, "serve")
         ws = Workspace.from_cfg(cfg)
         ws.require(ws.candidates, "candidates")
         self.ds = ds = load_dataset(cfg)
@@ -167,6 +185,14 @@ class CascadeService:
             batch_tokens=cfg.teacher.batch_tokens,
         )
         self.student = pick_student(ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student)
+        if not getattr(self.student, "live", True):
+            depth = int(pd.read_parquet(ws.candidates, columns=["rank"])["rank"].max())
+            if self.sc.n > depth:
+                raise ConfigError(
+                    f"serve.n={self.sc.n}: student {self.student.name!r} scores precomputed features, which exist "
+                    f"for the top {depth} candidates only (retrieval.k); set serve.n <= {depth} or re-run "
+                    f"`make candidates` and `make features` with retrieval.k >= {self.sc.n}"
+                )
         self.index: BM25Index = build_index(ds, cfg.retrieval)
         self.docids = ds.corpus.index.to_numpy()
         self.known = {str(t).strip(): str(q) for q, t in ds.queries["text"].items()}
@@ -267,8 +293,19 @@ class CascadeService:
             m.current_k.set(r["teacher_k"])
             m.depth_changes.set(self.controller.changes)
         top = r["ranked"][:k_out]
+        head = set(np.flatnonzero(~np.isnan(r["teacher"])).tolist())
         return {
-            "results": [{"docid": str(r["docids"][i]), "score": float(r["score"][i])} for i in top],
+            # rank orders the answer; score is on the scale of the model that gave it (scored_by), which differs
+            # between the teacher's head and the student's tail: never sort by it across the two
+            "results": [
+                {
+                    "docid": str(r["docids"][i]),
+                    "rank": n + 1,
+                    "score": float(r["score"][i]),
+                    "scored_by": "teacher" if i in head else "student",
+                }
+                for n, i in enumerate(top)
+            ],
             "n": int(len(r["docids"])),
             "teacher_k": r["teacher_k"],
             "timings_ms": {key: round(v, 3) for key, v in tm.items()},
@@ -294,7 +331,9 @@ class CascadeService:
             fixed += [r["fixed_ms"] for r in runs]
             full = [r["timings_ms"]["teacher"] for r in runs if r["scored"] == k]
             teacher[k] = running(full or [r["timings_ms"]["teacher"] for r in runs]) if k else Running(0.0)
-        costs = LiveCosts(running(fixed), teacher, self.sc.cost_smoothing, self.sc.cost_deviations)
+        costs = LiveCosts(
+            running(fixed), teacher, self.sc.cost_smoothing, self.sc.cost_deviations, self.sc.cost_recovery_s
+        )
         log.info("serving costs at start: %s", costs.as_dict())
         return costs
 

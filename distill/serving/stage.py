@@ -6,6 +6,7 @@ curl 'http://127.0.0.1:8000/search?q=solar+energy&k=10'
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from distill.errors import ConfigError
 from distill.serving.app import create_app
+from distill.serving.schema import LOOPBACK, TOKEN_ENV
 from distill.serving.service import CascadeService
 
 
@@ -27,7 +29,21 @@ def check_port(host: str, port: int) -> None:
         ) from e
 
 
-def serve(service: CascadeService, host: str, port: int, quiet: bool = False) -> None:
+def serve_token(sc: Any) -> str | None:
+    """The token clients must send: serve.token, else DISTILL_SERVE_TOKEN; refused when listening remotely
+    without one."""
+    token = sc.token or os.environ.get(TOKEN_ENV) or None
+    if sc.allow_remote and sc.host not in LOOPBACK and not token:
+        raise ConfigError(
+            f"serve.host={sc.host} with serve.allow_remote=true needs a token: set serve.token=... or "
+            f"{TOKEN_ENV}; clients then send Authorization: Bearer TOKEN"
+        )
+    return token
+
+
+def serve(
+    service: CascadeService, host: str, port: int, quiet: bool = False, token: str | None = None
+) -> None:
     import uvicorn
 
     if not quiet:
@@ -38,15 +54,16 @@ def serve(service: CascadeService, host: str, port: int, quiet: bool = False) ->
             f" on http://{host}:{port}/search?q=...&k=10   (Ctrl-C stops it)",
             flush=True,
         )
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(service, token), host=host, port=port, log_level="warning", access_log=False)
 
 
 def run(cfg: DictConfig) -> Any:
     sc = cfg.serve
+    token = serve_token(sc)
     check_port(str(sc.host), int(sc.port))
     service = CascadeService(cfg)
     try:
-        serve(service, str(sc.host), int(sc.port))
+        serve(service, str(sc.host), int(sc.port), token=token)
     finally:
         service.close()
 

@@ -134,7 +134,9 @@ def student_meta(model_dir: Path) -> dict[str, Any]:
         meta = json.loads(f.read_text())
         assert isinstance(meta, dict) and {"name", "loader", "config"} <= set(meta)
     except (OSError, ValueError, AssertionError) as e:
-        raise DataError(f"{f} is damaged or not a student's: retrain it (make train-student) or remove {model_dir}") from e
+        raise DataError(
+            f"{f} is damaged or not a student's: retrain it (make train-student) or remove {model_dir}"
+        ) from e
     return meta
 
 

@@ -31,7 +31,9 @@ def covered_queries(
     labelled = soft[soft.qid.isin(qids)]
     if complete:
         mine = cands[cands.qid.isin(qids)][["qid", "docid"]]
-        hit = mine.merge(labelled[["qid", "docid"]].drop_duplicates(), on=["qid", "docid"], how="left", indicator=True)
+        hit = mine.merge(
+            labelled[["qid", "docid"]].drop_duplicates(), on=["qid", "docid"], how="left", indicator=True
+        )
         missing = set(hit.qid[hit["_merge"] == "left_only"])
         covered = set(mine.qid) - missing
     else:

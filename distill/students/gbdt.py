@@ -51,7 +51,7 @@ from distill.students.stacking import (
 from distill.teacher.ensemble import normalise
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
-from distill.workspace import Workspace, staged_dir, write_json_atomic
+from distill.workspace import Workspace, exclusive, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +268,10 @@ def train_gbdt(cfg: DictConfig) -> dict[str, Any]:
     sc = student_config(cfg.student)
     ws = Workspace.from_cfg(cfg)
     t0 = time.perf_counter()
-    frames = build_frames(cfg, sc, ws)
-    return save(cfg, sc, ws, fit(sc, frames), frames, t0)
+    name = sc.name + "_stack" if cfg.features.get("students") else sc.name
+    with exclusive(ws.model(name), f"training {name}"):
+        frames = build_frames(cfg, sc, ws)
+        return save(cfg, sc, ws, fit(sc, frames), frames, t0)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ under a launcher, a time limit, tracking), the distillation loss on a fixed prob
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from distill.students.base import (
 )
 from distill.students.examples import examples_for, hf_dataset
 from distill.tracking import start_run
-from distill.workspace import Workspace, staged_dir, write_json_atomic
+from distill.workspace import Workspace, exclusive, staged_dir, write_json_atomic
 
 TRAIN_FILE = "distill_train.json"  # in the model folder: how it was trained and its test metrics
 PROBE_SIZE = 64
@@ -114,8 +115,15 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
     ranks = process_ranks()
     ds = load_dataset(cfg)
     torch.manual_seed(sc.seed)
-    ex, skipped, offered = examples_for(sc, ws, ds)
     out = ws.model(sc.name) / sc.loss
+    with exclusive(out, f"training {run_name(sc)}") if ranks.is_main else contextlib.nullcontext():
+        return _train(cfg, recipe, sc, ws, ranks, ds, out)
+
+
+def _train(
+    cfg: DictConfig, recipe: Recipe, sc: Any, ws: Workspace, ranks: Any, ds: Dataset, out: Path
+) -> dict[str, Any]:
+    ex, skipped, offered = examples_for(sc, ws, ds)
     name = run_name(sc)
     t0 = time.perf_counter()
     model = recipe.build_model(sc, ws, ds)

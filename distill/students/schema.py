@@ -48,7 +48,12 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         check(is_plain_name(self.name), "student.name", self.name, "use letters, digits, - and _ only")
-        check(0 < self.min_label_coverage <= 1, "student.min_label_coverage", self.min_label_coverage, "must be in (0, 1]")
+        check(
+            0 < self.min_label_coverage <= 1,
+            "student.min_label_coverage",
+            self.min_label_coverage,
+            "must be in (0, 1]",
+        )
 
 
 GBDT_OBJECTIVES = ("lambdarank", *OBJECTIVES)
@@ -80,7 +85,12 @@ class GBDTConfig(StudentConfig):
         check_positive(self, "student", "temperature", "grades", "num_trees", "learning_rate", "threads")
         check(self.early_stopping >= 0, "student.early_stopping", self.early_stopping, "must be >= 0")
         check(0 < self.val_fraction < 1, "student.val_fraction", self.val_fraction, "must be in (0, 1)")
-        check(self.grade_method in ("quantile", "bins"), "student.grade_method", self.grade_method, "use quantile or bins")
+        check(
+            self.grade_method in ("quantile", "bins"),
+            "student.grade_method",
+            self.grade_method,
+            "use quantile or bins",
+        )
         check(
             self.objective in GBDT_OBJECTIVES or "." in self.objective,
             "student.objective",
@@ -107,11 +117,20 @@ class LightGBMConfig(GBDTConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.num_leaves >= 2, "student.num_leaves", self.num_leaves, "must be >= 2")
-        check(self.max_depth == -1 or self.max_depth >= 1, "student.max_depth", self.max_depth, "use -1 (no limit) or >= 1")
+        check(
+            self.max_depth == -1 or self.max_depth >= 1,
+            "student.max_depth",
+            self.max_depth,
+            "use -1 (no limit) or >= 1",
+        )
         check(self.min_data_in_leaf >= 1, "student.min_data_in_leaf", self.min_data_in_leaf, "must be >= 1")
 
     def library_params(self) -> dict[str, Any]:
-        return {"num_leaves": self.num_leaves, "max_depth": self.max_depth, "min_data_in_leaf": self.min_data_in_leaf}
+        return {
+            "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
+            "min_data_in_leaf": self.min_data_in_leaf,
+        }
 
 
 @dataclass
@@ -174,7 +193,9 @@ class NeuralStudentConfig(StudentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.loss in self.LOSSES, "student.loss", self.loss, f"use one of {self.LOSSES}")
-        check(self.label_norm in ("raw", "zscore"), "student.label_norm", self.label_norm, "use raw or zscore")
+        check(
+            self.label_norm in ("raw", "zscore"), "student.label_norm", self.label_norm, "use raw or zscore"
+        )
         check(
             self.positives in ("qrels", "teacher"),
             "student.positives",

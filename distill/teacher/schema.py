@@ -1,5 +1,4 @@
-"""`teacher.*` (scoring, distill/teacher/scoring.py) and `teacher.train.*` (distill/teacher/train.py).
-"""
+"""`teacher.*` (scoring, distill/teacher/scoring.py) and `teacher.train.*` (distill/teacher/train.py)."""
 
 from __future__ import annotations
 
@@ -122,7 +121,9 @@ class TeacherConfig:
         check_positive(self, "teacher", "max_length", "batch_tokens", "shard_size", "num_threads")
         check_choice(self, "teacher", "ensemble_norm", ("zscore", "minmax", "rank", "none"))
         check_choice(self, "teacher", "dtype", DTYPES)
-        check(bool(str(self.model).strip()), "teacher.model", self.model, "name a model id, a folder or trained")
+        check(
+            bool(str(self.model).strip()), "teacher.model", self.model, "name a model id, a folder or trained"
+        )
         check(
             self.prompt is None or self.prompt_file is None,
             "teacher.prompt_file",

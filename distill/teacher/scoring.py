@@ -42,7 +42,7 @@ from distill.teacher.soft_labels import (
     write_part,
 )
 from distill.tracking import start_run
-from distill.workspace import Workspace, check_complete
+from distill.workspace import Workspace, check_complete, check_not_linked_out
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +190,39 @@ def describe(identity: dict[str, Any]) -> str:
     return f"teacher {t}, max_length {identity['max_length']}, dtype {identity['dtype']}"
 
 
+def our_parts(root: Path) -> list[Path]:
+    """The part files of this folder the project wrote: plain files named part-NNNNN.parquet that carry the
+    soft-label metadata (a file of the same name without it is someone else's and is left alone)."""
+    return [
+        p
+        for p in sorted(root.glob("part-*.parquet"))
+        if re.fullmatch(r"part-\d{5}\.parquet", p.name)
+        and not p.is_symlink()
+        and part_identity(p) is not None
+    ]
+
+
+def own_temp_files(root: Path) -> list[Path]:
+    """The temp files a scoring run writes (a part's or the manifest's, renamed into place when complete)."""
+    return [
+        p
+        for p in root.glob("*.tmp")
+        if (re.fullmatch(r"part-\d{5}\.parquet\.tmp", p.name) or p.name == "manifest.json.tmp")
+        and not p.is_symlink()
+    ]
+
+
 def prepare_dir(root: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    """The manifest to resume from (a fresh one when starting over); refuses a mismatching earlier run."""
+    """The manifest to resume from (a fresh one when starting over); refuses a mismatching earlier run. Only the
+    project's own files are deleted (its parts, manifest and temp files), never through a link out of the
+    workspace."""
+    check_not_linked_out(root, root.parent, "soft_labels/")
     if overwrite and root.is_dir():  # only what a scoring run writes: nothing else in the folder is touched
-        for f in [*root.glob("part-*.parquet"), root / "manifest.json", root / "manifest.lock"]:
-            f.unlink(missing_ok=True)
+        for f in [*our_parts(root), root / "manifest.json", root / "manifest.lock"]:
+            if not f.is_symlink():
+                f.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    for tmp in root.glob("*.tmp"):
+    for tmp in own_temp_files(root):
         tmp.unlink()
     manifest = read_manifest(root)
     parts = sorted(root.glob("part-*.parquet"))
@@ -401,7 +427,7 @@ def finish_run(
     root: Path, manifest: dict[str, Any], keep: set[str], total: int, seconds: float, world: int
 ) -> dict[str, Any]:
     """Rank 0, after every rank: remove parts of no shard, mark the manifest complete, sum the ranks' counts."""
-    for stray in root.glob("part-*.parquet"):
+    for stray in our_parts(root):
         if stray.name not in keep:
             stray.unlink()
 

@@ -98,6 +98,12 @@ def test_search_answers_the_cascade(client):
     want = head[np.argsort(-np.asarray(ref), kind="stable")][:4]
     assert [x["docid"] for x in body["results"]] == list(want)
     np.testing.assert_allclose([x["score"] for x in body["results"]], np.sort(ref)[::-1][:4], atol=1e-4)
+    assert [x["rank"] for x in body["results"]] == [1, 2, 3, 4]
+    assert {x["scored_by"] for x in body["results"]} == {"teacher"}
+    # a deeper answer than the teacher's head: the tail is the student's, on its own scale, ranked after
+    tail = c.get("/search", params={"q": q, "k": 8}).json()["results"]
+    assert [x["scored_by"] for x in tail] == ["teacher"] * 5 + ["student"] * 3
+    assert [x["rank"] for x in tail] == list(range(1, 9))
 
 
 def test_health_info_and_prometheus_metrics(client):
@@ -129,6 +135,8 @@ def test_health_info_and_prometheus_metrics(client):
         ({"q": "cat", "k": "0"}, "k=0 is out of range"),
         ({"q": "cat", "k": "101"}, "k=101 is out of range"),
         ({"q": "cat", "k": "ten"}, "k='ten' is not a whole number"),
+        ({"q": "cat", "k": "\u0663"}, "is not a whole number"),  # an Arabic-Indic three: int() would take it
+        ({"q": "cat", "k": "1_0"}, "k='1_0' is not a whole number"),
         ({"q": "cat", "lang": "en"}, r"unknown parameter\(s\) \['lang'\]"),
     ],
 )
@@ -223,12 +231,33 @@ def test_static_controller_ignores_the_load():
     assert set(replay(ctl, [0.0, 500.0, 5000.0])) == {10} and ctl.changes == 0
 
 
+def test_costs_of_unused_depths_recover_so_the_teacher_comes_back_after_a_burst():
+    """A burst inflates the deep depth's estimate; calm traffic at a shallower depth no longer measures it. The
+    estimate relaxes toward its warm-up figure (half-life recovery_s), and the controller returns to the deepest
+    depth; with recovery off it stays shallow for good (the behaviour this replaces)."""
+    for recovery_s, back in ((10.0, True), (0.0, False)):
+        costs = LiveCosts(
+            Running(5.0), {0: Running(0.0), 10: Running(20.0), 50: Running(60.0)}, 0.5, 0.0, recovery_s
+        )
+        ctl = DepthController([0, 10, 50], sla_ms=100.0, hold_s=1.0)
+        for i in range(6):  # a burst: k=50 measured at 300 ms
+            costs.update(5.0, 50, 300.0, now_s=i * 0.1)
+        assert ctl.choose(1.0, 0.0, costs.service_ms) == 10
+        for i in range(300):  # 30 s of calm requests at k=10
+            now = 1.0 + i * 0.1
+            k = ctl.choose(now, 0.0, costs.service_ms)
+            costs.update(5.0, k, 20.0 if k == 10 else 60.0, now_s=now)
+        assert (ctl.k == 50) is back
+
+
 def test_live_costs_plan_with_the_tail():
     costs = LiveCosts(Running(10.0), {0: Running(0.0), 5: Running(20.0)}, smoothing=0.5, deviations=2.0)
     assert costs.service_ms(5) == 30.0
-    costs.update(10.0, 5, 40.0)  # teacher: dev 0 + 0.5 x (|40 - 20| - 0) = 10; mean 30
+    costs.update(10.0, 5, 40.0, now_s=0.0)  # teacher: dev 0 + 0.5 x (|40 - 20| - 0) = 10; mean 30
     assert costs.service_ms(5) == pytest.approx(10.0 + 30.0 + 2 * 10.0)
-    costs.update(10.0, 0, 99.0)  # a shed request teaches nothing about the teacher
+    costs.update(
+        10.0, 0, 99.0, now_s=0.0
+    )  # a shed request teaches nothing about the teacher (no time passed)
     assert costs.teacher[5].mean == 30.0
 
 
@@ -259,3 +288,88 @@ def test_short_load_test_over_real_sockets(serve_cfg):
             assert served["all"]["mean_k"] == 5 and sim["all"]["mean_k"] == 5
     assert "| static | served | all |" in (ws.root / "loadtest.md").read_text()
     assert pd.notna(out["capacity_qps"])
+
+
+def test_served_ndcg_follows_the_served_order_not_the_scores():
+    """The teacher's head carries logits and the student's tail its own scores: sorting by score would put a
+    student-scored tail document above the teacher's head. The load test reads the ranks."""
+    from distill.serving.loadtest import served_ndcg
+
+    qrels = pd.DataFrame({"qid": ["q"], "docid": ["good"], "relevance": [1]})
+    answer = {
+        "results": [
+            {"docid": "good", "rank": 1, "score": -3.0, "scored_by": "teacher"},
+            {"docid": "bad", "rank": 2, "score": 40.0, "scored_by": "student"},
+        ]
+    }
+    assert served_ndcg(qrels, ["q"], [answer])[0] == pytest.approx(1.0)
+
+
+def test_a_token_guards_every_endpoint_but_health(serve_cfg):
+    service = CascadeService(serve_cfg())
+    try:
+        with TestClient(create_app(service, token="s3cret")) as c:
+            assert c.get("/health").status_code == 200
+            for path in ("/search?q=cat", "/info", "/metrics", "/openapi.json"):
+                assert c.get(path).status_code == 401
+                assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    finally:
+        service.close()
+
+
+def test_a_non_loopback_host_needs_allow_remote_and_a_token(tiny_sample_cfg, monkeypatch):
+    from distill.config import validate
+    from distill.serving.stage import serve_token
+
+    with pytest.raises(ConfigError, match=r"serve.host='0.0.0.0'.*loopback only.*serve.allow_remote=true"):
+        validate(tiny_sample_cfg(*SERVE, "serve.host=0.0.0.0"))
+    remote = tiny_sample_cfg(*SERVE, "serve.host=0.0.0.0", "serve.allow_remote=true")
+    monkeypatch.delenv("DISTILL_SERVE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="needs a token: set serve.token"):
+        serve_token(remote.serve)
+    monkeypatch.setenv("DISTILL_SERVE_TOKEN", "t0k")
+    assert serve_token(remote.serve) == "t0k"
+
+
+def test_a_precomputed_feature_student_refuses_a_depth_beyond_the_candidates(serve_cfg, monkeypatch):
+    from distill.students.base import FunctionScorer as FS
+
+    monkeypatch.setattr(
+        "distill.serving.service.pick_student",
+        lambda ws, ctx, name: FS("gbdt_like", lambda r: r.bm25, live=False),
+    )
+    with pytest.raises(
+        ConfigError, match=r"serve.n=20: student 'gbdt_like' scores precomputed features.*top 10"
+    ):
+        CascadeService(serve_cfg("serve.n=20"))
+
+
+def test_a_server_that_is_not_ours_on_the_port_is_not_taken_for_ours(tmp_path):
+    """Another program answering on the port, while our child failed to start its own: not up."""
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from distill.dashboard import wait_until_up
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok", "pid": 1}')
+
+        def log_message(self, *a):
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_port}/health"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not wait_until_up(url, child, seconds=3)  # nothing of the child's listens there
+        assert not wait_until_up(url, child, seconds=3, ours=lambda b: b'"pid": %d' % child.pid in b)
+    finally:
+        child.kill()
+        other.shutdown()

@@ -153,3 +153,43 @@ def test_same_seed_same_bi_encoder(tiny_sample_cfg):
     second = [run_student(cfg)["probe_loss_after"], SentenceTransformer(str(out), device="cpu").encode(texts)]
     assert first[0] == second[0]
     np.testing.assert_array_equal(first[1], second[1])
+
+
+@pytest.mark.parametrize("similarity,fn", [("dot", "dot"), ("cos", "cosine")])
+def test_loaded_folder_scores_as_trained_and_as_sentence_transformers(tiny_sample_cfg, similarity, fn):
+    """A folder scores with the similarity it was trained with: through this project's loader (evaluation,
+    serving), the test nDCG@10 measured at training time is reproduced, and every score equals plain
+    `SentenceTransformer(folder).similarity`, whose saved `similarity_fn_name` says the same."""
+    from sentence_transformers import SentenceTransformer
+
+    from distill.data.prepare import load_dataset
+    from distill.ir.metrics import quality
+    from distill.students.base import Context, load_scorers
+    from distill.workspace import Workspace
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    cfg = tiny_sample_cfg(
+        *TINY_TEACHER,
+        "student=bi_encoder",
+        f"student.similarity={similarity}",
+        "student.negatives=3",
+        "student.negative_margin=null",
+        "student.samples_per_positive=2",
+        "student.embedding_dim=16",
+        "student.batch_size=16",
+        "student.bm25_weight=null",
+    )
+    info = run_student(cfg)
+    ws, ds = Workspace.from_cfg(cfg), load_dataset(cfg)
+    out = ws.model("bi_encoder") / "kl"
+    test = pd.read_parquet(ws.candidates).query("split == 'test'").reset_index(drop=True)
+    (scorer,) = load_scorers(out, Context.of(cfg, ds, ws, test))
+    scores = scorer.score(test)
+    assert quality(ds.qrels["test"], test[["qid", "docid"]].assign(score=scores))["ndcg@10"] == pytest.approx(
+        info["test"]["rerank"]["ndcg@10"], abs=1e-9
+    )
+    model = SentenceTransformer(str(out), device="cpu")
+    assert model.similarity_fn_name == fn
+    q = model.encode(ds.queries.loc[test.qid, "text"].tolist(), convert_to_tensor=True)
+    d = model.encode(ds.doc_texts(list(test.docid)), convert_to_tensor=True)
+    np.testing.assert_allclose(scores, model.similarity_pairwise(q, d).numpy(), rtol=1e-4, atol=1e-5)

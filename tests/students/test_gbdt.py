@@ -115,7 +115,9 @@ def test_training_frame_blends_and_checks():
     blended = training_frame(feats, soft, qrels, 0.5).target.to_numpy()
     np.testing.assert_allclose(blended[:2], [0.5 * 1 + 0.5 * -1, 0.5 * -1 + 0.5 * 1])
     # query b lacks its label: 1 of 2 train queries covered, below the rule's 0.95
-    with pytest.raises(DataError, match=r"soft labels cover 1 of the 2 train queries \(50.0%.*min_label_coverage"):
+    with pytest.raises(
+        DataError, match=r"soft labels cover 1 of the 2 train queries \(50.0%.*min_label_coverage"
+    ):
         training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.95)
     # a lower threshold trains on the covered query alone
     assert training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.5).qid.unique().tolist() == ["a"]

@@ -130,3 +130,24 @@ def test_neural_students_leave_out_the_stack_hold_out(gbdt_ws):
     assert set(full.qid) & held  # without the hold-out those queries give examples
     # the same queries for every share-holder, whatever the order
     assert stack_holdout(train_qids(cfg)[::-1], 0.4) == held
+
+
+def test_a_student_that_skipped_queries_still_counts_them_as_seen(gbdt_ws, tiny_model_dir):
+    """A neural student offered every train query records them all, also those that gave it no example (no
+    positive, too few negatives): a stack on it has no unseen query left and refuses, where it once trained on
+    exactly the skipped queries."""
+    cfg = gbdt_ws(
+        "student=bi_encoder",
+        f"student.base_model={tiny_model_dir}",
+        "student.negatives=12",  # more than many queries' candidates below the positive give: skips
+        "student.negative_margin=null",
+        "student.samples_per_positive=1",
+        "student.bm25_weight=null",
+        "student.max_length=32",
+    )
+    info = run_student(cfg)
+    assert info["skipped"]["no_positive"] + info["skipped"]["too_few_negatives"] > 0
+    folder = Workspace.from_cfg(cfg).model("bi_encoder") / "kl"
+    assert set(json.loads((folder / "trained_queries.json").read_text())) == set(train_qids(cfg))
+    with pytest.raises(DataError, match="every train query was seen by a stacked student"):
+        run_student(gbdt_ws("student=lightgbm", "features.students=[bi_encoder_kl]"))

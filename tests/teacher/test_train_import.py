@@ -8,7 +8,7 @@ import pytest
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError, DistillError
 from distill.retrieval.candidates import run as run_candidates
-from distill.teacher.importers import import_flagembedding, import_soft_labels
+from distill.teacher.importers import import_soft_labels
 from distill.teacher.model import load_teacher
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels
@@ -80,7 +80,7 @@ def test_teacher_train_config_errors():
         TeacherTrainConfig.from_cfg({"lr_rate": 1})
     with pytest.raises(ConfigError, match="teacher.train.loss='hinge'"):
         TeacherTrainConfig.from_cfg({"loss": "hinge"})
-    with pytest.raises(ConfigError, match="teacher.train.init='xavier': use match or random"):
+    with pytest.raises(ConfigError, match="teacher.train.init='xavier': use one of match, random"):
         TeacherTrainConfig.from_cfg({"init": "xavier"})
 
 
@@ -139,14 +139,20 @@ def test_match_init_makes_query_tokens_attend_to_their_copies_in_the_document():
 
 
 def test_import_flagembedding_sample(shared_data, tmp_path, make_cfg):
-    summary = import_flagembedding(
-        shared_data / "flagembedding_msmarco_sample" / "reranker_examples.jsonl", tmp_path / "soft_labels"
+    from distill.data.prepare import dataset_dir
+
+    cfg = make_cfg("data=flagembedding")
+    summary = import_soft_labels(
+        "flagembedding",
+        shared_data / "flagembedding_msmarco_sample" / "reranker_examples.jsonl",
+        tmp_path / "ws",
+        dataset=dataset_dir(cfg),
     )
     assert summary["queries"] == 10 and summary["pairs"] + summary["duplicates_dropped"] == 260
-    sl = read_soft_labels(tmp_path / "soft_labels")
+    sl = read_soft_labels(tmp_path / "ws" / "soft_labels")
     assert sl.score.dtype == np.float32 and sl.score.between(50, 120).all()
     # ids join the converted dataset
-    ds = load_dataset(make_cfg("data=flagembedding"))
+    ds = load_dataset(cfg)
     assert sl.qid.isin(ds.queries.index).all() and sl.docid.isin(ds.corpus.index).all()
 
 
@@ -154,21 +160,21 @@ def test_import_rejects_unscored_and_non_numeric(tmp_path):
     f = tmp_path / "x.jsonl"
     f.write_text(json.dumps({"query": "q", "pos": ["a"], "neg": ["b"]}) + "\n")
     with pytest.raises(DataError, match=r"x.jsonl:1: no pos_scores"):
-        import_flagembedding(f, tmp_path / "out")
+        import_soft_labels("flagembedding", f, tmp_path / "out")
     f.write_text(
         json.dumps({"query": "q", "pos": ["a"], "neg": ["b"], "pos_scores": ["high"], "neg_scores": [1.0]})
         + "\n"
     )
     with pytest.raises(DataError, match=r"x.jsonl:1: pos_scores holds 'high'"):
-        import_flagembedding(f, tmp_path / "out2")
+        import_soft_labels("flagembedding", f, tmp_path / "out2")
     f.write_text(
         json.dumps(
             {"query": "q", "pos": ["a"], "neg": ["b"], "pos_scores": [float("nan")], "neg_scores": [1.0]}
         ).replace("NaN", "NaN")
         + "\n"
     )
-    with pytest.raises(DataError, match="non-finite score"):
-        import_flagembedding(f, tmp_path / "out3")
+    with pytest.raises(DataError, match=r"x.jsonl:1: score nan is not finite"):
+        import_soft_labels("flagembedding", f, tmp_path / "out3")
 
 
 def test_imported_trec_run_and_parquet_join_the_candidates_and_train_a_gbdt(tiny_sample_cfg, tmp_path):
@@ -185,7 +191,7 @@ def test_imported_trec_run_and_parquet_join_the_candidates_and_train_a_gbdt(tiny
     ]
     run_file.write_text("\n".join(lines + lines[:3]) + "\n")  # three repeated pairs are dropped
     ws = Path(cfg.paths.workspace)
-    summary = import_soft_labels("trec-run", run_file, ws / "soft_labels")
+    summary = import_soft_labels("trec-run", run_file, ws)
     assert summary["pairs"] == len(cands) and summary["duplicates_dropped"] == 3
     sl = read_soft_labels(ws / "soft_labels")
     assert np.allclose(sl.score.to_numpy(), scores, atol=1e-4)
@@ -194,11 +200,12 @@ def test_imported_trec_run_and_parquet_join_the_candidates_and_train_a_gbdt(tiny
 
     pq = tmp_path / "scores.parquet"
     pd.DataFrame({"qid": cands.qid, "docid": cands.docid, "score": scores}).to_parquet(pq)
-    out = import_soft_labels("parquet", pq, tmp_path / "sl2")
+    data = Path(cfg.data.path)
+    out = import_soft_labels("parquet", pq, tmp_path / "ws2", dataset=data)
     assert out["pairs"] == len(cands)
-    pd.testing.assert_frame_equal(read_soft_labels(tmp_path / "sl2"), sl, atol=1e-4)
+    pd.testing.assert_frame_equal(read_soft_labels(tmp_path / "ws2" / "soft_labels"), sl, atol=1e-4)
     with pytest.raises(DistillError, match="already holds soft labels"):
-        import_soft_labels("parquet", pq, tmp_path / "sl2")
+        import_soft_labels("parquet", pq, tmp_path / "ws2", dataset=data)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +213,12 @@ def test_imported_trec_run_and_parquet_join_the_candidates_and_train_a_gbdt(tiny
     [
         ("q1 Q0 d1 1 0.5\n", r"run.txt:1: 5 fields; a TREC run line has 6"),
         ("q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 high t\n", r"run.txt:2: score 'high' is not a number"),
-        ("q1 Q0 d1 1 inf t\n", "non-finite score"),
+        ("q1 Q0 d1 1 inf t\n", r"run.txt:1: score inf is not finite"),
+        ("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 1 1e39 t\n", r"run.txt:2: score 1e\+39 is beyond float32's range"),
+        (
+            "q1 Q0 d1 1 0.5 t\nq1 Q0 d2 2 0.4 t\nq1 Q0 d1 3 0.7 t\n",
+            r"run.txt:3: pair \('q1', 'd1'\) already scored differently at line 1",
+        ),
     ],
 )
 def test_trec_run_import_errors_name_the_line(tmp_path, text, error):
@@ -216,3 +228,62 @@ def test_trec_run_import_errors_name_the_line(tmp_path, text, error):
         import_soft_labels("trec-run", f, tmp_path / "out")
     with pytest.raises(DataError, match="no such file"):
         import_soft_labels("trec-run", tmp_path / "missing.run", tmp_path / "out")
+
+
+def _beir(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    return root
+
+
+def test_import_refuses_ids_the_dataset_lacks_or_drops_and_counts_them(tmp_path):
+    data = _beir(tmp_path / "data")
+    f = tmp_path / "run.txt"
+    f.write_text("q1 Q0 d1 1 0.9 t\nq1 Q0 d404 2 0.5 t\nq9 Q0 d2 1 0.3 t\n")
+    with pytest.raises(
+        DataError, match=r"run.txt:2: docid 'd404' is not in the dataset .*\(2 pair\(s\) name ids it lacks\)"
+    ):
+        import_soft_labels("trec-run", f, tmp_path / "ws", dataset=data)
+    assert not (tmp_path / "ws" / "soft_labels" / "manifest.json").exists()
+    s = import_soft_labels("trec-run", f, tmp_path / "ws", dataset=data, drop_unknown=True)
+    assert s["pairs"] == 1 and s["unknown_pairs_dropped"] == 2
+    assert s["unknown_examples"] == [["q1", "d404", 2], ["q9", "d2", 3]]
+    assert read_soft_labels(tmp_path / "ws" / "soft_labels").docid.tolist() == ["d1"]
+
+
+def test_import_without_a_dataset_to_check_against_is_refused(tmp_path):
+    f = tmp_path / "run.txt"
+    f.write_text("q1 Q0 d1 1 0.9 t\n")
+    with pytest.raises(DistillError, match=r"no candidates record names its dataset; give --dataset DIR"):
+        import_soft_labels("trec-run", f, tmp_path / "ws")
+
+
+def test_import_cli_one_line_for_a_file_that_is_not_parquet(tmp_path):
+    import subprocess
+    import sys
+
+    from distill.config import PROJECT_ROOT
+
+    data = _beir(tmp_path / "data")
+    bad = tmp_path / "scores.parquet"
+    bad.write_text("qid,docid,score\nq1,d1,0.5\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.teacher.importers",
+            "parquet",
+            str(bad),
+            str(tmp_path / "ws"),
+            "--dataset",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {bad}: not a readable Parquet file (ArrowInvalid); give one with qid, docid, score"
+    ]

@@ -108,6 +108,37 @@ def test_dashboard_refuses_a_workspace_without_runs_and_a_public_host(tmp_path):
         serve("auto", tmp_path, host="0.0.0.0")
 
 
+def test_dashboard_on_a_taken_port_and_a_missing_workspace_are_one_line(tiny_sample_cfg, tmp_path):
+    """Another program on the port is refused before anything starts (it once answered the readiness check and
+    the dashboard printed its URL); a workspace that does not exist is named, not created."""
+    import socket
+
+    from distill.dashboard import run as run_dashboard
+    from distill.dashboard import serve
+    from distill.errors import StageNotReadyError
+
+    _, ws = stage_with(tiny_sample_cfg, tmp_path, "tensorboard")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            ConfigError, match=f"dashboard.port={port}: another program listens on 127.0.0.1:{port}"
+        ):
+            serve("auto", ws, port=port)
+    missing = tmp_path / "no" / "such" / "workspace"
+    with pytest.raises(StageNotReadyError, match="does not exist: run a stage there first"):
+        run_dashboard(tiny_sample_cfg(f"paths.workspace={missing}"))
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_misspelt_backend_is_refused_before_anything_starts(tiny_sample_cfg):
+    from distill.config import validate
+
+    with pytest.raises(ConfigError, match=r"dashboard.backend='tensorbord': use auto, tensorboard or mlflow"):
+        validate(tiny_sample_cfg("dashboard.backend=tensorbord"))
+
+
 def test_trainer_loss_curves_reach_tensorboard(tiny_sample_cfg):
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
