@@ -46,9 +46,68 @@ class CheckBeforeRun(Callback):
             fail(str(e))
 
 
+def explain(e: Exception) -> str:
+    """One line for a composition error: the key and the options its schema knows, a missing group option and
+    the available ones, or Hydra's own first line."""
+    from dataclasses import fields, is_dataclass
+
+    from hydra.errors import MissingConfigException
+
+    cause = e.__cause__
+    key = getattr(cause, "full_key", None)
+    kind = getattr(cause, "object_type", None)
+    if key and type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
+        known = sorted(f.name for f in fields(kind)) if kind and is_dataclass(kind) else []
+        where = f" of {kind.__name__}" if kind else ""
+        return f"{key}: no such option{where}; known: {known}" if known else f"{key}: no such option"
+    if key and type(cause).__name__ == "ValidationError":
+        return f"{key}: {str(cause).splitlines()[0]}"
+    if isinstance(e, MissingConfigException):
+        group = str(getattr(e, "config_name", "") or "").rpartition("/")[0]
+        options = [o for o in (getattr(e, "options", None) or []) if not o.endswith("_schema")]
+        return (
+            f"{str(e).splitlines()[0]}; choose among {options}"
+            if group or options
+            else str(e).splitlines()[0]
+        )
+    return " ".join(str(e).split())
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config with the command line's overrides before Hydra does, so that a misspelt key, a wrong
+    type or an unknown group option is one line (exit 2) rather than Hydra's multi-line error (exit 1). A sweep
+    (`a=1,2` with -m) is checked with its first value; flags and hydra.* overrides are Hydra's own."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.")]
+    if not overrides or any(a in ("--help", "-h", "--hydra-help", "--info") for a in argv):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # Hydra's grammar errors
+        fail(" ".join(str(e).split()))
+        return
+    first = [
+        f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+        if o.is_sweep_override()
+        else o.input_line
+        for o in parsed
+    ]
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if not multirun and any(o.is_sweep_override() for o in parsed):
+        first = overrides  # without -m a sweep is an error: let compose name it
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            compose("config", overrides=[x for x in first if x is not None])
+    except Exception as e:  # ConfigCompositionException, MissingConfigException, OmegaConf errors
+        fail(explain(e))
+
+
 def entry(run: Callable[[DictConfig], Any]) -> None:
-    """Run `run(cfg)` under `@hydra.main`; a `DistillError`, or an OS error the user can fix (disk full, read-only
-    folder), prints `error: ...` on one line and exits with status 2."""
+    """Run `run(cfg)` under `@hydra.main`; a `DistillError`, an OS error the user can fix (disk full, read-only
+    folder), or a command line that does not compose, prints `error: ...` on one line and exits with status 2."""
+    check_overrides(sys.argv[1:])
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def _main(cfg: DictConfig) -> Any:

@@ -42,6 +42,12 @@ class DashboardConfig:
             self.backend,
             "use auto, tensorboard or mlflow",
         )
+        check(
+            self.port is None or 0 < self.port < 65536,
+            "dashboard.port",
+            self.port,
+            "must be a TCP port or null",
+        )
 
 
 def free_port(host: str) -> int:

@@ -170,7 +170,27 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
+    """JSON as the standard reads it: a NaN or infinity anywhere is refused (naming where), never written."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as e:
+        raise DataError(
+            f"{path}: {_non_finite(obj) or 'a value'} is not a finite number; nothing was written"
+        ) from e
+    write_text_atomic(text, path)
+
+
+def _non_finite(obj: Any, where: str = "") -> str | None:
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else []
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
 
 
 def _listing(root: Path) -> dict[str, int]:

@@ -8,6 +8,7 @@ traceback.)
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,13 @@ import pandas as pd
 import pytest
 
 from distill.data.beir import load_beir
-from distill.errors import DataError, DistillError
+from distill.errors import ConfigError, DataError, DistillError
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
 from distill.teacher.scoring import dedupe, iter_shards, texts_for
+from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels, write_manifest, write_part
+from distill.workspace import Workspace
 from tests.teacher.test_engine import reference_scores
 
 
@@ -206,3 +209,204 @@ def test_bad_soft_labels_name_the_part_row_and_column(tmp_path, row, columns, er
 def test_every_error_is_a_distill_error():
     """The CLI prints DistillErrors as one line (exit 2); anything else would be a traceback."""
     assert issubclass(DataError, DistillError)
+
+
+# ------------------------------------------------------------------ options: every number has a range
+def numeric_options():
+    """(group key, schema) for every int/float option of every registered schema."""
+    import dataclasses
+
+    from distill.schema import STUDENT_SCHEMAS, Config
+
+    out = []
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            t = str(f.type)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}.{f.name}")
+            elif t.split(" |")[0] in ("int", "float"):
+                out.append((f"{prefix}.{f.name}", cls))
+
+    for f in dataclasses.fields(Config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            walk(type(default), f.name)
+    for cls in STUDENT_SCHEMAS.values():
+        walk(cls, f"student[{cls.__name__}]")
+    return sorted(set(out), key=lambda x: x[0])
+
+
+# a negative value is meaningful for these (a seed; LightGBM's -1 = no depth limit)
+NEGATIVE_OK = {"seed", "split_seed", "student[LightGBMConfig].max_depth"}
+
+
+@pytest.mark.parametrize("key,cls", numeric_options(), ids=[k for k, _ in numeric_options()])
+def test_every_numeric_option_refuses_minus_one_by_name(key, cls):
+    """`student.max_seconds=-1` once trained one step and replaced a model: every time, step, size and rate
+    option of every group is range-checked before anything runs."""
+    from distill.config import from_plain
+    from distill.errors import ConfigError
+
+    name = key.rpartition(".")[2]
+    if name in NEGATIVE_OK or key in NEGATIVE_OK:
+        pytest.skip("a negative value is meaningful here")
+    required = {"name": "x", "path": "p"} if key.startswith("data.") and name not in ("name", "path") else {}
+    with pytest.raises(ConfigError, match=rf"{name}=-1(\.0)?: "):
+        from_plain(cls, {name: -1, **required}, key)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            "teacher.train.hidden_size=30",
+            r"teacher.train.hidden_size=30: must be a multiple of teacher.train.num_heads=4",
+        ),
+        ("teacher.train.dropout=1.0", r"teacher.train.dropout=1.0: must be in \[0, 1\)"),
+        (
+            "retrieval.stopwords=klingon",
+            r"retrieval.stopwords='klingon': use null or a bm25s stop-word language",
+        ),
+        ("retrieval.stemmer=klingon", r"retrieval.stemmer='klingon': use null or a PyStemmer language"),
+        ("retrieval.k1=1e308", r"retrieval.k1=1e\+308: must be in \[0, 100\]"),
+        ("paths.workspace=", r"paths.workspace='': give a folder"),
+        (
+            "features.options.reference_time=2300-01-01",
+            r"features.options.reference_time='2300-01-01': give an ISO-8601 time",
+        ),
+        ("dashboard.backend=tensorbord", r"dashboard.backend='tensorbord': use auto, tensorboard or mlflow"),
+    ],
+)
+def test_option_values_are_one_line_before_anything_runs(make_cfg, override, message):
+    from distill.config import validate
+
+    extra = ["teacher.train.num_heads=4"] if "hidden_size" in override else []
+    with pytest.raises(ConfigError, match=message):
+        validate(make_cfg(override, *extra))
+
+
+def test_a_truncated_soft_label_part_is_one_line(gbdt_ws):
+    ws = Workspace.from_cfg(gbdt_ws())
+    part = next(ws.soft_labels.glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:-100])
+    with pytest.raises(DataError, match=rf"{part.name}: its content is not what the manifest recorded"):
+        read_soft_labels(ws.soft_labels, ws.candidates)
+
+
+def test_a_tampered_part_or_a_part_listed_twice_is_refused(gbdt_ws):
+    ws = Workspace.from_cfg(gbdt_ws())
+    manifest = json.loads((ws.soft_labels / "manifest.json").read_text())
+    first = sorted(manifest["shards"])[0]
+    twice = dict(manifest, shards={**manifest["shards"], "99999": manifest["shards"][first]})
+    write_manifest(ws.soft_labels, twice)
+    with pytest.raises(DataError, match=r"lists \['part-00000.parquet'\] under more than one shard"):
+        read_soft_labels(ws.soft_labels, ws.candidates)
+    write_manifest(ws.soft_labels, manifest)
+    part = ws.soft_labels / manifest["shards"][first]["file"]
+    df = pd.read_parquet(part)
+    write_part(df.assign(score=-df.score), part, {})  # negated scores, same shape
+    with pytest.raises(DataError, match="its content is not what the manifest recorded"):
+        read_soft_labels(ws.soft_labels, ws.candidates)
+
+
+@pytest.mark.parametrize("value", ["2300-01-01T00:00:00Z", "0001-01-01"])
+def test_a_timestamp_outside_pandas_range_names_the_line(tiny_beir, value):
+    root = tiny_beir(
+        corpus=[
+            {"_id": "d1", "text": "the cat", "timestamp": "2024-01-01"},
+            {"_id": "d2", "text": "dogs", "timestamp": value},
+        ],
+        qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+    )
+    with pytest.raises(DataError, match=r"corpus.jsonl:2: unparsable timestamp .*1677-09-21 to 2262-04-11"):
+        load_beir(root)
+    assert "d2" not in load_beir(root, on_error="drop").corpus.index
+
+
+def test_fields_naming_no_corpus_field_and_queries_matching_nothing_keep_the_old_candidates(
+    tiny_beir, make_cfg
+):
+    from distill.retrieval.candidates import run as run_candidates
+
+    root = tiny_beir()
+    cfg = make_cfg("data=beir", f"data.path={root}")
+    run_candidates(cfg)
+    good = Workspace.from_cfg(cfg).candidates.read_bytes()
+    with pytest.raises(DataError, match=r"the corpus has none of the fields \['body'\] \(retrieval.fields\)"):
+        run_candidates(make_cfg("data=beir", f"data.path={root}", "retrieval.fields=[body]"))
+    silent = tiny_beir(queries=[{"_id": "q1", "text": "the"}, {"_id": "q2", "text": "a"}], name="stop")
+    cfg2 = make_cfg("data=beir", f"data.path={silent}", f"paths.workspace={Workspace.from_cfg(cfg).root}")
+    with pytest.raises(
+        DataError, match="BM25 found no candidate for any of the 2 queries: nothing is written"
+    ):
+        run_candidates(cfg2)
+    assert Workspace.from_cfg(cfg).candidates.read_bytes() == good
+
+
+def test_negative_grades_are_read_as_not_relevant_and_metrics_stay_valid_json(tiny_beir, make_cfg):
+    from distill.retrieval.candidates import run as run_candidates
+
+    root = tiny_beir(qrels="query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t-2\nq2\td3\t1\n")
+    cfg = make_cfg("data=beir", f"data.path={root}")
+    assert load_beir(root).qrels["test"].relevance.min() == 0
+    run_candidates(cfg)
+    metrics = json.loads(
+        Workspace.from_cfg(cfg).candidates_metrics.read_text()
+    )  # NaN would not parse strictly
+    assert all(np.isfinite(v) for m in metrics["bm25"].values() for v in m.values())
+
+
+def test_a_json_output_never_holds_nan(tmp_path):
+    from distill.workspace import write_json_atomic
+
+    with pytest.raises(DataError, match=r"m.json: rankers.bm25.ndcg@10 is not a finite number"):
+        write_json_atomic({"rankers": {"bm25": {"ndcg@10": float("nan")}}}, tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_unknown_keys_and_bad_values_on_the_command_line_are_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from distill.config import PROJECT_ROOT
+
+    for args, line in [
+        (["retrieval.kk=3"], r"error: retrieval.kk: no such option of RetrievalConfig; known: \['b', "),
+        (
+            ["student=xgboost", "student.num_leaves=4"],
+            r"error: student.num_leaves: no such option of XGBoostConfig",
+        ),
+        (["data=nosuch"], r"error: In 'config': Could not find 'data/nosuch'; choose among \['beir', "),
+        (
+            ["teacher.batch_tokens=abc"],
+            r"error: teacher.batch_tokens: Value 'abc' of type 'str' could not be converted",
+        ),
+    ]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(PROJECT_ROOT / "scripts" / "candidates.py"),
+                *args,
+                f"paths.output_root={tmp_path}",
+                "logger=none",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert re.match(line, lines[0]), lines[0]
+
+
+def test_a_copied_workspace_resumes_its_soft_labels(gbdt_ws, tmp_path):
+    """The soft labels' identity is the content of what was scored, not paths: a workspace copied elsewhere is
+    not refused as "config changed"; teacher-score there finds every shard done."""
+    import shutil
+
+    cfg = gbdt_ws()
+    copy = tmp_path / "moved"
+    shutil.copytree(Workspace.from_cfg(cfg).root, copy)
+    summary = run_score(gbdt_ws(f"paths.workspace={copy}"))
+    assert summary["scored"] == 0 and summary["skipped"] == summary["pairs"]

@@ -23,7 +23,7 @@ import pandas as pd
 
 from distill.data.quarantine import Quarantine
 from distill.errors import DataError
-from distill.ir.timestamps import parse_timestamps
+from distill.ir.timestamps import RANGE, parse_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> tuple[pd.S
             int(df.at[rid, "_line"]),
             "bad timestamp",
             f"unparsable timestamp {df.at[rid, 'timestamp']!r}",
-            "Use ISO-8601, e.g. 2024-05-01T12:00:00Z",
+            f"Use ISO-8601 within the range {RANGE}, e.g. 2024-05-01T12:00:00Z",
         )
         keep[rid] = False
     return parsed, keep
@@ -310,6 +310,10 @@ def _read_qrels(path: Path, corpus_ids: pd.Index, query_ids: pd.Index, q: Quaran
             continue
         seen[(qid, docid)] = no
         rows.append((qid, docid, int(rel_f)))
+    negative = sum(1 for r in rows if r[2] < 0)
+    if negative:  # TREC's convention: a negative grade is judged not relevant (e.g. -2 for spam)
+        log.warning("%s: %d judgement(s) with a negative grade are read as 0 (not relevant)", name, negative)
+        rows = [(qid, docid, max(0, rel)) for qid, docid, rel in rows]
     return pd.DataFrame(rows, columns=["qid", "docid", "relevance"]).astype(
         {"qid": "string", "docid": "string", "relevance": "int64"}
     )

@@ -36,6 +36,7 @@ from distill.errors import ConfigError
 from distill.features.schema import ALL_FEATURES, FeatureOptions
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, pair_dots
+from distill.ir.timestamps import parse_timestamps
 from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _freshness(ds: Dataset, cands: pd.DataFrame, opts: FeatureOptions) -> dict[s
     if doc_ts.isna().all():
         log.info("features age_days, log_age dropped: no document has a timestamp")
         return {}
-    ref = pd.Timestamp(opts.reference_time, tz="UTC") if opts.reference_time else doc_ts.max()
+    ref = parse_timestamps([opts.reference_time]).iloc[0] if opts.reference_time else doc_ts.max()
     q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).reset_index(drop=True)
     d_ts = doc_ts.reindex(cands.docid).reset_index(drop=True)
     # Series arithmetic stays vectorised; tz-aware timestamps via to_numpy() would be one object per row
@@ -93,7 +94,7 @@ def _freshness(ds: Dataset, cands: pd.DataFrame, opts: FeatureOptions) -> dict[s
 
 def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:
     if opts.click_cutoff:
-        return pd.Timestamp(opts.click_cutoff, tz="UTC")
+        return parse_timestamps([opts.click_cutoff]).iloc[0]
     test = splits.get("test")
     if test is not None and ds.queries["timestamp"].reindex(test).notna().all():
         return ds.queries["timestamp"].reindex(test).min()

@@ -40,8 +40,23 @@ class FeatureOptions:
     reference_time: str | None = None
 
     def __post_init__(self) -> None:
+        from distill.ir.timestamps import RANGE, parse_timestamps
+
         w = self.ctr_prior_weight
         check(w >= 0, "features.options.ctr_prior_weight", w, "must be >= 0")
+        for key in ("click_cutoff", "reference_time"):
+            v = getattr(self, key)
+            ok = v is None or not parse_timestamps([v]).isna().iloc[0]
+            check(
+                ok,
+                f"features.options.{key}",
+                v,
+                f"give an ISO-8601 time ({RANGE}), e.g. 2025-06-01T00:00:00Z",
+            )
+        p = self.propensities
+        check(
+            p is None or all(0 <= x <= 1 for x in p[1:]), "features.options.propensities", p, "each in [0, 1]"
+        )
 
 
 @dataclass

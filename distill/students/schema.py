@@ -253,6 +253,7 @@ class BiEncoderConfig(NeuralStudentConfig):
         super().__post_init__()
         for key, values in {"similarity": ("dot", "cos"), "pooling": ("mean", "cls", "max")}.items():
             check(getattr(self, key) in values, f"student.{key}", getattr(self, key), f"use one of {values}")
+        check_positive(self, "student", "embedding_dim")
         w = self.bm25_weight
         check(
             w is None or w == "auto" or (isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0),
