@@ -1,6 +1,6 @@
-"""`make bench`: throughput benchmarks, one JSON line per setting (see distill/bench.py)."""
+"""`make bench`: see distill/bench/cli.py."""
 
-from distill.bench import main
+from distill.bench.cli import main
 
 if __name__ == "__main__":
     main()

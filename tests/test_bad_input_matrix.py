@@ -23,7 +23,7 @@ from distill.teacher.scoring import dedupe, iter_shards, texts_for
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels, write_manifest, write_part
 from distill.workspace import Workspace
-from tests.teacher.test_engine import reference_scores
+from tests.helpers import reference_scores
 
 
 def dataset(root: Path) -> Path:

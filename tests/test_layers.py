@@ -20,7 +20,7 @@ LAYERS = [
     ["objectives"],
     ["students"],
     ["evaluation"],
-    ["demo", "bench", "scale_bench", "cli", "dashboard", "serving", "schema"],
+    ["demo", "bench", "cli", "dashboard", "serving", "schema"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 PACKAGE = PROJECT_ROOT / "distill"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from distill.teacher.soft_labels import read_soft_labels
-from tests.teacher.test_crash_resume import _check_resumed, _setup
+from tests.helpers import check_resumed, crash_setup
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 TWO_CPU_PROCESSES = [
@@ -39,7 +39,7 @@ def _launch(cmd: list[str], port: int, env: dict | None = None) -> subprocess.Co
 
 
 def test_two_processes_score_like_one_and_share_one_manifest(tmp_path, make_cfg, tiny_model_dir):
-    reference, crash, cmd = _setup(tmp_path, make_cfg, tiny_model_dir)
+    reference, crash, cmd = crash_setup(tmp_path, make_cfg, tiny_model_dir)
     proc = _launch(cmd, 29611)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "by 2 process(es)" in proc.stdout
@@ -55,7 +55,7 @@ def test_two_processes_score_like_one_and_share_one_manifest(tmp_path, make_cfg,
 
 
 def test_a_crashed_rank_loses_nothing_and_a_rerun_finishes_the_rest(tmp_path, make_cfg, tiny_model_dir):
-    reference, crash, cmd = _setup(tmp_path, make_cfg, tiny_model_dir)
+    reference, crash, cmd = crash_setup(tmp_path, make_cfg, tiny_model_dir)
     # Every rank dies (SIGKILL) after recording its 2nd shard; the launcher reports the failure.
     proc = _launch(cmd, 29612, env={"DISTILL_KILL_AT": "after_manifest:2"})
     assert proc.returncode != 0
@@ -68,7 +68,7 @@ def test_a_crashed_rank_loses_nothing_and_a_rerun_finishes_the_rest(tmp_path, ma
     manifest = json.loads((crash / "soft_labels" / "manifest.json").read_text())
     assert manifest["summary"]["skipped"] > 0  # the shards finished before the crash were not redone
     # ... and a single-process re-run finds nothing left to do.
-    proc = _check_resumed(tmp_path, reference, crash, cmd)
+    proc = check_resumed(tmp_path, reference, crash, cmd)
     assert f"0 scored, {len(reference)} already done" in proc.stdout
 
 
@@ -88,7 +88,7 @@ def test_bi_encoder_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg
     from distill.config import PROJECT_ROOT
     from distill.students.stage import run as run_student
     from tests.conftest import TINY_SAMPLE
-    from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+    from tests.helpers import TINY_TEACHER, scored_by_tiny_teacher
 
     scored_by_tiny_teacher(tiny_sample_cfg)
     overrides = [
@@ -125,7 +125,7 @@ def test_teacher_trains_with_ddp_over_two_processes(tmp_path, tiny_sample_cfg):
     from distill.retrieval.candidates import run as run_candidates
     from distill.teacher.model import load_teacher
     from tests.conftest import TINY_SAMPLE
-    from tests.students.test_bi_encoder import TINY_TEACHER
+    from tests.helpers import TINY_TEACHER
 
     overrides = [*TINY_TEACHER, "teacher.train.epochs=2"]
     cfg = tiny_sample_cfg(*overrides)
@@ -239,12 +239,12 @@ def test_gbdt_on_a_dask_local_cluster_matches_one_machine(
     on_dask = _fidelity(cfg(), student)
     bm25 = _fidelity(cfg(), student, column="bm25")
     assert dist["dask"] == "local" and single["dask"] is None and dist["trees"] >= 1
-    # On 50 test queries two equally good models differ by up to ~0.05 nDCG (measured over repeated runs:
-    # LightGBM on Dask 0.719-0.749 against 0.741-0.752 on one machine), so the check is scale-free: the Dask
-    # model keeps at least half of the one-machine model's gain over BM25's order (it kept 68-100%). Rows cut
-    # across queries or misaligned labels would fall to BM25's level or below.
+    # What docs/scaling.md states: the Dask model is within 0.05 nDCG@10 (fidelity to the teacher) of one
+    # machine's (measured over repeated runs: LightGBM on Dask 0.719-0.749 against 0.741-0.752 on one machine;
+    # distributed training is not bit-identical). Rows cut across queries or misaligned labels would fall to
+    # BM25's level, which is more than 0.05 below.
     assert one_machine > bm25 + 0.05, (one_machine, bm25)
-    assert on_dask - bm25 > 0.5 * (one_machine - bm25), (on_dask, one_machine, bm25)
+    assert abs(on_dask - one_machine) <= 0.05, (on_dask, one_machine, bm25)
 
 
 @pytest.mark.parametrize(

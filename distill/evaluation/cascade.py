@@ -242,4 +242,11 @@ def best_under(table: pd.DataFrame, p99_budget_ms: float) -> dict | None:
     ok = table[table.p99_ms <= p99_budget_ms]
     if ok.empty:
         return None
-    return ok.sort_values(["ndcg@10", "p99_ms"], ascending=[False, True]).iloc[0].to_dict()
+    return records(ok.sort_values(["ndcg@10", "p99_ms"], ascending=[False, True]).head(1))[0]
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table's rows as plain records, a missing value (a static policy's SLA) as None, never NaN."""
+    import json
+
+    return json.loads(table.to_json(orient="records"))

@@ -25,7 +25,7 @@ from scipy.stats import kendalltau, ttest_rel
 
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
-from distill.evaluation.cascade import Costs, best_under, quality_table, sweep
+from distill.evaluation.cascade import Costs, best_under, quality_table, records, sweep
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
 from distill.evaluation.report import table, write_report
 from distill.evaluation.schema import EvaluateConfig
@@ -179,7 +179,7 @@ def cascade_section(
         "load": asdict(load),
         "p99_budget_ms": ec.p99_budget_ms,
         "best_under_budget": best_under(tab, ec.p99_budget_ms),
-        "policies": tab.to_dict("records"),
+        "policies": records(tab),
     }
     return section, tab
 

@@ -6,12 +6,10 @@ import pandas as pd
 import pytest
 
 from distill.errors import ConfigError, DataError
-from distill.retrieval.candidates import run as run_candidates
 from distill.students.examples import build_examples, label_list
 from distill.students.schema import BiEncoderConfig
 from distill.students.stage import run as run_student
-from distill.teacher.scoring import run as run_score
-from distill.teacher.train import run as run_train
+from tests.helpers import TINY_TEACHER, scored_by_tiny_teacher
 
 QUERIES = pd.DataFrame({"text": ["q one", "q two"]}, index=pd.Index(["q1", "q2"], name="_id"))
 # q1: d1 judged relevant (teacher 3.0); d5 unjudged but scored 2.9, within the margin: a probable false negative.
@@ -78,27 +76,6 @@ def test_bad_input():
         BiEncoderConfig.from_cfg({"negativs": 3})
     with pytest.raises(ConfigError, match=r"student.bm25_weight='best': use auto, null or a number"):
         BiEncoderConfig.from_cfg({"bm25_weight": "best"})
-
-
-TINY_TEACHER = [
-    "teacher.train.vocab_size=300",
-    "teacher.train.hidden_size=32",
-    "teacher.train.num_layers=1",
-    "teacher.train.intermediate_size=64",
-    "teacher.train.epochs=1",
-    "teacher.train.max_length=48",
-    "teacher.train.negatives=3",
-    "teacher.max_length=48",
-    "retrieval.k=20",
-]
-
-
-def scored_by_tiny_teacher(tiny_sample_cfg) -> None:
-    """Candidates, a tiny teacher trained on them, and its soft labels, in the tiny sample's workspace."""
-    cfg = tiny_sample_cfg(*TINY_TEACHER)
-    run_candidates(cfg)
-    run_train(cfg)
-    run_score(cfg)
 
 
 @pytest.mark.parametrize("loss,base", [("kl", "static"), ("margin_mse", "static"), ("margin_mse", "teacher")])

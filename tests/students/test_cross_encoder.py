@@ -13,7 +13,7 @@ from distill.students.cross_encoder import dataset, keep_layers, labels_of
 from distill.students.schema import CrossEncoderStudentConfig
 from distill.students.stage import run as run_student
 from distill.workspace import Workspace
-from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+from tests.helpers import TINY_TEACHER, scored_by_tiny_teacher
 
 
 class TinyDs:

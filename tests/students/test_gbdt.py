@@ -126,10 +126,3 @@ def test_training_frame_blends_and_checks():
 def test_bad_student_config(make_cfg):
     with pytest.raises(ConfigError, match="student.objective='hinge'"):
         student_config(make_cfg("student.objective=hinge").student)
-
-
-def test_gbdt_bench_runs_and_reports_ratio():
-    from distill.students.bench import gbdt_bench
-
-    train, score = gbdt_bench(rows=2000, group=20, trees=5)
-    assert train["groups"] == 100 and train["ratio"] > 0 and score["pairs_per_s"] > 0

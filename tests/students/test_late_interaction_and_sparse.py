@@ -18,7 +18,7 @@ from distill.students.schema import MultiVectorConfig, SparseConfig
 from distill.students.sparse import _rerank, active_terms, index_bytes
 from distill.students.stage import run as run_student
 from distill.workspace import Workspace
-from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+from tests.helpers import TINY_TEACHER, scored_by_tiny_teacher
 
 
 def test_maxsim_hand_computed():

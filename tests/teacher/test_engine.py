@@ -5,6 +5,7 @@ import torch
 from distill.errors import ConfigError
 from distill.teacher.engine import ScoringEngine, plan_batches
 from distill.teacher.model import load_teacher
+from tests.helpers import reference_scores
 
 Q = ["cat on a mat", "markets", "fox"] * 7
 D = (
@@ -12,21 +13,6 @@ D = (
     + ["stock markets fell"] * 7
     + ["a quick brown fox"] * 7
 )
-
-
-def reference_scores(model_dir, queries, docs, max_length=64):
-    """Plain transformers, one pair at a time: the ground truth the engine must reproduce."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    out = []
-    with torch.no_grad():
-        for q, d in zip(queries, docs, strict=True):
-            enc = tok(q, d, truncation=True, max_length=max_length, return_tensors="pt")
-            logits = model(**enc).logits[0]
-            out.append(float(logits[0]) if len(logits) == 1 else float(logits[1] - logits[0]))
-    return np.array(out, dtype=np.float32)
 
 
 def test_plan_batches_respects_budget_and_covers_all():
@@ -154,74 +140,3 @@ def test_native_bf16_detection_agrees_with_the_kernel_flags():
         pytest.skip("no /proc/cpuinfo on this system")
     flags = set(cpuinfo.read_text().split())
     assert cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
-
-
-def test_llm_bench_model_is_a_yes_no_reranker_the_engine_scores_as_crossencoder(tmp_path):
-    """`make bench --settings llm` builds Qwen3-Reranker-0.6B's shape; here the same builder at a tiny width."""
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from distill.teacher.bench import build_llm_bench_model
-    from distill.teacher.engine import ScoringEngine
-    from distill.teacher.model import load_teacher
-
-    pairs = [
-        ("solar energy storage", "batteries store solar power for the night"),
-        ("cats", "dogs chase cats"),
-    ] * 3
-    tiny = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, vocab_size=100)  # fmt: skip
-    folder = build_llm_bench_model(tmp_path / "m", pairs, **tiny)
-    ce = CrossEncoder(str(folder), activation_fn=torch.nn.Identity(), device="cpu")
-    assert [type(m).__name__ for m in ce] == ["Transformer", "LogitScore"]
-    tok = ce.tokenizer
-    assert len(tok.tokenize("yes")) == 1 and len(tok.tokenize("no")) == 1
-    got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
-    np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
-    # the bench's useful FLOPs: the layers' linear weights counted by hand for this shape (Qwen3: q, k, v, o and
-    # gate, up, down projections per layer; grouped key-value heads), attention halved as the model is causal
-    from distill.teacher.bench import layer_linear_weights, model_tflop
-
-    h, width, kv, inter = 64, 4 * 16, 2 * 16, 128
-    per_layer = h * width + 2 * h * kv + width * h + 3 * h * inter
-    assert layer_linear_weights(folder) == (2 * per_layer, 2, width, True)
-    n = np.array([10, 20])
-    expected = 2 * 2 * per_layer * 30 + 4 * 2 * width * (100 + 400) * 0.5
-    assert model_tflop(folder, n) * 1e12 == pytest.approx(expected)
-
-
-def test_real_weights_bench_model_is_the_shared_minilm_with_a_trained_head(tmp_path, shared_data):
-    """`make bench --models real`: all-MiniLM-L6-v2's encoder weights, a fine-tuned 1-logit head."""
-    import torch
-    from safetensors.torch import load_file
-    from sentence_transformers import CrossEncoder
-
-    from distill.teacher.bench import build_real_bench_model
-    from distill.teacher.engine import ScoringEngine
-    from distill.teacher.model import load_teacher
-
-    folder = build_real_bench_model(tmp_path / "real", steps=2)
-    ours = load_file(folder / "model.safetensors")
-    src = load_file(shared_data / "all_minilm_l6_v2" / "model.safetensors")
-    key = "encoder.layer.5.output.dense.weight"
-    assert torch.equal(
-        ours["bert." + key], src[key]
-    )  # the encoder is the shared one; only the head is fitted
-    pairs = [
-        ("solar energy storage", "batteries store solar power for the night"),
-        ("cats", "dogs chase cats"),
-    ]
-    ce = CrossEncoder(str(folder), activation_fn=torch.nn.Identity(), device="cpu")
-    got = ScoringEngine(load_teacher(str(folder), dtype="fp32", device="cpu")).score(*zip(*pairs))
-    np.testing.assert_allclose(got, ce.predict(pairs), atol=1e-5)
-
-
-def test_bench_flops_of_a_bert_cross_encoder(tiny_model_dir):
-    """A BERT layer: q, k, v, o (h x h each) and the two feed-forward maps (h x intermediate); bidirectional."""
-    from transformers import AutoConfig
-
-    from distill.teacher.bench import layer_linear_weights
-
-    cfg = AutoConfig.from_pretrained(tiny_model_dir)
-    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    assert layer_linear_weights(tiny_model_dir) == (layers * (4 * h * h + 2 * h * inter), layers, h, False)

@@ -14,20 +14,7 @@ from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels
 from distill.teacher.train import TeacherTrainConfig, build_lists
 from distill.teacher.train import run as run_train
-
-TINY_TRAIN = [
-    "teacher.train.vocab_size=300",
-    "teacher.train.hidden_size=32",
-    "teacher.train.num_layers=1",
-    "teacher.train.num_heads=2",
-    "teacher.train.intermediate_size=64",
-    "teacher.train.epochs=1",
-    "teacher.train.max_length=48",
-    "teacher.train.negatives=3",
-    "teacher.max_length=48",
-    "teacher.batch_tokens=1024",
-    "retrieval.k=10",
-]
+from tests.helpers import TINY_TRAIN
 
 
 def test_train_teacher_end_to_end_then_score_with_it(tiny_sample_cfg):

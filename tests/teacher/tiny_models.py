@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from distill.teacher.bench import RERANKER_TEMPLATE
+from distill.teacher.synthetic import RERANKER_TEMPLATE
 from tests.conftest import TINY_TEXTS
 
 # conftest's sentences and "yes no", so that the causal tokenizers hold the answer tokens

@@ -143,7 +143,7 @@ def test_trainer_loss_curves_reach_tensorboard(tiny_sample_cfg):
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     from distill.students.stage import run as run_student
-    from tests.students.test_bi_encoder import TINY_TEACHER, scored_by_tiny_teacher
+    from tests.helpers import TINY_TEACHER, scored_by_tiny_teacher
 
     scored_by_tiny_teacher(tiny_sample_cfg)
     cfg = tiny_sample_cfg(

@@ -1,6 +1,6 @@
 import pytest
 
-from distill.scale_bench import run_measured, scaled_options
+from distill.bench.scale import run_measured, scaled_options
 
 
 def test_peak_rss_is_the_stages_own(tmp_path):

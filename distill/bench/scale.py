@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {"n_docs": 6000, "n_train": 600, "n_test": 250, "n_topics": 120}
 STAGES = ("data", "candidates", "import_labels", "features", "train_student")
 

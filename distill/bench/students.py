@@ -1,4 +1,4 @@
-"""GBDT student benchmarks, one JSON line each.
+"""GBDT student benchmarks (`make bench ARGS="--settings gbdt,objectives"`), one record each.
 
 `gbdt`: training time of `listnet_kd` (custom objective) against LightGBM's built-in lambdarank on the same data
 (synthetic: `rows` rows in groups of 100, 15 features, teacher scores a noisy function of them; 200 trees, 2
@@ -11,10 +11,9 @@ query (the former form); the padded cells that form would need are given either 
 
 from __future__ import annotations
 
-import json
-import time
-
 import numpy as np
+
+from distill.bench.timing import best_of
 
 
 def gbdt_bench(
@@ -43,35 +42,34 @@ def gbdt_bench(
     times = {}
     for name, objective in (("lambdarank", "lambdarank"), ("listnet_kd", lightgbm_objective(ListNetKD(), t))):
         ds = lgb.Dataset(X, grades, group=sizes)
-        t0 = time.perf_counter()
-        booster = lgb.train({**base, "objective": objective}, ds, num_boost_round=trees)
-        times[name] = time.perf_counter() - t0
+        times[name], booster = best_of(
+            lambda ds=ds, objective=objective: lgb.train(
+                {**base, "objective": objective}, ds, num_boost_round=trees
+            ),
+            1,
+        )
         if name == "listnet_kd":
             cand = X[:1000]
             booster.predict(cand)
-            t1 = time.perf_counter()
-            reps = 20
-            for _ in range(reps):
-                booster.predict(cand, num_threads=threads)
-            per_call = (time.perf_counter() - t1) / reps
+            per_call, _ = best_of(lambda b=booster, c=cand: b.predict(c, num_threads=threads), 20)
             out.append(
                 {
-                    "bench": "gbdt_scoring",
+                    "setting": "gbdt_scoring",
                     "candidates": 1000,
-                    "ms_per_1000": round(per_call * 1000, 2),
-                    "pairs_per_s": round(1000 / per_call, 1),
+                    "ms_per_1000": round(per_call * 1000, 3),
+                    "engine_pairs_per_s": round(1000 / per_call, 1),
                 }
             )
     out.insert(
         0,
         {
-            "bench": "gbdt_training",
+            "setting": "gbdt_training",
             "rows": rows,
             "groups": len(sizes),
             "trees": trees,
             "threads": threads,
-            "lambdarank_s": round(times["lambdarank"], 2),
-            "listnet_kd_s": round(times["listnet_kd"], 2),
+            "lambdarank_s": round(times["lambdarank"], 4),
+            "listnet_kd_s": round(times["listnet_kd"], 4),
             "ratio": round(times["listnet_kd"] / times["lambdarank"], 3),
         },
     )
@@ -93,7 +91,7 @@ def objectives_bench(n_queries: int = 2000, width: int = 100, long: int = 1000, 
             n = sum(sizes)
             s, t = rng.normal(size=n), rng.normal(size=n)
             line: dict = {
-                "bench": "objective",
+                "setting": "objective",
                 "objective": name,
                 "queries": len(sizes),
                 "widest": max(sizes),
@@ -107,15 +105,9 @@ def objectives_bench(n_queries: int = 2000, width: int = 100, long: int = 1000, 
                 g = Groups.from_sizes(sizes)
                 fn(s, t, g)  # buckets built once per Groups, as boosting reuses them
                 tracemalloc.start()
-                t0 = time.perf_counter()
-                fn(s, t, g)
-                line[f"{form}_s"] = round(time.perf_counter() - t0, 3)
+                seconds, _ = best_of(lambda fn=fn, g=g, s=s, t=t: fn(s, t, g), 1)
+                line[f"{form}_s"] = round(seconds, 3)
                 line[f"{form}_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
                 tracemalloc.stop()
             out.append(line)
     return out
-
-
-if __name__ == "__main__":
-    for line in gbdt_bench():
-        print(json.dumps(line))

@@ -1,11 +1,13 @@
-"""`make bench`: throughput benchmarks, one JSON line per setting.
+"""`make bench`: every benchmark of the project, one CLI. Each setting prints one JSON record per line as it is
+measured, and the run's records (each with the machine it ran on) are written to `bench.json` (`--out`).
 
-Teacher settings (distill/teacher/bench.py; the engine against sentence-transformers' `CrossEncoder.predict` on
-the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile; `job`: the whole
-`make teacher-score` job on real datasets' candidates (--job-data) against `CrossEncoder.predict`. `gbdt`: GBDT
-training and scoring; `objectives`: the distillation objectives' time and memory with mixed query sizes
-(distill/students/bench.py); `scale`: the pipeline's stages at 1x/10x/100x the sample world, seconds and peak
-RSS (distill/scale_bench.py).
+Teacher settings (distill/bench/teacher.py; the engine against sentence-transformers' `CrossEncoder.predict` on
+the same pairs): fp32, bf16, int8, default (teacher.dtype=auto), fp16 (GPU), NAME+compile, llm / llm-bf16 /
+llm-fp16 (the Qwen3-Reranker-0.6B shape); `job`: the whole `make teacher-score` job on real datasets' candidates
+(--job-data) against `CrossEncoder.predict`. `precision`: fp32/bf16/int8 of a workspace's trained teacher
+(--workspace, --data; distill/bench/precision.py). `gbdt`: GBDT training and scoring; `objectives`: the
+distillation objectives' time and memory with mixed query sizes (distill/bench/students.py); `scale`: the
+pipeline's stages at 1x/10x/100x the sample world, seconds and peak RSS (distill/bench/scale.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from distill.scale_bench import scale_bench
-from distill.students.bench import gbdt_bench, objectives_bench
-from distill.teacher.bench import (
+from distill.bench.precision import precision_setting
+from distill.bench.scale import scale_bench
+from distill.bench.students import gbdt_bench, objectives_bench
+from distill.bench.teacher import (
     build_bench_model,
     build_real_bench_model,
     fp32_reference,
@@ -28,11 +32,33 @@ from distill.teacher.bench import (
     real_pairs,
     teacher_setting,
 )
+from distill.bench.timing import machine
+
+ROOT = Path(__file__).resolve().parents[2]
+NOT_TEACHER = ("gbdt", "objectives", "scale", "precision")
 
 
-def main() -> None:
+class Records:
+    """The run's records: each printed as a JSON line when measured, all written to `out` (rewritten whole
+    after each, so an interrupted run keeps what it measured), each with the machine's description."""
+
+    def __init__(self, out: Path, machine: dict[str, Any]):
+        from distill.workspace import write_json_atomic
+
+        self.out, self.machine, self.lines, self._write = out, machine, [], write_json_atomic
+
+    def add(self, record: dict[str, Any]) -> None:
+        print(json.dumps(record), flush=True)
+        self.lines.append(record)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._write({"machine": self.machine, "records": self.lines}, self.out)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=800)
+    ap.add_argument(
+        "--pairs", type=int, default=800, help="pairs per teacher setting (precision: about this many)"
+    )
     ap.add_argument("--llm-pairs", type=int, default=16, help="pairs for the llm settings (CPU: few)")
     ap.add_argument(
         "--settings",
@@ -57,25 +83,39 @@ def main() -> None:
         help="MiniLM-L6 with random weights and/or real (fine-tuned) weights",
     )
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    ap.add_argument("--workspace", help="for the precision setting: a workspace with a trained teacher")
+    ap.add_argument("--data", default="sample", help="for the precision setting: its data= config")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "outputs" / "bench.json",
+        help="where the run's records are written",
+    )
+    args = ap.parse_args(argv)
+    records = Records(args.out, machine())
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     settings = args.settings.split(",")
-    teacher = [s for s in settings if s not in ("gbdt", "objectives", "scale") and not s.startswith("llm")]
+    teacher = [s for s in settings if s not in NOT_TEACHER and not s.startswith("llm")]
     llm = [s for s in settings if s.startswith("llm")]
     pairs = real_pairs(args.pairs) if teacher or llm else []
     peak = measured_bf16_peak() if device == "cuda" and (teacher or llm) else None
     for s in [s for s in settings if s in ("gbdt", "objectives")]:
         for line in gbdt_bench(threads=torch.get_num_threads()) if s == "gbdt" else objectives_bench():
-            print(json.dumps(line), flush=True)
+            records.add(line)
     if "scale" in settings:
         for line in scale_bench([int(x) for x in args.scales.split(",")]):
-            print(json.dumps(line), flush=True)
+            records.add(line)
+    if "precision" in settings:
+        if not args.workspace:
+            raise SystemExit("--settings precision needs --workspace (a workspace with a trained teacher)")
+        for line in precision_setting(args.workspace, args.data, args.pairs):
+            records.add(line)
     for s in llm:  # its own model
         res = teacher_setting(s, Path("."), pairs, args, device, peak)
         if res is not None:
-            print(json.dumps(res), flush=True)
+            records.add(res)
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(",") if teacher else []:
             if model not in ("random", "real"):
@@ -88,11 +128,11 @@ def main() -> None:
                     for spec in args.job_data.split(",") if model == "real" else []:
                         data, _, k = spec.partition(":")
                         res = job_setting(data, int(k or 20), model_dir, Path(tmp), args.repeats)
-                        print(json.dumps({"model": f"MiniLM-L6 {model} weights", **res}), flush=True)
+                        records.add({"model": f"MiniLM-L6 {model} weights", **res})
                     continue
                 res = teacher_setting(s, model_dir, pairs, args, device, peak, ref)
                 if res is not None:
-                    print(json.dumps({"model": f"MiniLM-L6 {model} weights", **res}), flush=True)
+                    records.add({"model": f"MiniLM-L6 {model} weights", **res})
 
 
 if __name__ == "__main__":

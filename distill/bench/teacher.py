@@ -1,4 +1,5 @@
-"""Teacher-scoring throughput: the project's engine against sentence-transformers' `CrossEncoder.predict`.
+"""Teacher-scoring throughput (`make bench`, distill/bench/cli.py): the project's engine against
+sentence-transformers' `CrossEncoder.predict`.
 
 Same model (the MiniLM-L6 cross-encoder shape from ../shared/data with seeded random weights: it costs what
 the real model costs), same pairs (real MS MARCO passages and Vaswani abstracts with their natural length
@@ -31,9 +32,11 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from distill.bench.timing import best_of
 from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_topics, read_flagembedding
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
+from distill.teacher.synthetic import build_llm_reranker, build_random_minilm, build_real_minilm
 
 SHARED = Path(
     os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
@@ -60,108 +63,12 @@ def real_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def build_bench_model(dest: Path, seed: int = 0) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # type: ignore[attr-defined]
-
-    src = SHARED / "minilm_l6_cross_encoder_config"
-    torch.manual_seed(seed)
-    BertForSequenceClassification(BertConfig.from_pretrained(src)).save_pretrained(dest)
-    AutoTokenizer.from_pretrained(src).save_pretrained(dest)
-    return dest
+    return build_random_minilm(dest, SHARED / "minilm_l6_cross_encoder_config", seed)
 
 
-def build_real_bench_model(dest: Path, seed: int = 0, steps: int = 300, lr: float = 1e-2) -> Path:
-    """A cross-encoder of REAL weights: the all-MiniLM-L6-v2 encoder from ../shared/data with a 1-logit head
-    fitted (encoder frozen, `steps` seeded full-batch Adam steps of class-balanced logistic loss) on the MS MARCO
-    sample's positives against its negatives, so that its scores spread and rank like a trained reranker's;
-    precision is judged on it, not on random weights whose scores barely spread."""
-    from transformers import AutoTokenizer, BertForSequenceClassification  # type: ignore[attr-defined]
-
-    src = SHARED / "all_minilm_l6_v2"
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(src)
-    model = BertForSequenceClassification.from_pretrained(src, num_labels=1).eval()
-    rows = read_flagembedding(SHARED / "flagembedding_msmarco_sample" / "reranker_examples.jsonl")
-    pairs = [(r["query"], p, 1.0) for r in rows for p in r["pos"]] + [
-        (r["query"], n, 0.0) for r in rows for n in r["neg"]
-    ]
-    feats = []
-    with torch.inference_mode():
-        for i in range(0, len(pairs), 64):
-            b = pairs[i : i + 64]
-            enc = tok([q for q, _, _ in b], [d for _, d, _ in b], truncation=True, max_length=256,
-                      padding=True, return_tensors="pt")  # fmt: skip
-            feats.append(model.bert(**enc).pooler_output)
-    X, y = torch.cat(feats).clone(), torch.tensor([lab for _, _, lab in pairs])
-    head = model.classifier
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    weight = torch.where(y > 0, (y == 0).sum() / y.sum().clamp(min=1), 1.0)
-    for _ in range(steps):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(X)[:, 0], y, weight=weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(dest)
-    tok.save_pretrained(dest)
-    return dest
-
-
-# A Qwen3-Reranker-style chat template: the instruction (the prompt, as a system message), query and document,
-# then an empty thinking block; the relevance is logit("yes") - logit("no") at the last token.
-RERANKER_TEMPLATE = (
-    '{%- set q = messages | selectattr("role", "eq", "query") | map(attribute="content") | first -%}'
-    '{%- set d = messages | selectattr("role", "eq", "document") | map(attribute="content") | first -%}'
-    '{%- set s = messages | selectattr("role", "eq", "system") | map(attribute="content") | first -%}'
-    "<|im_start|>system\nJudge whether the Document meets the requirements of the Query; answer yes or no.<|im_end|>\n"
-    "<|im_start|>user\n<Instruct>: {{ s or 'Given a web search query, retrieve relevant passages' }}\n"
-    "<Query>: {{ q }}\n<Document>: {{ d }}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-)
-
-# Qwen3-0.6B's configuration (the base of Qwen3-Reranker-0.6B), written out: nothing is downloaded.
-QWEN3_06B = dict(
-    vocab_size=151669,
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=40960,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    tie_word_embeddings=True,
-)
-
-
-def build_llm_bench_model(dest: Path, pairs: list, seed: int = 0, **shape: Any) -> Path:
-    """A causal-LM reranker of Qwen3-Reranker-0.6B's shape (`shape` overrides QWEN3_06B, e.g. for tests) with
-    seeded random weights and a byte-level BPE tokenizer trained on the bench texts (about Qwen's tokens per
-    word on English), saved with save_pretrained."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=32000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    # "yes" and "no" often enough that they are single tokens, as in Qwen's vocabulary (the reranker's answer)
-    texts = sorted({t for p in pairs for t in p}) + ["yes", "no"] * 1000 + [RERANKER_TEMPLATE]
-    tok.train_from_iterator(texts, trainer)
-    if tok.token_to_id("yes") is None or tok.token_to_id("no") is None:
-        tok.add_tokens([AddedToken("yes", single_word=True), AddedToken("no", single_word=True)])
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=40960
-    )
-    hf.chat_template = RERANKER_TEMPLATE
-    cfg = {**QWEN3_06B, **shape}
-    cfg["vocab_size"] = max(cfg["vocab_size"], len(hf))
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(Qwen3Config(**cfg, pad_token_id=hf.pad_token_id))
-    model.save_pretrained(dest)
-    hf.save_pretrained(dest)
-    return dest
+def build_real_bench_model(dest: Path, seed: int = 0) -> Path:
+    sample = SHARED / "flagembedding_msmarco_sample" / "reranker_examples.jsonl"
+    return build_real_minilm(dest, SHARED / "all_minilm_l6_v2", sample, seed)
 
 
 # Dense bf16 tensor-core peaks from the datasheets (TFLOP/s, without sparsity).
@@ -216,15 +123,6 @@ def _datasheet_peak(name: str) -> float | None:
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
-def _best_time(fn, repeats: int) -> tuple[float, np.ndarray]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, np.asarray(out)
-
-
 def bench_setting(
     name: str,
     model_dir: Path,
@@ -256,9 +154,11 @@ def bench_setting(
     qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
     st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
     engine.score(qs, ds) if compile else engine.score(qs[:64], ds[:64])  # compile: every shape once
-    t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
+    t_st, ref = best_of(
+        lambda: np.asarray(st.predict(pairs, batch_size=32, show_progress_bar=False)), repeats
+    )
     engine.stats = type(engine.stats)()
-    t_en, got = _best_time(lambda: engine.score(qs, ds), repeats)
+    t_en, got = best_of(lambda: np.asarray(engine.score(qs, ds)), repeats)
     res = {
         "setting": name,
         "device": str(ce.device),
@@ -267,7 +167,8 @@ def bench_setting(
         "engine_dtype": ce.dtype,
         "st_dtype": str(st_dtype).replace("torch.", ""),
         "engine_pairs_per_s": round(len(pairs) / t_en, 1),
-        "st_pairs_per_s": round(len(pairs) / t_st, 1),
+        "reference": "CrossEncoder.predict",
+        "reference_pairs_per_s": round(len(pairs) / t_st, 1),
         "ratio": round(t_st / t_en, 3),
         "max_abs_diff": float(np.abs(got - ref).max()),
         "spearman": round(float(spearmanr(got, ref)[0]), 6),
@@ -347,7 +248,7 @@ def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None)
         return None
     few = pairs[: args.llm_pairs]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_llm_bench_model(Path(tmp) / "qwen3_reranker_shape", pairs)  # tokenizer: every text
+        model_dir = build_llm_reranker(Path(tmp) / "qwen3_reranker_shape", pairs)  # tokenizer: every text
         line = bench_setting(
             s,
             model_dir,
@@ -404,7 +305,9 @@ def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> 
     pairs = list(zip(qs, ds_, strict=True))
     st = CrossEncoder(str(model_dir), activation_fn=torch.nn.Identity(), device="cpu")
     st.predict(pairs[:64], batch_size=32, show_progress_bar=False)
-    t_st, ref = _best_time(lambda: st.predict(pairs, batch_size=32, show_progress_bar=False), repeats)
+    t_st, ref = best_of(
+        lambda: np.asarray(st.predict(pairs, batch_size=32, show_progress_bar=False)), repeats
+    )
     got = labels.score.to_numpy()
     return {
         "setting": f"job:{data}",
@@ -412,8 +315,9 @@ def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> 
         "mean_doc_words": round(float(np.mean([len(d.split()) for d in ds_])), 1),
         "engine_dtype": (read_manifest(ws / "soft_labels") or {}).get("identity", {}).get("dtype"),
         "job_seconds": best["seconds"],
-        "job_pairs_per_s": round(len(pairs) / best["seconds"], 1),
-        "st_pairs_per_s": round(len(pairs) / t_st, 1),
+        "engine_pairs_per_s": round(len(pairs) / best["seconds"], 1),
+        "reference": "CrossEncoder.predict fp32",
+        "reference_pairs_per_s": round(len(pairs) / t_st, 1),
         "ratio": round(t_st / best["seconds"], 3),
         "spearman_vs_fp32": round(float(spearmanr(got, ref)[0]), 6),
         "kendall_vs_fp32": round(float(kendalltau(got, ref)[0]), 6),

@@ -1,0 +1,3 @@
+from distill.bench.cli import main
+
+main()

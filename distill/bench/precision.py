@@ -1,0 +1,70 @@
+"""`make bench ARGS="--settings precision --workspace outputs/cranfield --data cranfield"`: which engine precision
+keeps a workspace teacher's ranking on this machine: fp32, bf16 and int8 scores of the same test candidate pairs,
+each one's speed against fp32 (measured in one run), Spearman and mean per-query Kendall tau against fp32, and
+test nDCG@10. One record per precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from distill.bench.timing import best_of
+from distill.data.beir import Dataset
+from distill.evaluation.stage import kendall_per_query
+from distill.ir.metrics import evaluate
+from distill.teacher.engine import ScoringEngine
+from distill.teacher.model import load_teacher
+
+
+def compare(model_dir: str, ds: Dataset, cands: pd.DataFrame, repeats: int = 2) -> list[dict]:
+    queries, docs = ds.queries.loc[cands.qid, "text"].tolist(), ds.doc_texts(cands.docid)
+    runs = {}
+    for dtype in ("fp32", "bf16", "int8"):
+        engine = ScoringEngine(load_teacher(model_dir, dtype=dtype, device="cpu"))
+        engine.score(queries[:64], docs[:64])  # warm-up
+        best, scores = best_of(lambda e=engine: np.asarray(e.score(queries, docs)), repeats)
+        runs[dtype] = (scores, len(queries) / best)
+    ref, ref_speed = runs["fp32"]
+    qrels = ds.qrels.get("test")
+    if qrels is not None:
+        qrels = qrels[qrels.qid.isin(cands.qid)]  # the measured queries only
+    out = []
+    for dtype, (scores, speed) in runs.items():
+        tau = kendall_per_query(cands, scores, ref)
+        line = {
+            "setting": "precision",
+            "engine_dtype": dtype,
+            "pairs": len(queries),
+            "engine_pairs_per_s": round(speed, 1),
+            "reference": "engine fp32",
+            "reference_pairs_per_s": round(ref_speed, 1),
+            "ratio": round(speed / ref_speed, 2),
+            "spearman_vs_fp32": round(float(spearmanr(ref, scores)[0]), 5),
+            "kendall_per_query_vs_fp32": None if tau is None else round(tau, 4),
+            "fp32_score_std": round(float(ref.std()), 3),
+        }
+        if qrels is not None:
+            run = cands.assign(score=scores)[["qid", "docid", "score"]]
+            line["ndcg@10"] = round(evaluate(qrels, run)["ndcg@10"], 4)
+        out.append(line)
+    return out
+
+
+def precision_setting(workspace: str, data: str, pairs: int) -> list[dict]:
+    """The records of `--settings precision` for the workspace's trained teacher on about `pairs` test pairs."""
+    from hydra import compose, initialize_config_dir
+
+    from distill.config import CONFIG_DIR
+    from distill.data.prepare import load_dataset
+    from distill.workspace import Workspace
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"data={data}", f"paths.workspace={workspace}", "logger=none"])
+    ws = Workspace.from_cfg(cfg)
+    ds = load_dataset(cfg)
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    cands = cands[cands.split == "test"]
+    per_query = max(1, int(cands.groupby("qid").size().mean()))
+    cands = cands[cands.qid.isin(cands.qid.unique()[: max(1, pairs // per_query)])].reset_index(drop=True)
+    return compare(str(ws.model("teacher")), ds, cands)

@@ -1,0 +1,25 @@
+"""GBDT and objective benchmarks (distill/bench/students.py): their records are consistent with what they
+measured, and bucketing does what it is for (less padding and memory than one padded matrix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.bench.students import gbdt_bench, objectives_bench
+
+
+def test_gbdt_records_are_consistent():
+    train, score = gbdt_bench(rows=2000, group=20, trees=5)
+    assert train["setting"] == "gbdt_training" and train["groups"] == 100 and train["trees"] == 5
+    assert train["ratio"] == pytest.approx(train["listnet_kd_s"] / train["lambdarank_s"], rel=0.02, abs=0.005)
+    assert score["engine_pairs_per_s"] == pytest.approx(1000 / (score["ms_per_1000"] / 1000), rel=0.01)
+
+
+def test_bucketing_pads_and_allocates_less_than_one_matrix_when_one_query_is_long():
+    lines = objectives_bench(n_queries=200, width=20, long=400)
+    mixed = [x for x in lines if x["widest"] == 400]
+    assert {x["objective"] for x in mixed} == {"listnet_kd", "ranknet_kd", "margin_mse", "listmle_kd"}
+    for x in mixed:
+        assert x["cells_bucketed"] < x["padded_cells_one_matrix"]
+        if "one_matrix_peak_mb" in x:
+            assert x["bucketed_peak_mb"] < x["one_matrix_peak_mb"], x
