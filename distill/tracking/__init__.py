@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.config import load_callable, to_container
+from hydra.utils import instantiate
+
+from distill.config import to_container
 from distill.distributed import process_ranks
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DistillError
 
 
 class Run:
@@ -92,12 +94,17 @@ def trackers(cfg: Any) -> list[Tracker]:
                 f"logger.{key} has no _target_: a logger YAML holds `{key}: {{_target_: module.Class, ...}}` "
                 "(see configs/logger/)"
             )
-        options = {k: v for k, v in spec.items() if k != "_target_"}
-        cls = load_callable(str(spec["_target_"]), f"logger.{key}._target_")
         try:
-            out.append(cls(**options))
-        except TypeError as e:
-            raise ConfigError(f"logger.{key}: {e}") from e
+            tracker = instantiate(spec)
+        except Exception as e:  # Hydra's InstantiationException: an import or a constructor's argument
+            if isinstance(e.__cause__, DistillError):  # the tracker's own check of its options
+                raise e.__cause__ from None
+            if "Error locating target" in str(e):
+                raise ConfigError(f"logger.{key}._target_: cannot import {spec['_target_']!r}") from e
+            raise ConfigError(f"logger.{key}: {' '.join(str(e).split())[:300]}") from e
+        if not isinstance(tracker, Tracker):
+            raise ConfigError(f"logger.{key}._target_={spec['_target_']!r} is not a distill.tracking.Tracker")
+        out.append(tracker)
     return out
 
 

@@ -6,62 +6,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError
-from distill.features.build import ALL_FEATURES, build_features
-from distill.features.build import run as run_features
-from distill.retrieval.candidates import run as run_candidates
 from distill.students.base import Context, load_scorers
 from distill.students.gbdt import student_config, train_gbdt, training_frame
 from distill.workspace import Workspace
-
-
-def test_features_are_complete_and_sensible(tiny_sample_cfg):
-    cfg = tiny_sample_cfg("retrieval.k=15")
-    run_candidates(cfg)
-    df = run_features(cfg)
-    cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
-    assert len(df) == len(cands) and (df.qid.to_numpy() == cands.qid.to_numpy()).all()
-    expected = [f for f in ALL_FEATURES if f != "popularity"]  # the sample world has no popularity field
-    assert [c for c in df.columns if c not in ("qid", "docid", "split")] == expected
-    assert df.coverage.between(0, 1).all() and (df.query_len >= 0).all()
-    assert (df.impressions >= df.clicks).all() and df.ctr.between(0, 1).all()
-    # per-field BM25 of the body agrees closely with the candidates' BM25 over title + body
-    assert df[["bm25_text", "bm25"]].corr(method="spearman").iloc[0, 1] > 0.8
-    assert (df.bm25_title >= 0).all()
-
-
-def test_coverage_and_age_hand_example(tiny_beir, make_cfg):
-    root = tiny_beir(queries=[{"_id": "q1", "text": "cat on a mat zebra"}, {"_id": "q2", "text": "markets"}])
-    cfg = make_cfg("data=beir", f"data.path={root}", "retrieval.stemmer=null", "retrieval.stopwords=null")
-    ds = load_dataset(cfg)
-    cands = pd.DataFrame(
-        {
-            "qid": ["q1", "q1"],
-            "docid": ["d1", "d3"],
-            "rank": [1, 2],
-            "bm25": [2.0, 0.5],
-            "split": ["test", "test"],
-        }
-    )
-    df = build_features(ds, cands, ["coverage", "query_len", "age_days", "popularity"], {}, cfg.retrieval)
-    # q1 = "cat on a mat zebra" -> terms cat, on, mat, zebra ("a" is too short): d1 has 3 of 4; d3 none
-    np.testing.assert_allclose(df.coverage, [0.75, 0.0])
-    assert df.query_len.tolist() == [4, 4]
-    assert df.age_days.iloc[0] == 0.0 and np.isnan(df.age_days.iloc[1])  # reference = newest doc; d3 undated
-    assert "popularity" not in df  # no such field: dropped, logged
-
-
-def test_unknown_feature_is_an_error(tiny_beir, make_cfg):
-    cfg = make_cfg("data=beir", f"data.path={tiny_beir()}")
-    with pytest.raises(ConfigError, match=r"unknown feature\(s\) \['pagerank'\]"):
-        build_features(
-            load_dataset(cfg),
-            pd.DataFrame(columns=["qid", "docid", "rank", "bm25", "split"]),
-            ["pagerank"],
-            {},
-            cfg.retrieval,
-        )
 
 
 @pytest.mark.parametrize(
@@ -126,3 +74,27 @@ def test_training_frame_blends_and_checks():
 def test_bad_student_config(make_cfg):
     with pytest.raises(ConfigError, match="student.objective='hinge'"):
         student_config(make_cfg("student.objective=hinge").student)
+
+
+def tree_depth(node: dict) -> int:
+    return (
+        0
+        if "leaf_index" in node
+        else 1 + max(tree_depth(node["left_child"]), tree_depth(node["right_child"]))
+    )
+
+
+def test_lightgbm_takes_max_depth_and_xgboost_refuses_lightgbm_keys(gbdt_ws, make_cfg):
+    """One schema per library: LightGBM's max_depth reaches LightGBM (it once was never passed), and a key the
+    chosen library does not take is refused when the config is composed."""
+    from hydra.errors import ConfigCompositionException
+
+    deep = train_gbdt(gbdt_ws("student=lightgbm", "student.num_trees=5"))
+    ws = Workspace(__import__("pathlib").Path(gbdt_ws().paths.workspace))
+    dump = lgb.Booster(model_file=str(ws.model("lightgbm") / "model.txt")).dump_model()
+    assert max(tree_depth(t["tree_structure"]) for t in dump["tree_info"]) > 2 and deep["trees"] >= 1
+    train_gbdt(gbdt_ws("student=lightgbm", "student.num_trees=5", "student.max_depth=2"))
+    dump = lgb.Booster(model_file=str(ws.model("lightgbm") / "model.txt")).dump_model()
+    assert max(tree_depth(t["tree_structure"]) for t in dump["tree_info"]) <= 2
+    with pytest.raises(ConfigCompositionException, match="num_leaves"):
+        make_cfg("student=xgboost", "student.num_leaves=8")

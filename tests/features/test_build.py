@@ -1,0 +1,100 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.data.prepare import load_dataset
+from distill.errors import ConfigError, DataError
+from distill.features.build import ALL_FEATURES, build_features
+from distill.features.build import run as run_features
+from distill.retrieval.candidates import run as run_candidates
+from distill.students.base import Context, load_scorers
+from distill.students.gbdt import train_gbdt
+from distill.workspace import Workspace
+
+
+def test_features_are_complete_and_sensible(tiny_sample_cfg):
+    cfg = tiny_sample_cfg("retrieval.k=15")
+    run_candidates(cfg)
+    df = run_features(cfg)
+    cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
+    assert len(df) == len(cands) and (df.qid.to_numpy() == cands.qid.to_numpy()).all()
+    expected = [f for f in ALL_FEATURES if f != "popularity"]  # the sample world has no popularity field
+    assert [c for c in df.columns if c not in ("qid", "docid", "split")] == expected
+    assert df.coverage.between(0, 1).all() and (df.query_len >= 0).all()
+    assert (df.impressions >= df.clicks).all() and df.ctr.between(0, 1).all()
+    # per-field BM25 of the body agrees closely with the candidates' BM25 over title + body
+    assert df[["bm25_text", "bm25"]].corr(method="spearman").iloc[0, 1] > 0.8
+    assert (df.bm25_title >= 0).all()
+
+
+def test_coverage_and_age_hand_example(tiny_beir, make_cfg):
+    root = tiny_beir(queries=[{"_id": "q1", "text": "cat on a mat zebra"}, {"_id": "q2", "text": "markets"}])
+    cfg = make_cfg("data=beir", f"data.path={root}", "retrieval.stemmer=null", "retrieval.stopwords=null")
+    ds = load_dataset(cfg)
+    cands = pd.DataFrame(
+        {
+            "qid": ["q1", "q1"],
+            "docid": ["d1", "d3"],
+            "rank": [1, 2],
+            "bm25": [2.0, 0.5],
+            "split": ["test", "test"],
+        }
+    )
+    df = build_features(ds, cands, ["coverage", "query_len", "age_days", "popularity"], {}, cfg.retrieval)
+    # q1 = "cat on a mat zebra" -> terms cat, on, mat, zebra ("a" is too short): d1 has 3 of 4; d3 none
+    np.testing.assert_allclose(df.coverage, [0.75, 0.0])
+    assert df.query_len.tolist() == [4, 4]
+    assert df.age_days.iloc[0] == 0.0 and np.isnan(df.age_days.iloc[1])  # reference = newest doc; d3 undated
+    assert "popularity" not in df  # no such field: dropped, logged
+
+
+def test_unknown_feature_is_an_error(tiny_beir, make_cfg):
+    cfg = make_cfg("data=beir", f"data.path={tiny_beir()}")
+    with pytest.raises(ConfigError, match=r"unknown feature\(s\) \['pagerank'\]"):
+        build_features(
+            load_dataset(cfg),
+            pd.DataFrame(columns=["qid", "docid", "rank", "bm25", "split"]),
+            ["pagerank"],
+            {},
+            cfg.retrieval,
+        )
+
+
+def test_unknown_feature_names_are_refused_when_the_config_is_checked(make_cfg):
+    from distill.config import validate
+
+    with pytest.raises(ConfigError, match=r"features.names=\['pagerank'\]: unknown feature"):
+        validate(make_cfg("features.names=[bm25,pagerank]"))
+
+
+def test_a_gbdt_never_scores_features_other_than_its_own(gbdt_ws):
+    """After `make features` with other options, a trained GBDT once scored the new values silently (and with
+    fewer names crashed with KeyError): its folder records the features' fingerprint, and loading refuses."""
+    from distill.errors import StageNotReadyError
+
+    cfg = gbdt_ws("student=lightgbm")
+    train_gbdt(cfg)
+    ws = Workspace.from_cfg(cfg)
+    cands = pd.read_parquet(ws.candidates)
+    (scorer,) = load_scorers(ws.model("lightgbm"), Context(None, ws, cands))  # type: ignore[arg-type]
+    assert len(scorer.score(cands.head(5))) == 5
+    for other in ("features.options.ctr_prior_weight=50", "features.names=[bm25,coverage]"):
+        run_features(gbdt_ws("student=lightgbm", other))
+        with pytest.raises(
+            StageNotReadyError, match=r"models/lightgbm is stale: it was trained on other features"
+        ):
+            load_scorers(ws.model("lightgbm"), Context(None, ws, cands))  # type: ignore[arg-type]
+
+
+def test_a_row_without_features_is_refused_not_scored_on_missing_values(gbdt_ws):
+    cfg = gbdt_ws("student=lightgbm")
+    train_gbdt(cfg)
+    ws = Workspace.from_cfg(cfg)
+    cands = pd.read_parquet(ws.candidates)
+    (scorer,) = load_scorers(ws.model("lightgbm"), Context(None, ws, cands))  # type: ignore[arg-type]
+    outside = cands.head(2).assign(docid=["not-a-candidate", "nor-this"])
+    with pytest.raises(
+        DataError,
+        match=r"2 row\(s\) have no features .*first: qid .*'not-a-candidate'.*serve.n must not exceed",
+    ):
+        scorer.score(outside)
