@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from distill.config import PathsConfig, check, is_plain_name
+from distill.config import CONFIG_DIR, PathsConfig, check, is_plain_name
 from distill.dashboard import DashboardConfig
 from distill.data.schema import DATA_OPTIONS, DataConfig, data_schema
 from distill.evaluation.schema import EvaluateConfig
@@ -63,10 +63,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in self.students:
             check(is_plain_name(name), "demo.students", name, "name files of configs/student/")
-        unknown = sorted(set(self.overrides) - set(self.students) - {"lightgbm"})
-        check(
-            not unknown, "demo.overrides", unknown, f"override only students of demo.students={self.students}"
-        )
+        known = {p.stem for p in (CONFIG_DIR / "student").glob("*.yaml")}
+        unknown = sorted(set(self.overrides) - known)
+        check(not unknown, "demo.overrides", unknown, f"name students of configs/student/: {sorted(known)}")
 
 
 @dataclass

@@ -118,3 +118,41 @@ def tiny_changed(cfg):
         c.demo.overrides.lightgbm.num_trees = 11
         c.demo.overrides.xgboost.num_trees = 11
     return c
+
+
+def test_demo_with_your_own_teacher_on_a_beir_folder(tiny_sample_cfg, make_cfg, tiny_model_dir, tmp_path):
+    """`make demo ARGS="data=beir data.path=DIR teacher.model=FOLDER"`: no train-teacher; candidates, scoring with
+    that teacher, features, the students (starting from that teacher) and evaluation, end to end."""
+    from distill.data.prepare import dataset_dir
+
+    folder = dataset_dir(tiny_sample_cfg())  # any folder in BEIR layout
+    cfg = make_cfg(
+        "data=beir",
+        f"data.path={folder}",
+        f"teacher.model={tiny_model_dir}",
+        "teacher.max_length=64",
+        "retrieval.k=10",
+        "demo.students=[lightgbm,bi_encoder]",
+        "demo.stack=[]",
+        "++demo.overrides.bi_encoder.embedding_dim=16",
+        "++demo.overrides.bi_encoder.max_seconds=20",
+        "++demo.overrides.bi_encoder.negatives=3",
+        "++demo.overrides.bi_encoder.negative_margin=null",
+        "+demo.overrides.lightgbm.num_trees=10",
+        "evaluate.latency_queries=3",
+        "evaluate.load.duration_s=5",
+    )
+    metrics = run_demo(cfg)
+    assert list(metrics["stage_seconds"]) == [
+        "candidates",
+        "teacher-score",
+        "features",
+        "train-student-lightgbm",
+        "train-student-bi_encoder",
+    ]
+    assert {"bm25", "teacher", "lightgbm", "bi_encoder_kl"} <= set(metrics["rankers"])
+    ws = Path(cfg.paths.workspace)
+    info = json.loads((ws / "models" / "bi_encoder" / "kl" / "distill_train.json").read_text())
+    assert info["started_from"] == str(tiny_model_dir)
+    manifest = json.loads((ws / "soft_labels" / "manifest.json").read_text())
+    assert manifest["identity"]["teachers"][0]["id"] == str(tiny_model_dir)

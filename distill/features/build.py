@@ -37,6 +37,7 @@ from distill.features.schema import ALL_FEATURES, FeatureOptions
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, pair_dots
 from distill.ir.timestamps import parse_timestamps
+from distill.stamps import Stage
 from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -212,11 +213,8 @@ def feature_options(cfg: DictConfig) -> FeatureOptions:
 def features_record(cfg: DictConfig, ws: Workspace) -> dict[str, Any]:
     """What features.parquet is built from: the retrieval and feature options (stacked students are joined
     later, not part of it), the candidates and the dataset (texts, timestamps, click log), by content."""
-    own = {k: v for k, v in to_container(cfg.features).items() if k != "students"}
-    return fingerprint.record(
-        [cfg.retrieval, own],
-        {"candidates": ws.require(ws.candidates, "candidates"), "dataset": dataset_dir(cfg)},
-    )
+    ws.require(ws.candidates, "candidates")
+    return STAGE.record(cfg, ws)
 
 
 def stale_features(cfg: DictConfig, ws: Workspace) -> list[str]:
@@ -245,3 +243,15 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         f"{time.perf_counter() - t0:.1f}s -> {ws.features}"
     )
     return df
+
+
+STAGE = Stage(
+    name=lambda cfg: "features",
+    run=run,
+    config=lambda cfg: [
+        cfg.retrieval,
+        {k: v for k, v in to_container(cfg.features).items() if k != "students"},
+    ],
+    inputs=lambda cfg, ws: {"candidates": ws.candidates, "dataset": dataset_dir(cfg)},
+    outputs=lambda cfg, ws: [ws.features],
+)

@@ -16,6 +16,7 @@ from distill.errors import DataError
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index
 from distill.ir.metrics import evaluate
+from distill.stamps import Stage, data_config
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
 
@@ -137,3 +138,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             + f"  ({m['queries']} queries)"
         )
     return metrics
+
+
+STAGE = Stage(
+    name=lambda cfg: "candidates",
+    run=run,
+    config=lambda cfg: [data_config(cfg), cfg.retrieval],
+    inputs=lambda cfg, ws: {"dataset": dataset_dir(cfg)},
+    outputs=lambda cfg, ws: [ws.candidates],
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +45,24 @@ HYBRID_FILE = "distill_hybrid.json"  # in the model folder: the hybrid reranker'
 SIMILARITY_FN = {"dot": "dot", "cos": "cosine"}
 
 
-def build_student_model(bc: BiEncoderConfig, ws: Workspace, ds: Dataset | None = None) -> Any:
+def build_student_model(
+    bc: BiEncoderConfig, ws: Workspace, ds: Dataset | None, teacher: Callable[[], str]
+) -> Any:
     """The student's SentenceTransformer, its `similarity_fn_name` set to what it is trained with, so that the
     saved folder scores the same through `SentenceTransformer(folder).similarity` as through this project."""
-    model = _new_model(bc, ws)
+    model = _new_model(bc, teacher)
     model.similarity_fn_name = SIMILARITY_FN[bc.similarity]
     return model
 
 
-def _new_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
+def _new_model(bc: BiEncoderConfig, teacher_base: Callable[[], str]) -> Any:
     from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     base = bc.base_model
     if base == "static":
         from transformers import AutoTokenizer
 
-        teacher = ws.require(ws.model("teacher"), "train-teacher")
+        teacher = teacher_base()
         tok = AutoTokenizer.from_pretrained(teacher)
         torch.manual_seed(bc.seed)
         if bc.embedding_dim:
@@ -71,7 +74,7 @@ def _new_model(bc: BiEncoderConfig, ws: Workspace) -> Any:
             emb = models.StaticEmbedding(tok, embedding_weights=weights)
         return SentenceTransformer(modules=[emb], device=neural.device())
     if base in ("teacher", "scratch"):
-        word = neural.base_transformer(bc, ws)
+        word = neural.base_transformer(bc, teacher_base)
         pool = models.Pooling(word.get_embedding_dimension(), pooling_mode=bc.pooling)
         return SentenceTransformer(modules=[word, pool], device=neural.device())
     model = SentenceTransformer(base, device=neural.device())

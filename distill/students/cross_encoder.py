@@ -19,6 +19,7 @@ students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,11 @@ def keep_layers(model: Any, n: int | None, which: str = "first") -> int:
     return len(layers)
 
 
-def build_model(sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset) -> Any:
+def build_model(sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset, teacher: Callable[[], str]) -> Any:
     from sentence_transformers import CrossEncoder
 
     from_teacher = sc.base_model in ("teacher", "scratch")
-    path = str(ws.require(ws.model("teacher"), "train-teacher")) if from_teacher else sc.base_model
+    path = teacher() if from_teacher else sc.base_model
     torch.manual_seed(sc.seed)
     model = CrossEncoder(
         path,

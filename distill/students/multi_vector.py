@@ -16,6 +16,7 @@ the student as a reranker of BM25's candidates (its role in the cascade).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from distill.students.schema import MultiVectorConfig
 from distill.workspace import Workspace
 
 
-def build_model(mc: MultiVectorConfig, ws: Workspace, ds: Dataset) -> Any:
+def build_model(mc: MultiVectorConfig, ws: Workspace, ds: Dataset, teacher: Callable[[], str]) -> Any:
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Normalize
     from sentence_transformers.base.modules.dense import Dense
@@ -39,7 +40,9 @@ def build_model(mc: MultiVectorConfig, ws: Workspace, ds: Dataset) -> Any:
 
     if neural.own_checkpoint(mc.base_model, "MultiVectorEncoder"):
         return MultiVectorEncoder(mc.base_model, device=neural.device())
-    word = neural.base_transformer(mc, ws, query_length=mc.query_length, document_length=mc.document_length)
+    word = neural.base_transformer(
+        mc, teacher, query_length=mc.query_length, document_length=mc.document_length
+    )
     torch.manual_seed(mc.seed)
     proj = Dense(
         word.get_embedding_dimension(),

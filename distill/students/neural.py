@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
+from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import quality
 from distill.students.base import (
@@ -49,7 +50,8 @@ class Recipe:
     """What differs between neural students."""
 
     config: Callable[[Any], Any]  # student node -> typed config (e.g. MultiVectorConfig.from_cfg)
-    build_model: Callable[[Any, Workspace, Dataset], Any]  # (typed config, workspace, dataset) -> a new model
+    # (typed config, workspace, dataset, the configured teacher's folder or id, resolved on first call) -> a model
+    build_model: Callable[[Any, Workspace, Dataset, Callable[[], str]], Any]
     loss: Callable[[Any, Any], Any]  # (typed config, model) -> a sentence-transformers loss
     trainer: Any  # e.g. MultiVectorEncoderTrainer
     arguments: Any  # e.g. MultiVectorEncoderTrainingArguments
@@ -66,18 +68,45 @@ def device() -> str:
     return d if d != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def base_transformer(sc: Any, ws: Workspace, task: str = "feature-extraction", **kwargs: Any) -> Any:
+def teacher_base(cfg: DictConfig, ws: Workspace, student: str) -> Callable[[], str]:
+    """The configured teacher (`teacher.model`: the workspace's trained one, a folder or a hub id) as the base of
+    a student with base_model teacher | scratch | static, resolved when first asked. A causal-LM reranker has no
+    encoder a student can start from: that is one line naming the option to set."""
+    from distill.teacher.scoring import resolve_teacher, teacher_names
+
+    def resolve() -> str:
+        name = teacher_names(cfg)[0]
+        path = resolve_teacher(name, ws)
+        from transformers import AutoConfig
+
+        try:
+            archs = AutoConfig.from_pretrained(
+                path, trust_remote_code=bool(cfg.teacher.trust_remote_code)
+            ).architectures
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"student.base_model=teacher: teacher.model={name!r} cannot be opened ({e})"
+            ) from e
+        if any(str(a).endswith("ForCausalLM") for a in archs or []):
+            raise ConfigError(
+                f"teacher.model={name!r} is a causal-LM reranker: it has no encoder a {student} student can start "
+                f"from; set student.base_model=ID_OR_FOLDER (e.g. ../shared/data/all_minilm_l6_v2)"
+            )
+        return str(path)
+
+    return resolve
+
+
+def base_transformer(
+    sc: Any, teacher: Callable[[], str], task: str = "feature-extraction", **kwargs: Any
+) -> Any:
     """The encoder a student starts from, as sentence-transformers' `Transformer` module: `teacher` (the
-    workspace teacher's tokenizer and encoder weights), `scratch` (a fresh model of the teacher's shape, seeded)
+    configured teacher's tokenizer and encoder weights), `scratch` (a fresh model of the teacher's shape, seeded)
     or any Hugging Face id / local folder. `task`: feature-extraction (token embeddings) or fill-mask (MLM
     logits, for SPLADE)."""
     from sentence_transformers.base.modules import Transformer
 
-    path = (
-        str(ws.require(ws.model("teacher"), "train-teacher"))
-        if sc.base_model in ("teacher", "scratch")
-        else sc.base_model
-    )
+    path = teacher() if sc.base_model in ("teacher", "scratch") else sc.base_model
     module = Transformer(path, transformer_task=task, max_seq_length=sc.max_length, **kwargs)
     if sc.base_model == "scratch":
         from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
@@ -126,7 +155,7 @@ def _train(
     ex, skipped, offered = examples_for(sc, ws, ds)
     name = run_name(sc)
     t0 = time.perf_counter()
-    model = recipe.build_model(sc, ws, ds)
+    model = recipe.build_model(sc, ws, ds, teacher_base(cfg, ws, sc.name))
     args = training_args(
         recipe.arguments,
         cfg,
@@ -158,6 +187,9 @@ def _train(
         facts = {
             "loss": sc.loss,
             "base_model": sc.base_model,
+            "started_from": teacher_base(cfg, ws, sc.name)()
+            if sc.base_model in ("teacher", "scratch", "static")
+            else sc.base_model,
             "examples": len(ex),
             "skipped": skipped,
             "steps": result.global_step,

@@ -65,6 +65,7 @@ class GBDTConfig(StudentConfig):
     under the library's own names, so a key the chosen library does not take is refused when composing."""
 
     LIBRARY: ClassVar[str] = ""
+    READS: ClassVar[frozenset[str]] = frozenset({"features"})  # beyond candidates and soft labels
     _target_: str = "distill.students.gbdt.run"
     # lambdarank | regression | listnet_kd | ranknet_kd | margin_mse | listmle_kd | module.Class of your own
     objective: str = "listnet_kd"

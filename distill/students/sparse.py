@@ -18,6 +18,7 @@ scales like an inverted index; beyond one machine's memory, load the vectors int
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ START_WEIGHT = 2.5
 SPREAD_QUERIES = 200
 
 
-def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
+def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset, teacher: Callable[[], str]) -> Any:
     """A SparseEncoder checkpoint loaded whole, or an encoder with an MLM head started lexical (`lexical_head`);
     with `expansion_gradient` > 0 its pooling trains with a leaky gradient (`let_terms_expand`)."""
     from sentence_transformers import SparseEncoder
@@ -53,17 +54,17 @@ def build_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
     if neural.own_checkpoint(sc.base_model, "SparseEncoder"):
         model = SparseEncoder(sc.base_model, device=neural.device())
     else:
-        model = _new_model(sc, ws, ds)
+        model = _new_model(sc, ws, ds, teacher)
     if sc.expansion_gradient > 0 and isinstance(model[-1], SpladePooling):
         let_terms_expand(model[-1], sc.expansion_gradient)
     return model
 
 
-def _new_model(sc: SparseConfig, ws: Workspace, ds: Dataset) -> Any:
+def _new_model(sc: SparseConfig, ws: Workspace, ds: Dataset, teacher: Callable[[], str]) -> Any:
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SpladePooling
 
-    mlm = neural.base_transformer(sc, ws, task="fill-mask")
+    mlm = neural.base_transformer(sc, teacher, task="fill-mask")
     scale = 1.0
     if sc.head_init_steps:
         cands = pd.read_parquet(

@@ -23,12 +23,14 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from distill.config import to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.faults import kill_point
 from distill.ir import fingerprint
+from distill.stamps import Stage
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.ensemble import combine
 from distill.teacher.model import TeacherModel, load_teacher
@@ -468,3 +470,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"{100 * s['padding_overhead']:.1f}%, {s['duplicates_dropped']} duplicate pairs dropped -> {ws.soft_labels}"
     )
     return s
+
+
+def _score_config(cfg: DictConfig) -> list[Any]:
+    """The options that decide the scores (`overwrite` and `train.*` do not)."""
+    return [{k: v for k, v in to_container(cfg.teacher).items() if k not in ("train", "overwrite")}]
+
+
+def _score_inputs(cfg: DictConfig, ws: Workspace) -> dict[str, Path]:
+    out = {"candidates": ws.candidates, "dataset": dataset_dir(cfg)}
+    out |= {
+        f"teacher:{n}": Path(resolve_teacher(n, ws))
+        for n in teacher_names(cfg)
+        if Path(resolve_teacher(n, ws)).exists()
+    }
+    return out
+
+
+STAGE = Stage(
+    name=lambda cfg: "teacher-score",
+    run=run,
+    config=_score_config,
+    inputs=_score_inputs,
+    outputs=lambda cfg, ws: [ws.soft_labels / "manifest.json"],
+)

@@ -27,10 +27,11 @@ import torch
 from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
-from distill.data.prepare import load_dataset
+from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
+from distill.stamps import Stage, data_config
 from distill.teacher.schema import TeacherTrainConfig
 from distill.tracking import start_run
 from distill.workspace import Workspace, staged_dir, write_json_atomic
@@ -320,3 +321,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         f"(loss {result.training_loss:.4f}) -> {out}"
     )
     return info
+
+
+STAGE = Stage(
+    name=lambda cfg: "train-teacher",
+    run=run,
+    config=lambda cfg: [data_config(cfg), cfg.teacher.train],
+    inputs=lambda cfg, ws: {"dataset": dataset_dir(cfg), "candidates": ws.candidates},
+    outputs=lambda cfg, ws: [ws.model("teacher")],
+)

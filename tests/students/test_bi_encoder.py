@@ -170,3 +170,24 @@ def test_loaded_folder_scores_as_trained_and_as_sentence_transformers(tiny_sampl
     q = model.encode(ds.queries.loc[test.qid, "text"].tolist(), convert_to_tensor=True)
     d = model.encode(ds.doc_texts(list(test.docid)), convert_to_tensor=True)
     np.testing.assert_allclose(scores, model.similarity_pairwise(q, d).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_student_starts_from_the_configured_teacher_not_only_the_trained_one(
+    gbdt_ws, tiny_model_dir, tmp_path
+):
+    """base_model=teacher with teacher.model=FOLDER once stopped with "models/teacher not found"; the student
+    now starts from that folder and says so. An LLM reranker has no encoder to start from: one line."""
+    from distill.errors import ConfigError
+    from distill.teacher.synthetic import build_llm_reranker
+
+    common = ["student=bi_encoder", "student.base_model=teacher", "student.negatives=2", "student.negative_margin=null",
+              "student.samples_per_positive=1", "student.bm25_weight=null", "student.max_length=32"]  # fmt: skip
+    info = run_student(gbdt_ws(*common))
+    assert info["started_from"] == str(tiny_model_dir) and info["steps"] > 0
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=16, vocab_size=100)  # fmt: skip
+    llm = build_llm_reranker(tmp_path / "llm", ["a query", "a document"], **tiny)
+    with pytest.raises(
+        ConfigError, match=r"is a causal-LM reranker: it has no encoder a bi_encoder student can start from"
+    ):
+        run_student(gbdt_ws(*common, f"teacher.model={llm}"))
