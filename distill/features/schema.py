@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from distill.config import check
-
-# Every feature distill.features.build knows (its docstring says what each is); those whose source is missing
-# (no click log, no timestamps, no title field, no popularity) are dropped with a logged reason.
-ALL_FEATURES = [
-    "bm25",
-    "bm25_rank",
-    "bm25_title",
-    "bm25_text",
-    "query_len",
-    "doc_len",
-    "coverage",
-    "age_days",
-    "log_age",
-    "impressions",
-    "clicks",
-    "ctr",
-    "ctr_debiased",
-    "dwell_mean",
-    "last_click_rate",
-    "popularity",
-]
 
 
 @dataclass
@@ -61,14 +41,16 @@ class FeatureOptions:
 
 @dataclass
 class FeaturesConfig:
-    names: list[str] = field(default_factory=lambda: list(ALL_FEATURES))
+    # which features of the families to build; [] = every one of them
+    names: list[str] = field(default_factory=list)
     options: FeatureOptions = field(default_factory=FeatureOptions)
+    # the feature families (configs/feature/<name>.yaml, selected as feature@features.families=[...]):
+    # {name: {_target_: module.Class}}
+    families: dict[str, Any] = field(default_factory=dict)
     # Stacking: ranker names of trained students (e.g. [bi_encoder_kl, multi_vector_kl]) whose scores the GBDT
     # students add as features (`student:<name>`), learning only on train queries those students never saw
     # (distill/students/stacking.py); not part of features.parquet.
     students: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.names) - set(ALL_FEATURES))
-        check(not unknown, "features.names", unknown, f"unknown feature(s); known: {ALL_FEATURES}")
-        check(bool(self.names), "features.names", self.names, "name at least one feature")
+        check(len(set(self.names)) == len(self.names), "features.names", self.names, "name each feature once")

@@ -4,8 +4,9 @@ import pytest
 
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError
-from distill.features.build import ALL_FEATURES, build_features
+from distill.features.build import build_features, default_families
 from distill.features.build import run as run_features
+from distill.features.family import FeatureFamily
 from distill.retrieval.candidates import run as run_candidates
 from distill.students.base import Context, load_scorers
 from distill.students.gbdt import train_gbdt
@@ -18,7 +19,8 @@ def test_features_are_complete_and_sensible(tiny_sample_cfg):
     df = run_features(cfg)
     cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
     assert len(df) == len(cands) and (df.qid.to_numpy() == cands.qid.to_numpy()).all()
-    expected = [f for f in ALL_FEATURES if f != "popularity"]  # the sample world has no popularity field
+    every = [n for fam in default_families() for n in fam.names]
+    expected = [f for f in every if f != "popularity"]  # the sample world has no popularity field
     assert [c for c in df.columns if c not in ("qid", "docid", "split")] == expected
     assert df.coverage.between(0, 1).all() and (df.query_len >= 0).all()
     assert (df.impressions >= df.clicks).all() and df.ctr.between(0, 1).all()
@@ -60,11 +62,34 @@ def test_unknown_feature_is_an_error(tiny_beir, make_cfg):
         )
 
 
-def test_unknown_feature_names_are_refused_when_the_config_is_checked(make_cfg):
-    from distill.config import validate
+def test_unknown_feature_names_are_refused_before_any_work(tiny_sample_cfg):
+    cfg = tiny_sample_cfg("retrieval.k=5", "features.names=[bm25,pagerank]")
+    run_candidates(cfg)
+    with pytest.raises(
+        ConfigError, match=r"features.names: unknown feature\(s\) \['pagerank'\]; the families compute"
+    ):
+        run_features(cfg)
 
-    with pytest.raises(ConfigError, match=r"features.names=\['pagerank'\]: unknown feature"):
-        validate(make_cfg("features.names=[bm25,pagerank]"))
+
+class DoubledBM25(FeatureFamily):
+    """A family of one feature, as a user would add one: a module with this class, and a YAML naming it."""
+
+    names = ("bm25_doubled",)
+
+    def compute(self, ctx, wanted):
+        return {"bm25_doubled": 2 * ctx.cands.bm25.to_numpy("float32")}
+
+
+def test_a_new_family_is_a_class_and_a_config_entry(tiny_sample_cfg):
+    cfg = tiny_sample_cfg(
+        "retrieval.k=5",
+        "feature@features.families=[bm25]",
+        f"+features.families.doubled._target_={__name__}.DoubledBM25",
+    )
+    run_candidates(cfg)
+    df = run_features(cfg)
+    assert list(df.columns[3:]) == ["bm25", "bm25_rank", "bm25_title", "bm25_text", "bm25_doubled"]
+    np.testing.assert_allclose(df.bm25_doubled, 2 * df.bm25)
 
 
 def test_a_gbdt_never_scores_features_other_than_its_own(gbdt_ws):

@@ -1,0 +1,65 @@
+"""The feature-family seam: a family is one class (`FeatureFamily`: the names it can compute and `compute`) in a
+module of its own, plus one `configs/feature/<name>.yaml` holding `<name>: {_target_: module.Class}`; the
+families a run uses are the YAMLs selected as `feature@features.families: [...]` (configs/config.yaml), built
+with `hydra.utils.instantiate`, as the trackers are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from distill.data.beir import Dataset
+from distill.errors import ConfigError
+from distill.features.schema import FeatureOptions
+
+
+@dataclass
+class FeatureContext:
+    """What a family may read: the dataset, the candidate rows (qid, docid, rank, bm25, split), the feature and
+    retrieval options, and the queries of each split."""
+
+    ds: Dataset
+    cands: pd.DataFrame
+    opts: FeatureOptions
+    rc: Any  # retrieval options (tokenisation, BM25 parameters)
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        return {str(s): list(g.qid.unique()) for s, g in self.cands.groupby("split")}
+
+
+class FeatureFamily:
+    """A family of features. `names`: what it can compute; `compute(ctx, wanted)`: the arrays (one value per
+    candidate row, float32) of those of `wanted` it can compute from the data at hand; a feature whose source is
+    missing is left out with a logged reason, never filled in."""
+
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def load_families(node: Any) -> list[FeatureFamily]:
+    """The configured families (`features.families`: {name: {_target_: ...}}), in order."""
+    from hydra.utils import instantiate
+
+    from distill.config import to_container
+
+    out = []
+    for key, spec in (to_container(node) or {}).items():
+        if not isinstance(spec, dict) or not spec.get("_target_"):
+            raise ConfigError(f"features.families.{key} has no _target_ (configs/feature/{key}.yaml)")
+        try:
+            fam = instantiate(spec)
+        except Exception as e:  # Hydra's InstantiationException
+            raise ConfigError(f"features.families.{key}: cannot build {spec['_target_']!r}") from e
+        if not isinstance(fam, FeatureFamily):
+            raise ConfigError(f"features.families.{key}: {spec['_target_']!r} is not a FeatureFamily")
+        out.append(fam)
+    return out
+
+
+__all__ = ["FeatureContext", "FeatureFamily", "load_families"]

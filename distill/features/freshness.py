@@ -1,0 +1,34 @@
+"""Freshness features: `age_days` (the query's time minus the document's, in days) and `log_age` (log1p of the
+age, clipped at 0). Without a query timestamp the reference time is `features.options.reference_time` or, failing
+that, the newest document; without document timestamps both are dropped (logged)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from distill.features.family import FeatureContext, FeatureFamily
+from distill.ir.timestamps import parse_timestamps
+
+log = logging.getLogger(__name__)
+
+
+class FreshnessFeatures(FeatureFamily):
+    names = ("age_days", "log_age")
+
+    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
+        ds, cands, opts = ctx.ds, ctx.cands, ctx.opts
+        doc_ts = ds.corpus["timestamp"]
+        if doc_ts.isna().all():
+            log.info("features age_days, log_age dropped: no document has a timestamp")
+            return {}
+        ref = parse_timestamps([opts.reference_time]).iloc[0] if opts.reference_time else doc_ts.max()
+        q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).reset_index(drop=True)
+        d_ts = doc_ts.reindex(cands.docid).reset_index(drop=True)
+        # Series arithmetic stays vectorised; tz-aware timestamps via to_numpy() would be one object per row
+        age = np.asarray((q_ts - d_ts).to_numpy() / np.timedelta64(1, "D"), dtype=np.float64)
+        return {
+            "age_days": age.astype(np.float32),
+            "log_age": np.log1p(np.clip(age, 0, None)).astype(np.float32),
+        }

@@ -1,0 +1,23 @@
+"""`popularity`: log1p of the corpus's `popularity` field (e.g. CACM's citation counts), where the data has it."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from distill.features.family import FeatureContext, FeatureFamily
+
+log = logging.getLogger(__name__)
+
+
+class PopularityFeatures(FeatureFamily):
+    names = ("popularity",)
+
+    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
+        corpus = ctx.ds.corpus
+        if "popularity" not in corpus:
+            log.info("feature popularity dropped: the corpus has no 'popularity' field")
+            return {}
+        pop = corpus.popularity.reindex(ctx.cands.docid).astype(float).clip(lower=0)
+        return {"popularity": np.log1p(pop).to_numpy(np.float32)}
