@@ -88,7 +88,7 @@ def check_overrides(argv: list[str]) -> None:
     except Exception as e:  # Hydra's grammar errors
         fail(" ".join(str(e).split()))
         return
-    first = [
+    first: list[str | None] = [
         f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
         if o.is_sweep_override()
         else o.input_line
@@ -96,7 +96,7 @@ def check_overrides(argv: list[str]) -> None:
     ]
     multirun = any(a in ("-m", "--multirun") for a in argv)
     if not multirun and any(o.is_sweep_override() for o in parsed):
-        first = overrides  # without -m a sweep is an error: let compose name it
+        first = list(overrides)  # without -m a sweep is an error: let compose name it
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             compose("config", overrides=[x for x in first if x is not None])

@@ -93,7 +93,7 @@ class Config:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, node in (
+    groups: tuple[tuple[str, type], ...] = (
         ("paths", PathsConfig),
         ("data", DataConfig),
         ("retrieval", RetrievalConfig),
@@ -104,7 +104,8 @@ def register() -> None:
         ("dashboard", DashboardConfig),
         ("serve", ServeConfig),
         ("loadtest", LoadtestConfig),
-    ):
+    )
+    for group, node in groups:
         cs.store(group=group, name=f"{group}_schema", node=node)
     for fmt in DATA_OPTIONS:
         cs.store(group="data", name=f"{fmt}_data_schema", node=data_schema(fmt))

@@ -45,7 +45,8 @@ class Records:
     def __init__(self, out: Path, machine: dict[str, Any]):
         from distill.workspace import write_json_atomic
 
-        self.out, self.machine, self.lines, self._write = out, machine, [], write_json_atomic
+        self.out, self.machine, self._write = out, machine, write_json_atomic
+        self.lines: list[dict[str, Any]] = []
 
     def add(self, record: dict[str, Any]) -> None:
         print(json.dumps(record), flush=True)

@@ -23,7 +23,11 @@ def compare(model_dir: str, ds: Dataset, cands: pd.DataFrame, repeats: int = 2) 
     for dtype in ("fp32", "bf16", "int8"):
         engine = ScoringEngine(load_teacher(model_dir, dtype=dtype, device="cpu"))
         engine.score(queries[:64], docs[:64])  # warm-up
-        best, scores = best_of(lambda e=engine: np.asarray(e.score(queries, docs)), repeats)
+
+        def score(e: ScoringEngine = engine) -> np.ndarray:
+            return np.asarray(e.score(queries, docs))
+
+        best, scores = best_of(score, repeats)
         runs[dtype] = (scores, len(queries) / best)
     ref, ref_speed = runs["fp32"]
     qrels = ds.qrels.get("test")

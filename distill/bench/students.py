@@ -11,6 +11,8 @@ query (the former form); the padded cells that form would need are given either 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from distill.bench.timing import best_of
@@ -42,16 +44,19 @@ def gbdt_bench(
     times = {}
     for name, objective in (("lambdarank", "lambdarank"), ("listnet_kd", lightgbm_objective(ListNetKD(), t))):
         ds = lgb.Dataset(X, grades, group=sizes)
-        times[name], booster = best_of(
-            lambda ds=ds, objective=objective: lgb.train(
-                {**base, "objective": objective}, ds, num_boost_round=trees
-            ),
-            1,
-        )
+
+        def fit(ds: Any = ds, objective: Any = objective) -> Any:
+            return lgb.train({**base, "objective": objective}, ds, num_boost_round=trees)
+
+        times[name], booster = best_of(fit, 1)
         if name == "listnet_kd":
             cand = X[:1000]
             booster.predict(cand)
-            per_call, _ = best_of(lambda b=booster, c=cand: b.predict(c, num_threads=threads), 20)
+
+            def predict(b: Any = booster, c: Any = cand) -> Any:
+                return b.predict(c, num_threads=threads)
+
+            per_call, _ = best_of(predict, 20)
             out.append(
                 {
                     "setting": "gbdt_scoring",
@@ -105,7 +110,11 @@ def objectives_bench(n_queries: int = 2000, width: int = 100, long: int = 1000, 
                 g = Groups.from_sizes(sizes)
                 fn(s, t, g)  # buckets built once per Groups, as boosting reuses them
                 tracemalloc.start()
-                seconds, _ = best_of(lambda fn=fn, g=g, s=s, t=t: fn(s, t, g), 1)
+
+                def run(fn: Any = fn, g: Any = g, s: Any = s, t: Any = t) -> Any:
+                    return fn(s, t, g)
+
+                seconds, _ = best_of(run, 1)
                 line[f"{form}_s"] = round(seconds, 3)
                 line[f"{form}_peak_mb"] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
                 tracemalloc.stop()

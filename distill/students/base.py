@@ -61,11 +61,12 @@ class Context:
 def registered_modules() -> frozenset[str]:
     """The modules of the students configs/student/*.yaml register (the `_target_` each states): the only ones,
     with `student_packages`, whose `load` may open a student folder. A folder's student.json cannot name another."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-    out = set()
+    out: set[str] = set()
     for path in sorted((CONFIG_DIR / "student").glob("*.yaml")):
-        target = str(OmegaConf.load(path).get("_target_") or "")
+        node = OmegaConf.load(path)
+        target = str(node.get("_target_") or "") if isinstance(node, DictConfig) else ""
         if target:
             out.add(target.replace(":", ".").rpartition(".")[0])
     return frozenset(out)

@@ -218,6 +218,7 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
 def fit(sc: GBDTConfig, f: Frames) -> Any:
     """LightGBM or XGBoost, in this process or on Dask, with the configured objective."""
     obj = None if sc.objective == "lambdarank" else build_objective(sc.objective, temperature=sc.temperature)
+    fit_fn: Any
     if sc.dask.cluster:
         from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
 

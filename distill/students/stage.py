@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> Any:
 def _reads(cfg: DictConfig) -> set[str]:
     """What the configured student reads beyond candidates and soft labels (its schema says: `READS`)."""
     kind = OmegaConf.get_type(cfg.student) if isinstance(cfg.student, DictConfig) else None
-    reads = getattr(kind, "READS", frozenset())
+    reads: frozenset[str] = getattr(kind, "READS", frozenset())
     base = str(cfg.student.get("base_model") or "")
     return set(reads) | ({"teacher"} if base in ("teacher", "scratch", "static") else set())
 
