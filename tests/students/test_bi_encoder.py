@@ -191,3 +191,13 @@ def test_a_student_starts_from_the_configured_teacher_not_only_the_trained_one(
         ConfigError, match=r"is a causal-LM reranker: it has no encoder a bi_encoder student can start from"
     ):
         run_student(gbdt_ws(*common, f"teacher.model={llm}"))
+
+
+def test_labels_naming_a_document_the_corpus_lacks_are_refused():
+    """Imported labels for unknown documents once became examples with an empty text."""
+    corpus = pd.Index([f"d{i}" for i in range(1, 9)])  # d9 is not in it
+    with pytest.raises(
+        DataError,
+        match=r"1 docid\(s\) not in the dataset's corpus \(first: \['d9'\]\): a student would learn from empty texts",
+    ):
+        build_examples(SOFT, QRELS, QUERIES, BiEncoderConfig(), corpus)

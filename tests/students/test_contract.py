@@ -86,3 +86,26 @@ def test_a_config_without_target_is_one_line(ws_cfg):
         ws_cfg.student = OmegaConf.create({"name": "mystery"})
     with pytest.raises(ConfigError, match=r"student has no _target_: choose a student with student=NAME"):
         run_student(ws_cfg)
+
+
+def test_a_student_json_cannot_choose_the_code_that_runs(ws_cfg, tmp_path):
+    """A folder whose student.json named `shutil:rmtree` as its loader once deleted a folder at evaluation: only
+    the `load` of a registered student (or of a package in student_packages) is ever run."""
+    from distill.errors import ConfigError
+
+    run_student(ws_cfg)
+    ws = Workspace.from_cfg(ws_cfg)
+    folder = ws.model("scaled_bm25")
+    meta = json.loads((folder / STUDENT_FILE).read_text())
+    cands = pd.read_parquet(ws.candidates)
+    from distill.workspace import COMPLETE
+
+    for loader in ("shutil:rmtree", "os:remove", f"{__name__}:train", "tests.students.test_contract:load"):
+        (folder / STUDENT_FILE).write_text(json.dumps(meta | {"loader": loader}))
+        marker = json.loads((folder / COMPLETE).read_text())
+        marker["files"][STUDENT_FILE] = (folder / STUDENT_FILE).stat().st_size
+        (folder / COMPLETE).write_text(json.dumps(marker))
+        ctx = Context(None, ws, cands, packages=() if loader.endswith(":load") else ("tests",))  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="is not the load function of a registered student"):
+            load_scorers(folder, ctx)
+        assert folder.is_dir() and (folder / "weights.json").is_file()

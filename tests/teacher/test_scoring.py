@@ -180,3 +180,21 @@ def test_resume_after_the_teacher_folder_changed_is_refused(scored_ws, tiny_mode
     model.save_pretrained(teacher)
     with pytest.raises(DistillError, match=r"another run.*teacher_copy@sha256:.*teacher.overwrite=true"):
         run_score(scored_ws(f"teacher.model={teacher}"))
+
+
+def test_the_instruction_can_come_from_a_file(tmp_path):
+    from omegaconf import OmegaConf
+
+    from distill.errors import ConfigError, DataError
+    from distill.teacher.schema import TeacherConfig
+    from distill.teacher.scoring import configured_prompt
+
+    f = tmp_path / "instruction.txt"
+    f.write_text("Given a web search query, retrieve relevant passages, 'quoted'\n")
+    t = OmegaConf.structured(TeacherConfig(prompt_file=str(f)))
+    assert configured_prompt(t) == "Given a web search query, retrieve relevant passages, 'quoted'"
+    f.write_text("  \n")
+    with pytest.raises(DataError, match="teacher.prompt_file=.*is empty"):
+        configured_prompt(t)
+    with pytest.raises(ConfigError, match="give teacher.prompt or teacher.prompt_file, not both"):
+        TeacherConfig(prompt="x", prompt_file=str(f))
