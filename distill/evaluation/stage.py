@@ -79,7 +79,7 @@ def _p(a: pd.Series, b: pd.Series) -> float | None:
 def _retrieval_ms(cfg: DictConfig, ds, qids: list[str]) -> float:
     from distill.retrieval.candidates import build_index
 
-    index = build_index(ds, cfg.retrieval)
+    index = build_index(ds, cfg.retrieval, Workspace.from_cfg(cfg))
     texts = ds.queries.loc[qids, "text"].tolist()
     times = []
     for t in texts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -55,6 +56,26 @@ def _stemmer(language: str | None):
         ) from e
 
 
+class Tokenizer:
+    """The project's BM25 tokenisation (bm25s's tokenizer: lower-casing, stop words, stemming as configured): a
+    callable from texts to their token strings. Both engines use it, so they index and search the same terms."""
+
+    def __init__(self, stemmer: str | None = "english", stopwords: str | None = "en", lowercase: bool = True):
+        self.stem = _stemmer(stemmer)
+        self.stopwords: str | list[str] = stopwords or []
+        self.lowercase = lowercase
+
+    def __call__(self, texts: Sequence[str], ids: bool = False) -> Any:
+        return bm25s.tokenize(
+            list(texts),
+            lower=self.lowercase,
+            stopwords=self.stopwords,
+            stemmer=self.stem,
+            return_ids=ids,
+            show_progress=False,
+        )
+
+
 class BM25Index:
     """A bm25s index over `texts`; `search` returns, per query, the matching doc positions and scores.
 
@@ -72,9 +93,7 @@ class BM25Index:
         stopwords: str | None = "en",
         lowercase: bool = True,
     ):
-        self.stem = _stemmer(stemmer)
-        self.stopwords: str | list[str] = stopwords or []
-        self.lowercase = lowercase
+        self.tokenizer = Tokenizer(stemmer, stopwords, lowercase)
         self.n_docs = len(texts)
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
         tokens = self.tokenize(texts)
@@ -83,14 +102,12 @@ class BM25Index:
     def tokenize(self, texts: Sequence[str], ids: bool = True):
         """The index's tokens of `texts` (lower-casing, stop words, stemming as configured): token ids, or
         token strings with `ids=False`."""
-        return bm25s.tokenize(
-            list(texts),
-            lower=self.lowercase,
-            stopwords=self.stopwords,
-            stemmer=self.stem,
-            return_ids=ids,
-            show_progress=False,
-        )
+        return self.tokenizer(texts, ids=ids)
+
+    def bytes_per_doc(self) -> float:
+        """The index's postings (BM25 weights, term ids, offsets) per document: what grows with the corpus."""
+        sc = self.retriever.scores
+        return sum(sc[k].nbytes for k in ("data", "indices", "indptr")) / max(1, self.n_docs)
 
     @staticmethod
     def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

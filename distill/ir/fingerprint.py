@@ -66,6 +66,15 @@ def of_path(path: Path) -> str | None:
     return None
 
 
+def of_texts(texts: Iterable[str]) -> str:
+    """The fingerprint of a sequence of texts (each one's bytes, in order), streamed."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:DIGITS]
+
+
 def plain(node: Any) -> Any:
     """A config node (OmegaConf, dataclass or plain) as resolved plain Python values."""
     from dataclasses import asdict, is_dataclass
@@ -102,4 +111,14 @@ def stale(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> lis
     return out + sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-__all__ = ["of_config", "of_file", "of_folder", "of_path", "plain", "record", "sha256_of_file", "stale"]
+__all__ = [
+    "of_config",
+    "of_file",
+    "of_folder",
+    "of_path",
+    "of_texts",
+    "plain",
+    "record",
+    "sha256_of_file",
+    "stale",
+]

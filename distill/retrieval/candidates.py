@@ -3,29 +3,46 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
-from distill.errors import DataError
+from distill.errors import ConfigError, DataError
 from distill.ir import fingerprint
-from distill.ir.bm25 import BM25Index
-from distill.ir.metrics import evaluate
+from distill.ir.bm25 import BM25Index, Tokenizer
+from distill.ir.metrics import per_query
+from distill.ir.tantivy_index import TantivyIndex
 from distill.stamps import Stage, data_config
 from distill.tracking import start_run
-from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
+from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-def build_index(ds: Dataset, rc: Any) -> BM25Index:
+def build_index(ds: Dataset, rc: Any, ws: Workspace | None = None) -> BM25Index | TantivyIndex:
+    """The BM25 index of the corpus for `retrieval.engine`: bm25s in memory, or tantivy in the workspace's
+    index/ folder (reused while the texts and the tokenisation are the same)."""
+    texts = ds.doc_texts(ds.corpus.index, rc.fields)
+    if rc.engine == "tantivy":
+        if ws is None:
+            raise ConfigError(
+                "retrieval.engine=tantivy keeps its index in the workspace: give the stage a workspace"
+            )
+        tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
+        options = {k: rc[k] for k in ("fields", "stemmer", "stopwords", "lowercase")}
+        identity = {"texts": fingerprint.of_texts(texts), "options": fingerprint.of_config(options)}
+        return TantivyIndex.open(ws.root / "index" / "tantivy", texts, tokenizer, identity)
     return BM25Index(
-        ds.doc_texts(ds.corpus.index, rc.fields),
+        texts,
         k1=rc.k1,
         b=rc.b,
         method=rc.method,
@@ -50,60 +67,105 @@ def queries_per_split(ds: Dataset, splits: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def build_candidates(ds: Dataset, index: BM25Index, splits: dict[str, list[str]], k: int) -> pd.DataFrame:
+CANDIDATES_SCHEMA = pa.schema(
+    [
+        ("qid", pa.string()),
+        ("docid", pa.string()),
+        ("rank", pa.int32()),
+        ("bm25", pa.float32()),
+        ("split", pa.string()),
+    ]
+)
+
+
+def search_chunk(ds: Dataset, index: Any, qids: list[str], k: int, split: str) -> pd.DataFrame:
+    """The top k of each query of `qids` (one split), as candidate rows in query order."""
     docids = ds.corpus.index.to_numpy()
-    frames = []
-    for split, qids in splits.items():
-        pos, scores = index.search(ds.queries.loc[qids, "text"].tolist(), k)
-        lens = np.array([len(p) for p in pos])
-        short = int((lens < min(k, len(docids))).sum())
-        if short:
-            log.info(
-                "%s: %d of %d queries matched fewer than k=%d documents (%d matched none)",
-                split,
-                short,
-                len(qids),
-                k,
-                int((lens == 0).sum()),
+    pos, scores = index.search(ds.queries.loc[qids, "text"].tolist(), k)
+    lens = np.array([len(p) for p in pos], dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "qid": np.repeat(np.asarray(qids, dtype=object), lens),
+            "docid": docids[np.concatenate(pos)] if len(pos) else np.empty(0, object),
+            "rank": np.concatenate([np.arange(1, n + 1) for n in lens]).astype(np.int32) if len(lens) else [],
+            "bm25": np.concatenate(scores).astype(np.float32) if len(scores) else [],
+            "split": split,
+        }
+    )
+
+
+class CandidatesWriter:
+    """candidates.parquet written chunk by chunk (one row group each) into a temp sibling, renamed into place
+    only when `close` finds the whole output sound: memory holds one chunk's rows and one metrics row per query,
+    never all pairs. A degenerate result (no row, a non-finite score) is refused and the previous file kept."""
+
+    def __init__(self, path: Path, qrels: dict[str, pd.DataFrame]):
+        self.path, self.qrels = path, qrels
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.writer = pq.ParquetWriter(self.tmp, CANDIDATES_SCHEMA)
+        self.rows = self.queries = self.short = 0
+        self.per_query: dict[str, list[pd.DataFrame]] = {}
+
+    def add(self, rows: pd.DataFrame, qids: list[str], split: str, k: int | None = None) -> None:
+        bad = ~np.isfinite(rows.bm25.to_numpy(np.float64))
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} BM25 scores are not finite (first: query {rows.qid[bad].iloc[0]!r}): nothing is "
+                f"written (the previous candidates.parquet is kept); use retrieval.k1 and retrieval.b in BM25's "
+                f"usual ranges"
             )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "qid": np.repeat(np.asarray(qids, dtype=object), lens),
-                    "docid": docids[np.concatenate(pos)] if len(pos) else [],
-                    "rank": np.concatenate([np.arange(1, n + 1) for n in lens]).astype(np.int32),
-                    "bm25": np.concatenate(scores).astype(np.float32),
-                    "split": split,
-                }
+        self.writer.write_table(pa.Table.from_pandas(rows, schema=CANDIDATES_SCHEMA, preserve_index=False))
+        self.rows += len(rows)
+        self.queries += len(qids)
+        if k is not None:
+            self.short += len(qids) - int((rows.groupby("qid").size() >= k).sum())
+        qrels = self.qrels.get(split)
+        if qrels is not None:
+            mine = qrels[qrels.qid.isin(qids)]
+            self.per_query.setdefault(split, []).append(
+                per_query(mine, rows.rename(columns={"bm25": "score"}))
             )
-        )
-    df = pd.concat(frames, ignore_index=True)
-    return df.astype({"qid": "string", "docid": "string", "split": "string"})
+
+    def close(self) -> dict[str, dict[str, float]]:
+        """Rename the file into place; BM25's metrics per split (queries with a relevant judgement)."""
+        self.writer.close()
+        if not self.rows:
+            self.tmp.unlink(missing_ok=True)
+            raise DataError(
+                f"BM25 found no candidate for any of the {self.queries} queries: nothing is written (the previous "
+                f"candidates.parquet, if any, is kept); check retrieval.fields, retrieval.stopwords and the corpus texts"
+            )
+        os.replace(self.tmp, self.path)
+        out = {}
+        for split, frames in self.per_query.items():
+            pq_all = pd.concat(frames)
+            if len(pq_all):
+                out[split] = {k: float(pq_all[k].mean()) for k in pq_all.columns} | {"queries": len(pq_all)}
+        return out
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
-def check_output(cands: pd.DataFrame, n_queries: int) -> None:
-    """Refuse a degenerate result before it replaces the previous candidates: no row at all, or scores that are
-    not finite (BM25 parameters far out of range overflow)."""
-    if cands.empty:
-        raise DataError(
-            f"BM25 found no candidate for any of the {n_queries} queries: nothing is written (the previous "
-            f"candidates.parquet, if any, is kept); check retrieval.fields, retrieval.stopwords and the corpus texts"
-        )
-    bad = ~np.isfinite(cands.bm25.to_numpy(np.float64))
-    if bad.any():
-        raise DataError(
-            f"{int(bad.sum())} of {len(cands)} BM25 scores are not finite (first: query {cands.qid[bad].iloc[0]!r}): "
-            f"nothing is written (the previous candidates.parquet is kept); use retrieval.k1 and retrieval.b in "
-            f"BM25's usual ranges"
-        )
-
-
-def bm25_metrics(ds: Dataset, cands: pd.DataFrame) -> dict[str, dict[str, float]]:
-    out = {}
-    for split, group in cands.groupby("split", sort=False):
-        run = group.rename(columns={"bm25": "score"})
-        out[str(split)] = evaluate(ds.qrels[str(split)], run)
-    return out
+def write_candidates(ws: Workspace, ds: Dataset, index: Any, splits: dict[str, list[str]], rc: Any) -> dict:
+    """Every split's queries searched `rc.chunk_queries` at a time, streamed into candidates.parquet; returns
+    BM25's metrics per split and the counts."""
+    writer = CandidatesWriter(ws.candidates, ds.qrels)
+    try:
+        for split, qids in splits.items():
+            for start in range(0, len(qids), rc.chunk_queries):
+                chunk = qids[start : start + rc.chunk_queries]
+                writer.add(
+                    search_chunk(ds, index, chunk, rc.k, split), chunk, split, min(rc.k, len(ds.corpus))
+                )
+        metrics = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if writer.short:
+        log.info("%d of %d queries matched fewer than k=%d documents", writer.short, writer.queries, rc.k)
+    return {"metrics": metrics, "rows": writer.rows, "queries": writer.queries}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -114,22 +176,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         splits = queries_per_split(
             ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
         )
-        index = build_index(ds, cfg.retrieval)
-        cands = build_candidates(ds, index, splits, cfg.retrieval.k)
-        check_output(cands, sum(len(q) for q in splits.values()))
-        write_parquet_atomic(cands, ws.candidates)
+        index = build_index(ds, cfg.retrieval, ws)
+        t_index = time.perf_counter() - t0
+        out = write_candidates(ws, ds, index, splits, cfg.retrieval)
+        metrics = out["metrics"]
         ds_dir = dataset_dir(cfg)
         write_json_atomic(
             fingerprint.record([cfg.retrieval], {"dataset": ds_dir}) | {"dataset_dir": str(ds_dir)},
             ws.candidates_record,
         )
-        metrics = bm25_metrics(ds, cands)
-        write_json_atomic({"bm25": metrics, "k": cfg.retrieval.k}, ws.candidates_metrics)
+        facts = {"index_bytes_per_doc": round(index.bytes_per_doc(), 1), "index_seconds": round(t_index, 2)}
+        write_json_atomic(
+            {"bm25": metrics, "k": cfg.retrieval.k, "engine": cfg.retrieval.engine} | facts,
+            ws.candidates_metrics,
+        )
         seconds = time.perf_counter() - t0
         tracker.log({f"{s}/bm25/{k}": v for s, m in metrics.items() for k, v in m.items()})
         tracker.artifact(ws.candidates, type="candidates")
     print(
-        f"candidates: {len(cands)} rows for {cands.qid.nunique()} queries -> {ws.candidates} ({seconds:.1f}s)"
+        f"candidates ({cfg.retrieval.engine}): {out['rows']} rows for {out['queries']} queries -> {ws.candidates} "
+        f"({seconds:.1f}s; index {facts['index_seconds']}s, {facts['index_bytes_per_doc']} bytes per document)"
     )
     for split, m in metrics.items():
         print(

@@ -10,9 +10,17 @@ from distill.config import check, check_choice
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 
 
+ENGINES = ("bm25s", "tantivy")
+
+
 @dataclass
 class RetrievalConfig:
+    # bm25s: exhaustive scoring, in memory; tantivy: a Rust index with dynamic pruning (block-max WAND), on disk
+    # in the workspace (index/), at tantivy's fixed k1=1.2 b=0.75 (retrieval=tantivy selects both)
+    engine: str = "bm25s"
     k: int = 100
+    # queries searched and written (one Parquet row group) at a time: memory holds one chunk's candidates
+    chunk_queries: int = 10_000
     # Which qrels splits get candidates; null: every split the dataset has.
     splits: list[str] | None = None
     method: str = "lucene"
@@ -28,11 +36,22 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         check(self.k >= 1, "retrieval.k", self.k, "must be >= 1")
+        check(self.chunk_queries >= 1, "retrieval.chunk_queries", self.chunk_queries, "must be >= 1")
         # past ~100 term frequency no longer saturates at all; far past it the scores overflow to inf
         check(0 <= self.k1 <= 100, "retrieval.k1", self.k1, "must be in [0, 100] (BM25 uses 0.5-3)")
         check(0 <= self.b <= 1, "retrieval.b", self.b, "must be in [0, 1]")
         check(bool(self.fields), "retrieval.fields", self.fields, "name at least one document field")
         check_choice(self, "retrieval", "method", METHODS)
+        check_choice(self, "retrieval", "engine", ENGINES)
+        if self.engine == "tantivy":
+            check(
+                (self.k1, self.b, self.method) == (1.2, 0.75, "lucene"),
+                "retrieval.engine",
+                self.engine,
+                f"tantivy scores with Lucene's BM25 at k1=1.2 b=0.75 (not configurable there), but retrieval.k1="
+                f"{self.k1} retrieval.b={self.b} retrieval.method={self.method}: use retrieval=tantivy (which sets "
+                f"them) or retrieval.engine=bm25s",
+            )
         if self.stemmer is not None:
             import Stemmer
 

@@ -29,6 +29,7 @@ from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DistillError, StageNotReadyError
 from distill.evaluation.cascade import DepthController
 from distill.ir.bm25 import BM25Index
+from distill.ir.tantivy_index import TantivyIndex
 from distill.retrieval.candidates import build_index
 from distill.serving.schema import ServeConfig
 from distill.students.base import Context, Scorer, find_scorer, student_dirs
@@ -193,7 +194,7 @@ class CascadeService:
                     f"for the top {depth} candidates only (retrieval.k); set serve.n <= {depth} or re-run "
                     f"`make candidates` and `make features` with retrieval.k >= {self.sc.n}"
                 )
-        self.index: BM25Index = build_index(ds, cfg.retrieval)
+        self.index: BM25Index | TantivyIndex = build_index(ds, cfg.retrieval, ws)
         self.docids = ds.corpus.index.to_numpy()
         self.known = {str(t).strip(): str(q) for q, t in ds.queries["text"].items()}
         self.controller = controller(self.sc, self.sc.policy)
