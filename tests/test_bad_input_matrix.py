@@ -17,9 +17,10 @@ import pytest
 
 from distill.data.beir import load_beir
 from distill.errors import ConfigError, DataError, DistillError
+from distill.retrieval.candidates import iter_shards
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
-from distill.teacher.scoring import dedupe, iter_shards, texts_for
+from distill.teacher.scoring import dedupe, texts_for
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels, write_manifest, write_part
 from distill.workspace import Workspace

@@ -24,12 +24,15 @@ log = logging.getLogger(__name__)
 class BehaviourFeatures(FeatureFamily):
     names = ("impressions", "clicks", "ctr", "ctr_debiased", "dwell_mean", "last_click_rate")
 
-    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
-        splits = ctx.splits
-        out = behaviour(
-            ctx.ds, ctx.cands, ctx.opts, click_cutoff(ctx.ds, ctx.opts, splits), splits.get("train", [])
-        )
-        return {k: v for k, v in out.items() if k in wanted}
+    def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
+        """The log aggregated per (query, document), before the cut-off: the log's size, not the candidates'."""
+        cutoff = click_cutoff(ctx.ds, ctx.opts, ctx.splits)
+        self.table = aggregate(ctx.ds, ctx.opts, cutoff, ctx.splits.get("train", []))
+
+    def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
+        if self.table is None:
+            return {}
+        return {k: v for k, v in lookup(self.table, rows, ctx.opts).items() if k in wanted}
 
 
 def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:
@@ -41,14 +44,15 @@ def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]
     return None
 
 
-def behaviour(
-    ds: Dataset, cands: pd.DataFrame, opts: FeatureOptions, cutoff: pd.Timestamp | None, train_qids: list[str]
-) -> dict[str, np.ndarray]:
-    """The click-log features of every candidate row (see the module's docstring)."""
+def aggregate(
+    ds: Dataset, opts: FeatureOptions, cutoff: pd.Timestamp | None, train_qids: list[str]
+) -> tuple[pd.DataFrame, float] | None:
+    """(per (qid, docid): impressions, clicks, summed propensities, mean dwell, last clicks; the log's mean CTR),
+    or None without a click log."""
     log_df = ds.clicks
     if log_df is None or log_df.empty:
         log.info("behaviour features dropped: the dataset has no click log (logs/impressions.parquet)")
-        return {}
+        return None
     if cutoff is not None:
         used = log_df[log_df.timestamp < cutoff]
         log.info("click log: %d of %d rows before the cut-off %s are used", len(used), len(log_df), cutoff)
@@ -89,7 +93,15 @@ def behaviour(
         dwell=("dwell", "mean"),
         last=("last", "sum"),
     )
-    g = g.reindex(pd.MultiIndex.from_arrays([cands.qid.astype(str), cands.docid.astype(str)]))
+    return g, prior
+
+
+def lookup(
+    table: tuple[pd.DataFrame, float], rows: pd.DataFrame, opts: FeatureOptions
+) -> dict[str, np.ndarray]:
+    """The behaviour features of candidate rows from the aggregated log."""
+    agg, prior = table
+    g = agg.reindex(pd.MultiIndex.from_arrays([rows.qid.astype(str), rows.docid.astype(str)]))
     impr = g.impr.fillna(0).to_numpy()
     clicks = g.click.fillna(0).to_numpy()
     w = float(opts.ctr_prior_weight)

@@ -12,24 +12,60 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from distill.config import to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DataError
 from distill.features.family import FeatureContext, FeatureFamily, load_families
 from distill.features.schema import FeatureOptions
 from distill.ir import fingerprint
+from distill.retrieval.candidates import iter_shards
 from distill.stamps import Stage
-from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
+from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+def resolve_names(names: list[str], families: list[FeatureFamily]) -> list[str]:
+    """The features asked for ([] = every feature of the families); a name no family computes is refused."""
+    known = [n for f in families for n in f.names]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"features.names: unknown feature(s) {unknown}; the families compute {known}")
+    return list(names) or known
+
+
+def prepare(ctx: FeatureContext, names: list[str], families: list[FeatureFamily]) -> list[FeatureFamily]:
+    """Each family that computes one of `names`, prepared once."""
+    used = [f for f in families if set(names) & set(f.names)]
+    for fam in used:
+        fam.prepare(ctx, set(names) & set(fam.names))
+    return used
+
+
+def chunk_features(
+    ctx: FeatureContext, rows: pd.DataFrame, names: list[str], families: list[FeatureFamily]
+) -> pd.DataFrame:
+    """qid, docid, split and the features of one chunk of candidate rows (whole queries), in `names`' order."""
+    feats: dict[str, np.ndarray] = {}
+    for fam in families:
+        feats.update(fam.compute(ctx, rows, set(names) & set(fam.names)))
+    out = rows[["qid", "docid", "split"]].reset_index(drop=True).copy()
+    for n in names:
+        if n in feats:
+            out[n] = feats[n]
+    return out
 
 
 def build_features(
@@ -40,27 +76,71 @@ def build_features(
     rc: Any,
     families: list[FeatureFamily] | None = None,
 ) -> pd.DataFrame:
-    """The features `names` ([] = every feature of the families) of every candidate row, family by family."""
+    """The features `names` ([] = every feature of the families) of candidate rows held in memory (the stage
+    streams them instead, `write_features`)."""
     families = default_families() if families is None else families
-    known = [n for f in families for n in f.names]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise ConfigError(f"features.names: unknown feature(s) {unknown}; the families compute {known}")
-    names = list(names) or known
-    ctx = FeatureContext(ds, cands, options or FeatureOptions(), rc)
-    feats: dict[str, np.ndarray] = {}
-    for fam in families:
-        wanted = set(names) & set(fam.names)
-        if wanted:
-            feats.update(fam.compute(ctx, wanted))
-    kept = [n for n in names if n in feats]
-    dropped = [n for n in names if n not in feats]
+    names = resolve_names(names, families)
+    splits = {str(s): list(g.qid.unique()) for s, g in cands.groupby("split")}
+    ctx = FeatureContext(ds, options or FeatureOptions(), rc, splits)
+    out = chunk_features(ctx, cands, names, prepare(ctx, names, families))
+    dropped = [n for n in names if n not in out]
     if dropped:
         log.warning("features dropped for missing sources: %s", dropped)
-    out = cands[["qid", "docid", "split"]].reset_index(drop=True).copy()
-    for n in kept:
-        out[n] = feats[n]
     return out
+
+
+def candidate_splits(path: Path) -> dict[str, list[str]]:
+    """The queries of each split of a candidates file, read a batch at a time (memory: the queries, not pairs)."""
+    seen: dict[str, dict[str, None]] = {}
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=262_144, columns=["qid", "split"]):
+        df = batch.to_pandas().drop_duplicates()
+        for split, qid in zip(df["split"].astype(str), df["qid"].astype(str), strict=True):
+            seen.setdefault(split, {})[qid] = None
+    return {s: list(q) for s, q in seen.items()}
+
+
+def write_features(
+    ws: Workspace,
+    ds: Dataset,
+    names: list[str],
+    opts: FeatureOptions,
+    rc: Any,
+    families: list[FeatureFamily],
+    chunk_rows: int,
+) -> dict[str, Any]:
+    """features.parquet from the candidates, `chunk_rows` pairs (whole queries) at a time, one row group each,
+    into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk."""
+    names = resolve_names(names, families)
+    ctx = FeatureContext(ds, opts, rc, candidate_splits(ws.candidates))
+    used = prepare(ctx, names, families)
+    tmp = ws.features.with_name(ws.features.name + ".tmp")
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    columns: list[str] = []
+    try:
+        for chunk in iter_shards(ws.candidates, chunk_rows, ("qid", "docid", "rank", "bm25", "split")):
+            df = chunk_features(ctx, chunk.reset_index(drop=True), names, used)
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                columns = list(df.columns)
+                writer = pq.ParquetWriter(tmp, table.schema)
+            elif list(df.columns) != columns:
+                raise RuntimeError(f"a chunk's features {list(df.columns)} differ from the first's {columns}")
+            writer.write_table(table.cast(writer.schema))
+            rows += len(df)
+        if writer is None:
+            raise DataError(f"{ws.candidates} holds no candidate: re-run `make candidates`")
+        writer.close()
+        os.replace(tmp, ws.features)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    dropped = [n for n in names if n not in columns]
+    if dropped:
+        log.warning("features dropped for missing sources: %s", dropped)
+    return {"rows": rows, "features": [c for c in columns if c not in ("qid", "docid", "split")]}
 
 
 def default_families() -> list[FeatureFamily]:
@@ -98,22 +178,27 @@ def stale_features(cfg: DictConfig, ws: Workspace) -> list[str]:
     return fingerprint.stale(recorded, features_record(cfg, ws))
 
 
-def run(cfg: DictConfig) -> pd.DataFrame:
+def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     t0 = time.perf_counter()
     ds = load_dataset(cfg)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    ws.require(ws.candidates, "candidates")
     families = load_families(cfg.features.families)
-    df = build_features(ds, cands, list(cfg.features.names), feature_options(cfg), cfg.retrieval, families)
-    df.attrs = {}
-    write_parquet_atomic(df, ws.features)
+    out = write_features(
+        ws,
+        ds,
+        list(cfg.features.names),
+        feature_options(cfg),
+        cfg.retrieval,
+        families,
+        cfg.features.chunk_rows,
+    )
     write_json_atomic(features_record(cfg, ws), ws.features_record)
-    cols = [c for c in df.columns if c not in ("qid", "docid", "split")]
     print(
-        f"features: {len(df)} rows x {len(cols)} features ({', '.join(cols)}) in "
+        f"features: {out['rows']} rows x {len(out['features'])} features ({', '.join(out['features'])}) in "
         f"{time.perf_counter() - t0:.1f}s -> {ws.features}"
     )
-    return df
+    return out
 
 
 STAGE = Stage(

@@ -18,27 +18,28 @@ from distill.features.schema import FeatureOptions
 
 @dataclass
 class FeatureContext:
-    """What a family may read: the dataset, the candidate rows (qid, docid, rank, bm25, split), the feature and
-    retrieval options, and the queries of each split."""
+    """What a family may read: the dataset, the feature and retrieval options, and the queries of each split of
+    the candidates (the rows themselves come a chunk at a time)."""
 
     ds: Dataset
-    cands: pd.DataFrame
     opts: FeatureOptions
     rc: Any  # retrieval options (tokenisation, BM25 parameters)
-
-    @property
-    def splits(self) -> dict[str, list[str]]:
-        return {str(s): list(g.qid.unique()) for s, g in self.cands.groupby("split")}
+    splits: dict[str, list[str]]
 
 
 class FeatureFamily:
-    """A family of features. `names`: what it can compute; `compute(ctx, wanted)`: the arrays (one value per
-    candidate row, float32) of those of `wanted` it can compute from the data at hand; a feature whose source is
-    missing is left out with a logged reason, never filled in."""
+    """A family of features. `names`: what it can compute. `prepare(ctx, wanted)` runs once, for what grows with
+    the corpus or the click log (indexes, aggregates); `compute(ctx, rows, wanted)` then gives, for a chunk of
+    candidate rows (qid, docid, rank, bm25, split; whole queries), one float32 array per feature of `wanted` it
+    can compute from the data at hand: a feature whose source is missing is left out (the same for every chunk)
+    with a logged reason, never filled in. Memory: the prepared state plus one chunk."""
 
     names: ClassVar[tuple[str, ...]] = ()
 
-    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
+    def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
+        """Build what every chunk needs (nothing by default)."""
+
+    def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from distill.features.family import FeatureContext, FeatureFamily
 from distill.ir.timestamps import parse_timestamps
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 class FreshnessFeatures(FeatureFamily):
     names = ("age_days", "log_age")
 
-    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
-        ds, cands, opts = ctx.ds, ctx.cands, ctx.opts
+    def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
+        ds, cands, opts = ctx.ds, rows, ctx.opts
         doc_ts = ds.corpus["timestamp"]
         if doc_ts.isna().all():
             log.info("features age_days, log_age dropped: no document has a timestamp")

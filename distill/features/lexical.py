@@ -6,30 +6,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from distill.features.bm25 import bm25_options
 from distill.features.family import FeatureContext, FeatureFamily
-from distill.ir.bm25 import BM25Index, pair_dots
+from distill.ir.bm25 import Tokenizer, count_matrix, pair_dots
 
 
 class LexicalFeatures(FeatureFamily):
     names = ("query_len", "doc_len", "coverage")
 
-    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
-        c, ds, rc = ctx.cands, ctx.ds, ctx.rc
-        docids = ds.corpus.index
-        qids = pd.Index(c.qid.unique())
-        q_idx, d_idx = qids.get_indexer(c.qid), docids.get_indexer(c.docid)
-        doc_texts = ds.doc_texts(docids, rc.fields)
-        index = BM25Index(doc_texts, **bm25_options(rc))  # its tokeniser: the retrieval's own
-        q_tokens = index.tokenize(ds.queries.loc[qids, "text"].tolist(), ids=False)
-        doc_tokens = index.tokenize(doc_texts, ids=False)
+    def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
+        """Every document's term set and length (the corpus's size), in the retrieval's tokenisation."""
+        rc = ctx.rc
+        self.tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
+        tokens = self.tokenizer(ctx.ds.doc_texts(ctx.ds.corpus.index, rc.fields))
+        self.vocab: dict[str, int] = {}
+        ids = [[self.vocab.setdefault(t, len(self.vocab)) for t in toks] for toks in tokens]
+        self.doc_len = np.array([len(t) for t in tokens], dtype=np.float32)
+        del tokens
+        self.docs = count_matrix(ids, len(self.vocab), binary=True) if "coverage" in wanted else None
+
+    def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
+        qids = pd.Index(rows.qid.unique())
+        q_idx, d_idx = qids.get_indexer(rows.qid), ctx.ds.corpus.index.get_indexer(rows.docid)
+        q_tokens = self.tokenizer(ctx.ds.queries.loc[qids, "text"].tolist())
         qlen = np.array([len(set(t)) for t in q_tokens], dtype=np.float32)
-        out = {
-            "query_len": qlen[q_idx].astype(np.float32),
-            "doc_len": np.array([len(t) for t in doc_tokens], dtype=np.float32)[d_idx],
-        }
-        if "coverage" in wanted:
-            Q, D = index.term_matrix(q_tokens, binary=True), index.term_matrix(doc_tokens, binary=True)
-            del doc_tokens
-            out["coverage"] = (pair_dots(Q, D, q_idx, d_idx) / np.maximum(qlen[q_idx], 1)).astype(np.float32)
+        out = {"query_len": qlen[q_idx].astype(np.float32), "doc_len": self.doc_len[d_idx]}
+        if self.docs is not None:
+            Q = count_matrix(
+                [[self.vocab[t] for t in toks if t in self.vocab] for toks in q_tokens], len(self.vocab), True
+            )
+            out["coverage"] = (pair_dots(Q, self.docs, q_idx, d_idx) / np.maximum(qlen[q_idx], 1)).astype(
+                np.float32
+            )
         return {k: v for k, v in out.items() if k in wanted}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from distill.features.family import FeatureContext, FeatureFamily
 
@@ -14,10 +15,10 @@ log = logging.getLogger(__name__)
 class PopularityFeatures(FeatureFamily):
     names = ("popularity",)
 
-    def compute(self, ctx: FeatureContext, wanted: set[str]) -> dict[str, np.ndarray]:
+    def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         corpus = ctx.ds.corpus
         if "popularity" not in corpus:
             log.info("feature popularity dropped: the corpus has no 'popularity' field")
             return {}
-        pop = corpus.popularity.reindex(ctx.cands.docid).astype(float).clip(lower=0)
+        pop = corpus.popularity.reindex(rows.docid).astype(float).clip(lower=0)
         return {"popularity": np.log1p(pop).to_numpy(np.float32)}

@@ -43,6 +43,8 @@ class FeatureOptions:
 class FeaturesConfig:
     # which features of the families to build; [] = every one of them
     names: list[str] = field(default_factory=list)
+    # candidate pairs (whole queries) computed and written (one Parquet row group) at a time
+    chunk_rows: int = 200_000
     options: FeatureOptions = field(default_factory=FeatureOptions)
     # the feature families (configs/feature/<name>.yaml, selected as feature@features.families=[...]):
     # {name: {_target_: module.Class}}
@@ -54,3 +56,4 @@ class FeaturesConfig:
 
     def __post_init__(self) -> None:
         check(len(set(self.names)) == len(self.names), "features.names", self.names, "name each feature once")
+        check(self.chunk_rows >= 1, "features.chunk_rows", self.chunk_rows, "must be >= 1")

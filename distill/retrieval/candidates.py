@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,54 @@ def search_chunk(ds: Dataset, index: Any, qids: list[str], k: int, split: str) -
             "split": split,
         }
     )
+
+
+def iter_shards(
+    path: Path, shard_size: int, columns: tuple[str, ...] = ("qid", "docid")
+) -> Iterator[pd.DataFrame]:
+    """Consecutive shards of `columns` of a candidates file, streamed, each about `shard_size` rows and ending at a
+    query boundary (so a query's candidates are never split); a file not grouped by query is refused."""
+    pf = pq.ParquetFile(path)
+    missing = set(columns) - set(pf.schema_arrow.names)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; candidates need qid and docid")
+    buf: list[pd.DataFrame] = []
+    n = 0
+    seen: set[str] = set()
+    row = 0
+    for batch in pf.iter_batches(batch_size=65536, columns=list(columns)):
+        df = batch.to_pandas().astype({"qid": "string", "docid": "string"})
+        df.index = pd.RangeIndex(row, row + len(df))
+        row += len(df)
+        # Queries must be contiguous: a qid that reappears after another one means the file is not grouped.
+        q_arr = df.qid.to_numpy(dtype=object)
+        starts = np.r_[True, q_arr[1:] != q_arr[:-1]] if len(q_arr) else np.zeros(0, dtype=bool)
+        if buf and df.qid.iloc[0] == buf[-1].qid.iloc[-1]:
+            starts[0] = False
+        for i in np.flatnonzero(starts):
+            q = df.qid.iloc[i]
+            if q in seen:
+                raise DataError(
+                    f"{path}: row {df.index[i] + 1}: qid {q!r} appears again after other queries; "
+                    f"candidates must be grouped by qid (sort the file by qid, rank)"
+                )
+            seen.add(q)
+        buf.append(df)
+        n += len(df)
+        while n >= shard_size:
+            cat = pd.concat(buf)
+            qids = cat.qid.to_numpy(dtype=object)
+            cut = shard_size
+            while cut < len(cat) and qids[cut] == qids[cut - 1]:
+                cut += 1
+            if cut == len(cat):  # the query continues into the next batch: read more first
+                buf, n = [cat], len(cat)
+                break
+            yield cat.iloc[:cut]
+            rest = cat.iloc[cut:]
+            buf, n = [rest], len(rest)
+    if n:
+        yield pd.concat(buf)
 
 
 class CandidatesWriter:

@@ -146,7 +146,7 @@ def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
     changed = stale_features(cfg, ws)
     if changed:
         log.info("features.parquet is missing or stale (changed: %s): rebuilding it", ", ".join(changed))
-        return build_features_stage(cfg)
+        build_features_stage(cfg)
     return pd.read_parquet(ws.features)
 
 

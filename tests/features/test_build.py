@@ -16,7 +16,8 @@ from distill.workspace import Workspace
 def test_features_are_complete_and_sensible(tiny_sample_cfg):
     cfg = tiny_sample_cfg("retrieval.k=15")
     run_candidates(cfg)
-    df = run_features(cfg)
+    run_features(cfg)
+    df = pd.read_parquet(f"{cfg.paths.workspace}/features.parquet")
     cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
     assert len(df) == len(cands) and (df.qid.to_numpy() == cands.qid.to_numpy()).all()
     every = [n for fam in default_families() for n in fam.names]
@@ -76,8 +77,8 @@ class DoubledBM25(FeatureFamily):
 
     names = ("bm25_doubled",)
 
-    def compute(self, ctx, wanted):
-        return {"bm25_doubled": 2 * ctx.cands.bm25.to_numpy("float32")}
+    def compute(self, ctx, rows, wanted):
+        return {"bm25_doubled": 2 * rows.bm25.to_numpy("float32")}
 
 
 def test_a_new_family_is_a_class_and_a_config_entry(tiny_sample_cfg):
@@ -87,7 +88,8 @@ def test_a_new_family_is_a_class_and_a_config_entry(tiny_sample_cfg):
         f"+features.families.doubled._target_={__name__}.DoubledBM25",
     )
     run_candidates(cfg)
-    df = run_features(cfg)
+    run_features(cfg)
+    df = pd.read_parquet(f"{cfg.paths.workspace}/features.parquet")
     assert list(df.columns[3:]) == ["bm25", "bm25_rank", "bm25_title", "bm25_text", "bm25_doubled"]
     np.testing.assert_allclose(df.bm25_doubled, 2 * df.bm25)
 
@@ -123,3 +125,22 @@ def test_a_row_without_features_is_refused_not_scored_on_missing_values(gbdt_ws)
         match=r"2 row\(s\) have no features .*first: qid .*'not-a-candidate'.*serve.n must not exceed",
     ):
         scorer.score(outside)
+
+
+def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg):
+    """features.parquet is built a chunk of queries at a time (one row group each): its content does not depend
+    on the chunk size, and no query is split between chunks."""
+    import pyarrow.parquet as pq
+
+    whole = tiny_sample_cfg("retrieval.k=15", "paths.workspace=${paths.output_root}/w")
+    run_candidates(whole)
+    run_features(whole)
+    a = pd.read_parquet(f"{whole.paths.workspace}/features.parquet")
+    small = tiny_sample_cfg(
+        "retrieval.k=15", "features.chunk_rows=40", "paths.workspace=${paths.output_root}/w"
+    )
+    run_features(small)
+    path = f"{small.paths.workspace}/features.parquet"
+    assert pq.ParquetFile(path).num_row_groups > 10
+    b = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

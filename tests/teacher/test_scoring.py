@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.errors import DataError, DistillError, StageNotReadyError
+from distill.retrieval.candidates import iter_shards
 from distill.retrieval.candidates import run as run_candidates
 from distill.teacher.ensemble import combine, normalise
-from distill.teacher.scoring import iter_shards
 from distill.teacher.scoring import run as run_score
 from distill.teacher.soft_labels import read_soft_labels
 
