@@ -87,6 +87,20 @@ class PathsConfig:
             )
 
 
+@dataclass
+class DaskConfig:
+    """A stage's work on a Dask cluster instead of in this process (`retrieval.dask`, `features.dask`,
+    `student.dask`; distill/distributed.py)."""
+
+    # null: no Dask; local: a LocalCluster of `workers` processes here; else a scheduler address (tcp://host:8786)
+    cluster: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive(self, "dask", "workers", "threads_per_worker")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every typed node of the config, whatever its group: unknown keys refused (`check_known_keys`), then its
     value checks (`__post_init__`). Composing checks keys and types, not ranges; this runs before anything."""

@@ -19,10 +19,13 @@ early wait at the final barrier for the slowest one.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 
 BARRIER_TIMEOUT = timedelta(hours=12)
 # (rank, world size, local rank) variables of each launcher family
@@ -78,3 +81,54 @@ def process_ranks() -> Ranks:
                 local_rank=int(os.environ.get(local, os.environ.get(rank, "0"))),
             )
     return Ranks()
+
+
+@contextlib.contextmanager
+def dask_client(dc: Any, key: str) -> Iterator[Any]:
+    """A client of a fresh LocalCluster (`<key>.cluster=local`) or of the scheduler at `<key>.cluster`."""
+    import logging
+
+    from distill.errors import ConfigError
+
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as e:
+        raise ConfigError(f"{key}.cluster={dc.cluster!r} needs Dask: pip install 'dask[distributed]'") from e
+    if dc.cluster == "local":
+        with (
+            LocalCluster(
+                n_workers=dc.workers,
+                threads_per_worker=dc.threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.WARNING,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    else:
+        try:
+            client = Client(dc.cluster, timeout="30s")
+        except OSError as e:
+            raise ConfigError(
+                f"{key}.cluster={dc.cluster!r}: no Dask scheduler answers there ({e}); give its address "
+                f"(tcp://host:8786) or use {key}.cluster=local"
+            ) from e
+        with client:
+            yield client
+
+
+def ordered_map(
+    client: Any, fn: Callable[..., Any], items: Iterable[Any], window: int, *args: Any
+) -> Iterator[Any]:
+    """`fn(item, *args)` for each item on the cluster, results yielded in the items' order, at most `window`
+    tasks in flight (so finished results waiting their turn stay bounded)."""
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    for item in items:
+        pending.append(client.submit(fn, item, *args, pure=False))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -10,10 +10,12 @@ refused at start; a feature whose source is missing is dropped with a logged rea
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import to_container
+from distill.config import to_container, typed
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
+from distill.distributed import dask_client, ordered_map
 from distill.errors import ConfigError, DataError
 from distill.features.family import FeatureContext, FeatureFamily, load_families
 from distill.features.schema import FeatureOptions
@@ -89,6 +92,9 @@ def build_features(
     return out
 
 
+CANDIDATE_COLUMNS = ("qid", "docid", "rank", "bm25", "split")
+
+
 def candidate_splits(path: Path) -> dict[str, list[str]]:
     """The queries of each split of a candidates file, read a batch at a time (memory: the queries, not pairs)."""
     seen: dict[str, dict[str, None]] = {}
@@ -99,27 +105,55 @@ def candidate_splits(path: Path) -> dict[str, list[str]]:
     return {s: list(q) for s, q in seen.items()}
 
 
-def write_features(
-    ws: Workspace,
-    ds: Dataset,
-    names: list[str],
-    opts: FeatureOptions,
-    rc: Any,
-    families: list[FeatureFamily],
-    chunk_rows: int,
-) -> dict[str, Any]:
-    """features.parquet from the candidates, `chunk_rows` pairs (whole queries) at a time, one row group each,
-    into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk."""
-    names = resolve_names(names, families)
-    ctx = FeatureContext(ds, opts, rc, candidate_splits(ws.candidates))
-    used = prepare(ctx, names, families)
+def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[str], Iterator[pd.DataFrame]]:
+    """(the features' names, each chunk of features.parquet in order): computed here, or on the Dask cluster of
+    `features.dask` (each worker prepares the families once; the same rows either way)."""
+    families = load_families(cfg.features.families)
+    names = resolve_names(list(cfg.features.names), families)
+    chunks = iter_shards(ws.candidates, cfg.features.chunk_rows, CANDIDATE_COLUMNS)
+    if not cfg.features.dask.cluster:
+        ctx = FeatureContext(ds, feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates))
+        used = prepare(ctx, names, families)
+        return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks)
+
+    def on_dask() -> Iterator[pd.DataFrame]:
+        key = json.dumps(to_container(cfg), default=str)  # its own order: the families' order is the columns'
+        with dask_client(cfg.features.dask, "features.dask") as client:
+            window = 2 * max(1, len(client.scheduler_info()["workers"]))
+            yield from ordered_map(client, features_task, chunks, window, key)
+
+    return names, on_dask()
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_state(key: str) -> tuple[FeatureContext, list[str], list[FeatureFamily]]:
+    """A Dask worker's prepared families for the config `key` (JSON), built once per worker process."""
+    cfg = OmegaConf.create(json.loads(key))
+    ws = Workspace(Path(cfg.paths.workspace))
+    families = load_families(cfg.features.families)
+    names = resolve_names(list(cfg.features.names), families)
+    ctx = FeatureContext(
+        load_dataset(cfg), feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates)
+    )
+    return ctx, names, prepare(ctx, names, families)
+
+
+def features_task(rows: pd.DataFrame, key: str) -> pd.DataFrame:
+    """One chunk's features on a Dask worker (the same rows `chunk_features` gives in this process)."""
+    ctx, names, used = _worker_state(key)
+    return chunk_features(ctx, rows.reset_index(drop=True), names, used)
+
+
+def write_features(cfg: DictConfig, ws: Workspace, ds: Dataset) -> dict[str, Any]:
+    """features.parquet from the candidates, `features.chunk_rows` pairs (whole queries) at a time, one row group
+    each, into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk."""
+    names, chunks = feature_chunks(cfg, ws, ds)
     tmp = ws.features.with_name(ws.features.name + ".tmp")
     writer: pq.ParquetWriter | None = None
     rows = 0
     columns: list[str] = []
     try:
-        for chunk in iter_shards(ws.candidates, chunk_rows, ("qid", "docid", "rank", "bm25", "split")):
-            df = chunk_features(ctx, chunk.reset_index(drop=True), names, used)
+        for df in chunks:
             table = pa.Table.from_pandas(df, preserve_index=False)
             if writer is None:
                 columns = list(df.columns)
@@ -155,8 +189,7 @@ def default_families() -> list[FeatureFamily]:
 
 
 def feature_options(cfg: DictConfig) -> FeatureOptions:
-    opts = OmegaConf.to_object(cfg.features.options)
-    assert isinstance(opts, FeatureOptions)  # the features_schema types it
+    opts: FeatureOptions = typed(cfg.features.options, FeatureOptions, "features.options")
     return opts
 
 
@@ -183,16 +216,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds = load_dataset(cfg)
     ws.require(ws.candidates, "candidates")
-    families = load_families(cfg.features.families)
-    out = write_features(
-        ws,
-        ds,
-        list(cfg.features.names),
-        feature_options(cfg),
-        cfg.retrieval,
-        families,
-        cfg.features.chunk_rows,
-    )
+    out = write_features(cfg, ws, ds)
     write_json_atomic(features_record(cfg, ws), ws.features_record)
     print(
         f"features: {out['rows']} rows x {len(out['features'])} features ({', '.join(out['features'])}) in "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.config import check
+from distill.config import DaskConfig, check
 
 
 @dataclass
@@ -45,6 +45,8 @@ class FeaturesConfig:
     names: list[str] = field(default_factory=list)
     # candidate pairs (whole queries) computed and written (one Parquet row group) at a time
     chunk_rows: int = 200_000
+    # compute the chunks on a Dask cluster (null: here; local: a LocalCluster; tcp://host:8786)
+    dask: DaskConfig = field(default_factory=DaskConfig)
     options: FeatureOptions = field(default_factory=FeatureOptions)
     # the feature families (configs/feature/<name>.yaml, selected as feature@features.families=[...]):
     # {name: {_target_: module.Class}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import time
@@ -13,10 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from distill.config import to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
+from distill.distributed import dask_client, ordered_map
 from distill.errors import ConfigError, DataError
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, Tokenizer
@@ -197,24 +201,61 @@ class CandidatesWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_candidates(ws: Workspace, ds: Dataset, index: Any, splits: dict[str, list[str]], rc: Any) -> dict:
-    """Every split's queries searched `rc.chunk_queries` at a time, streamed into candidates.parquet; returns
-    BM25's metrics per split and the counts."""
+def query_chunks(splits: dict[str, list[str]], size: int) -> list[tuple[str, list[str]]]:
+    """(split, queries) of at most `size` queries each, in split order then query order."""
+    return [(split, qids[i : i + size]) for split, qids in splits.items() for i in range(0, len(qids), size)]
+
+
+def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], cfg: DictConfig) -> dict:
+    """Every split's queries searched `retrieval.chunk_queries` at a time (here, or on the Dask cluster of
+    `retrieval.dask`: the same rows either way), streamed into candidates.parquet; returns BM25's metrics per
+    split, the counts and the index's facts."""
+    rc = cfg.retrieval
+    chunks = query_chunks(splits, rc.chunk_queries)
+    k = min(rc.k, len(ds.corpus))
     writer = CandidatesWriter(ws.candidates, ds.qrels)
     try:
-        for split, qids in splits.items():
-            for start in range(0, len(qids), rc.chunk_queries):
-                chunk = qids[start : start + rc.chunk_queries]
-                writer.add(
-                    search_chunk(ds, index, chunk, rc.k, split), chunk, split, min(rc.k, len(ds.corpus))
-                )
+        if rc.dask.cluster:
+            if rc.engine == "tantivy":  # built once here, opened by every worker
+                build_index(ds, rc, ws)
+            key = json.dumps(to_container(cfg), default=str)
+            with dask_client(rc.dask, "retrieval.dask") as client:
+                window = 2 * max(1, len(client.scheduler_info()["workers"]))
+                results = ordered_map(client, search_task, chunks, window, key)
+                for (split, qids), rows in zip(chunks, results, strict=True):
+                    writer.add(rows, qids, split, k)
+            facts = {}
+        else:
+            t0 = time.perf_counter()
+            index = build_index(ds, rc, ws)
+            facts = {
+                "index_seconds": round(time.perf_counter() - t0, 2),
+                "index_bytes_per_doc": round(index.bytes_per_doc(), 1),
+            }
+            for split, qids in chunks:
+                writer.add(search_chunk(ds, index, qids, rc.k, split), qids, split, k)
         metrics = writer.close()
     except BaseException:
         writer.abort()
         raise
     if writer.short:
         log.info("%d of %d queries matched fewer than k=%d documents", writer.short, writer.queries, rc.k)
-    return {"metrics": metrics, "rows": writer.rows, "queries": writer.queries}
+    return {"metrics": metrics, "rows": writer.rows, "queries": writer.queries, **facts}
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_state(key: str) -> tuple[Dataset, Any, Any]:
+    """A Dask worker's dataset and index for the config `key` (JSON), built once per worker process."""
+    cfg = OmegaConf.create(json.loads(key))
+    ds = load_dataset(cfg)
+    return ds, build_index(ds, cfg.retrieval, Workspace(Path(cfg.paths.workspace))), cfg.retrieval
+
+
+def search_task(chunk: tuple[str, list[str]], key: str) -> pd.DataFrame:
+    """One chunk of queries searched on a Dask worker (the same rows `search_chunk` gives in this process)."""
+    ds, index, rc = _worker_state(key)
+    split, qids = chunk
+    return search_chunk(ds, index, qids, rc.k, split)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -225,16 +266,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         splits = queries_per_split(
             ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
         )
-        index = build_index(ds, cfg.retrieval, ws)
-        t_index = time.perf_counter() - t0
-        out = write_candidates(ws, ds, index, splits, cfg.retrieval)
+        out = write_candidates(ws, ds, splits, cfg)
         metrics = out["metrics"]
         ds_dir = dataset_dir(cfg)
         write_json_atomic(
             fingerprint.record([cfg.retrieval], {"dataset": ds_dir}) | {"dataset_dir": str(ds_dir)},
             ws.candidates_record,
         )
-        facts = {"index_bytes_per_doc": round(index.bytes_per_doc(), 1), "index_seconds": round(t_index, 2)}
+        facts = {k: out[k] for k in ("index_seconds", "index_bytes_per_doc") if k in out}
         write_json_atomic(
             {"bm25": metrics, "k": cfg.retrieval.k, "engine": cfg.retrieval.engine} | facts,
             ws.candidates_metrics,
@@ -243,8 +282,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.log({f"{s}/bm25/{k}": v for s, m in metrics.items() for k, v in m.items()})
         tracker.artifact(ws.candidates, type="candidates")
     print(
-        f"candidates ({cfg.retrieval.engine}): {out['rows']} rows for {out['queries']} queries -> {ws.candidates} "
-        f"({seconds:.1f}s; index {facts['index_seconds']}s, {facts['index_bytes_per_doc']} bytes per document)"
+        f"candidates ({cfg.retrieval.engine}{', on Dask' if cfg.retrieval.dask.cluster else ''}): {out['rows']} rows "
+        f"for {out['queries']} queries -> {ws.candidates} ({seconds:.1f}s"
+        + (
+            f"; index {facts['index_seconds']}s, {facts['index_bytes_per_doc']} bytes per document)"
+            if facts
+            else ")"
+        )
     )
     for split, m in metrics.items():
         print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.config import check, check_choice
+from distill.config import DaskConfig, check, check_choice
 
 # bm25s's scoring variants
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -33,6 +33,8 @@ class RetrievalConfig:
     lowercase: bool = True
     # Which document fields are indexed (concatenated).
     fields: list[str] = field(default_factory=lambda: ["title", "text"])
+    # search the queries' chunks on a Dask cluster (null: here; local: a LocalCluster; tcp://host:8786)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
     def __post_init__(self) -> None:
         check(self.k >= 1, "retrieval.k", self.k, "must be >= 1")

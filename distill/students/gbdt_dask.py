@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.errors import ConfigError
+from distill import distributed
 from distill.objectives.adapters import lightgbm_sklearn_objective, xgboost_objective
 from distill.objectives.groups import Groups
 from distill.students.gbdt_params import xgboost_params
@@ -33,35 +33,9 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def dask_client(sc: GBDTConfig) -> Iterator[Any]:
-    """A client of a fresh LocalCluster (`cluster=local`) or of the scheduler at `cluster`."""
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError as e:
-        raise ConfigError(
-            f"student.dask.cluster={sc.dask.cluster!r} needs Dask: pip install 'dask[distributed]'"
-        ) from e
-    if sc.dask.cluster == "local":
-        with (
-            LocalCluster(
-                n_workers=sc.dask.workers,
-                threads_per_worker=sc.dask.threads_per_worker,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.WARNING,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
-    else:
-        try:
-            client = Client(sc.dask.cluster, timeout="30s")
-        except OSError as e:
-            raise ConfigError(
-                f"student.dask.cluster={sc.dask.cluster!r}: no Dask scheduler answers there ({e}); give its "
-                f"address (tcp://host:8786) or use student.dask.cluster=local"
-            ) from e
-        with client:
-            yield client
+    """The client of `student.dask` (distill/distributed.py)."""
+    with distributed.dask_client(sc.dask, "student.dask") as client:
+        yield client
 
 
 def partitions(sizes: np.ndarray, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

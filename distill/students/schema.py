@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from distill.config import check, check_fraction, check_positive, from_plain, is_plain_name, to_container
+from distill.config import (
+    DaskConfig,
+    check,
+    check_fraction,
+    check_positive,
+    from_plain,
+    is_plain_name,
+    to_container,
+)
 from distill.objectives import OBJECTIVES
 
 
@@ -19,19 +27,6 @@ class LabelsConfig:
 
     def __post_init__(self) -> None:
         check(0 <= self.alpha <= 1, "student.labels.alpha", self.alpha, "must be in [0, 1]")
-
-
-@dataclass
-class DaskConfig:
-    """Train the GBDT student on a Dask cluster (distill.students.gbdt_dask) instead of in this process."""
-
-    # null: no Dask; local: a LocalCluster of `workers` processes here; else a scheduler address (tcp://host:8786)
-    cluster: str | None = None
-    workers: int = 2
-    threads_per_worker: int = 1
-
-    def __post_init__(self) -> None:
-        check_positive(self, "student.dask", "workers", "threads_per_worker")
 
 
 @dataclass
