@@ -65,6 +65,9 @@ def _nested(qids, docids, values) -> dict[str, dict[str, float]]:
     """ir_measures' dict-of-dicts form ({qid: {docid: value}}): it reads that directly, where a DataFrame goes
     through one namedtuple per row (the slowest part of evaluating a million candidates)."""
     out: dict[str, dict[str, float]] = {}
+    # as plain lists first: iterating an Arrow-backed string column goes through Python one element at a time
+    qids = qids.tolist() if hasattr(qids, "tolist") else list(qids)
+    docids = docids.tolist() if hasattr(docids, "tolist") else list(docids)
     for q, d, v in zip(qids, docids, values, strict=True):
         out.setdefault(q, {})[d] = v
     return out

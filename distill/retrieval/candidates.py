@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,22 @@ def iter_shards(
         yield pd.concat(buf)
 
 
+def chunk_metrics(qrels: pd.DataFrame | None, rows: pd.DataFrame, qids: list[str]) -> pd.DataFrame | None:
+    """BM25's per-query metrics of one chunk of candidates (None for a split without qrels)."""
+    if qrels is None:
+        return None
+    return per_query(qrels[qrels.qid.isin(qids)], rows.rename(columns={"bm25": "score"}))
+
+
+def chunk_result(
+    ds: Dataset, index: Any, chunk: tuple[str, list[str]], k: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """One chunk of queries: its candidate rows and their per-query BM25 metrics (computed where it runs)."""
+    split, qids = chunk
+    rows = search_chunk(ds, index, qids, k, split)
+    return rows, chunk_metrics(ds.qrels.get(split), rows, qids)
+
+
 class CandidatesWriter:
     """candidates.parquet written chunk by chunk (one row group each) into a temp sibling, renamed into place
     only when `close` finds the whole output sound: memory holds one chunk's rows and one metrics row per query,
@@ -159,7 +176,15 @@ class CandidatesWriter:
         self.rows = self.queries = self.short = 0
         self.per_query: dict[str, list[pd.DataFrame]] = {}
 
-    def add(self, rows: pd.DataFrame, qids: list[str], split: str, k: int | None = None) -> None:
+    def add(
+        self,
+        rows: pd.DataFrame,
+        qids: list[str],
+        split: str,
+        k: int | None = None,
+        metrics: pd.DataFrame | None = None,
+    ) -> None:
+        """Write one chunk; `metrics`: its queries' per-query BM25 metrics when already computed (`chunk_metrics`)."""
         bad = ~np.isfinite(rows.bm25.to_numpy(np.float64))
         if bad.any():
             raise DataError(
@@ -222,8 +247,8 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
             with dask_client(rc.dask, "retrieval.dask") as client:
                 window = 2 * max(1, len(client.scheduler_info()["workers"]))
                 results = ordered_map(client, search_task, chunks, window, key)
-                for (split, qids), rows in zip(chunks, results, strict=True):
-                    writer.add(rows, qids, split, k)
+                for (split, qids), (rows, per_q) in zip(chunks, results, strict=True):
+                    writer.add(rows, qids, split, k, per_q)
             facts = {}
         else:
             t0 = time.perf_counter()
@@ -232,8 +257,13 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
                 "index_seconds": round(time.perf_counter() - t0, 2),
                 "index_bytes_per_doc": round(index.bytes_per_doc(), 1),
             }
-            for split, qids in chunks:
-                writer.add(search_chunk(ds, index, qids, rc.k, split), qids, split, k)
+            threads = rc.threads or os.cpu_count() or 1
+            with ThreadPoolExecutor(threads) as pool:  # tantivy's search runs outside Python's lock
+                results = ordered_threads(
+                    pool, lambda c: chunk_result(ds, index, c, rc.k), chunks, 2 * threads
+                )
+                for (split, qids), (rows, per_q) in zip(chunks, results, strict=True):
+                    writer.add(rows, qids, split, k, per_q)
         metrics = writer.close()
     except BaseException:
         writer.abort()
@@ -251,11 +281,23 @@ def _worker_state(key: str) -> tuple[Dataset, Any, Any]:
     return ds, build_index(ds, cfg.retrieval, Workspace(Path(cfg.paths.workspace))), cfg.retrieval
 
 
-def search_task(chunk: tuple[str, list[str]], key: str) -> pd.DataFrame:
-    """One chunk of queries searched on a Dask worker (the same rows `search_chunk` gives in this process)."""
+def search_task(chunk: tuple[str, list[str]], key: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """One chunk of queries on a Dask worker (the same rows and metrics `chunk_result` gives in this process)."""
     ds, index, rc = _worker_state(key)
-    split, qids = chunk
-    return search_chunk(ds, index, qids, rc.k, split)
+    return chunk_result(ds, index, chunk, rc.k)
+
+
+def ordered_threads(pool: ThreadPoolExecutor, fn: Any, items: list[Any], window: int) -> Iterator[Any]:
+    """`fn(item)` on the pool's threads, results in the items' order, at most `window` in flight."""
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -19,8 +19,10 @@ class RetrievalConfig:
     # in the workspace (index/), at tantivy's fixed k1=1.2 b=0.75 (retrieval=tantivy selects both)
     engine: str = "bm25s"
     k: int = 100
-    # queries searched and written (one Parquet row group) at a time: memory holds one chunk's candidates
+    # queries searched and written (one Parquet row group) at a time: memory holds a few chunks' candidates
     chunk_queries: int = 10_000
+    # threads searching chunks at once (tantivy's search runs outside Python's lock); null: every core
+    threads: int | None = None
     # Which qrels splits get candidates; null: every split the dataset has.
     splits: list[str] | None = None
     method: str = "lucene"
@@ -39,6 +41,12 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         check(self.k >= 1, "retrieval.k", self.k, "must be >= 1")
         check(self.chunk_queries >= 1, "retrieval.chunk_queries", self.chunk_queries, "must be >= 1")
+        check(
+            self.threads is None or self.threads >= 1,
+            "retrieval.threads",
+            self.threads,
+            "must be >= 1 or null",
+        )
         # past ~100 term frequency no longer saturates at all; far past it the scores overflow to inf
         check(0 <= self.k1 <= 100, "retrieval.k1", self.k1, "must be in [0, 100] (BM25 uses 0.5-3)")
         check(0 <= self.b <= 1, "retrieval.b", self.b, "must be in [0, 1]")
