@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         help="MiniLM-L6 with random weights and/or real (fine-tuned) weights",
     )
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--engine", default="bm25s", help="for the scale setting: retrieval.engine (bm25s or tantivy)"
+    )
     ap.add_argument("--workspace", help="for the precision setting: a workspace with a trained teacher")
     ap.add_argument("--data", default="sample", help="for the precision setting: its data= config")
     ap.add_argument(
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in gbdt_bench(threads=torch.get_num_threads()) if s == "gbdt" else objectives_bench():
             records.add(line)
     if "scale" in settings:
-        for line in scale_bench([int(x) for x in args.scales.split(",")]):
+        for line in scale_bench([int(x) for x in args.scales.split(",")], engine=args.engine):
             records.add(line)
     if "precision" in settings:
         if not args.workspace:

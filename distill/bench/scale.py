@@ -5,11 +5,13 @@ Each stage runs as its own process (the scripts `make` runs), which reports its 
 /proc/self/status, Linux) when it exits: a child's rusage would count the memory of the benchmark that forked it. The teacher is not run: at 100x it would score 8.5M pairs. Instead a stand-in teacher
 (graded relevance plus seeded noise) is written as Parquet and brought in through the soft-label importer, which
 is the stage that is measured. The stand-in makes the GBDT's work realistic (a ranking to learn); its quality is
-not the point. Everything is written under a temporary folder that is deleted afterwards.
+not the point. Everything is written under a temporary folder in outputs/ that is deleted afterwards. After the
+scales, each stage is extrapolated to MS MARCO passage's size (`extrapolate`).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -78,11 +80,16 @@ def stand_in_teacher(candidates: Path, qrels_dir: Path, out: Path, seed: int = 0
     return len(c)
 
 
-def scale_run(scale: int, tmp: Path, student: str = "lightgbm") -> dict[str, Any]:
-    """The pipeline at `scale` in a fresh workspace under `tmp`; one dict of per-stage figures."""
+def scale_run(
+    scale: int, tmp: Path, student: str = "lightgbm", engine: str = "bm25s"
+) -> Iterator[dict[str, Any]]:
+    """The pipeline at `scale` in a fresh workspace under `tmp`: one record per stage (seconds, peak RSS, the
+    documents and candidate pairs of that scale)."""
     ws, data = tmp / f"ws{scale}", tmp / f"data{scale}"
-    common = [f"paths.workspace={ws}", f"data.path={data}", "logger=none", *scaled_options(scale)]
-    stages: dict[str, dict[str, float]] = {}
+    retrieval = ["retrieval=tantivy"] if engine == "tantivy" else []
+    common = [f"paths.workspace={ws}", f"data.path={data}", "logger=none", *scaled_options(scale), *retrieval]
+    measured: list[tuple[str, dict[str, float]]] = []
+    pairs = 0
     for stage in STAGES:
         if stage == "import_labels":
             labels = tmp / f"labels{scale}.parquet"
@@ -91,21 +98,63 @@ def scale_run(scale: int, tmp: Path, student: str = "lightgbm") -> dict[str, Any
         else:
             extra = [f"student={student}"] if stage == "train_student" else []
             argv = [f"scripts/{stage}.py", *common, *extra]
-        stages[stage] = run_measured(argv, tmp / f"{stage}{scale}.log")
+        measured.append((stage, run_measured(argv, tmp / f"{stage}{scale}.log")))
     with open(data / "corpus.jsonl") as f:
         docs = sum(1 for _ in f)
-    return {
-        "setting": "scale",
-        "scale": scale,
-        "documents": docs,
-        "pairs": pairs,
-        "student": student,
-        **stages,
-    }
+    facts = json.loads((ws / "candidates_metrics.json").read_text())
+    for stage, figures in measured:
+        yield {
+            "setting": "scale",
+            "scale": scale,
+            "stage": stage,
+            "documents": docs,
+            "pairs": pairs,
+            "engine": engine,
+            "student": student,
+            **figures,
+            **({"index_bytes_per_doc": facts.get("index_bytes_per_doc")} if stage == "candidates" else {}),
+        }
 
 
-def scale_bench(scales: list[int], student: str = "lightgbm") -> Iterator[dict[str, Any]]:
-    """One line per scale, each as soon as it is measured."""
-    with tempfile.TemporaryDirectory(prefix="distill-scale-") as tmp:
+# MS MARCO passage: 8.8M passages; ~500k training queries (plus dev) at BM25 top 100: ~50M pairs
+MSMARCO = {"documents": 8_841_823, "pairs": 50_000_000}
+
+
+def extrapolate(records: list[dict[str, Any]], target: dict[str, int] = MSMARCO) -> list[dict[str, Any]]:
+    """Each stage at the target size, from its two largest measured scales: seconds in proportion to the pairs
+    (time per pair as measured at the largest), peak RSS along the line through the two points (pairs)."""
+    out = []
+    for stage in STAGES:
+        rows = sorted((r for r in records if r["stage"] == stage), key=lambda r: r["pairs"])
+        if len(rows) < 2:
+            continue
+        a, b = rows[-2], rows[-1]
+        slope = (b["peak_rss_mib"] - a["peak_rss_mib"]) / max(1, b["pairs"] - a["pairs"])
+        out.append(
+            {
+                "setting": "scale-extrapolated",
+                "stage": stage,
+                "from_scales": [a["scale"], b["scale"]],
+                "target": target,
+                "seconds": round(b["seconds"] * target["pairs"] / b["pairs"], 0),
+                "peak_rss_mib": round(b["peak_rss_mib"] + slope * (target["pairs"] - b["pairs"]), 0),
+                "rss_growth_last_10x": round(b["peak_rss_mib"] / a["peak_rss_mib"], 2),
+                "seconds_per_million_pairs": round(1e6 * b["seconds"] / b["pairs"], 2),
+            }
+        )
+    return out
+
+
+def scale_bench(
+    scales: list[int], student: str = "lightgbm", engine: str = "bm25s"
+) -> Iterator[dict[str, Any]]:
+    """One record per stage and scale as soon as measured, then each stage extrapolated to MS MARCO's size.
+    The runs live under outputs/ (the project's own folder), removed afterwards."""
+    records = []
+    (ROOT / "outputs").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=ROOT / "outputs") as tmp:
         for s in scales:
-            yield scale_run(s, Path(tmp), student)
+            for r in scale_run(s, Path(tmp), student, engine):
+                records.append(r)
+                yield r
+    yield from extrapolate(records)

@@ -24,3 +24,40 @@ def test_a_failing_stage_raises_with_its_last_lines(tmp_path):
 def test_modules_run_too_and_scales_multiply_the_sample_world(tmp_path):
     assert run_measured(["-m", "json.tool", "--help"], tmp_path / "m.log")["peak_rss_mib"] > 0
     assert "data.options.n_docs=60000" in scaled_options(10)
+
+
+def test_extrapolation_follows_the_two_largest_scales():
+    from distill.bench.scale import STAGES, extrapolate
+
+    records = [
+        {"stage": st, "scale": s, "pairs": p, "seconds": sec, "peak_rss_mib": rss}
+        for st in STAGES
+        for s, p, sec, rss in (
+            (1, 1_000, 1.0, 100.0),
+            (10, 10_000, 10.0, 200.0),
+            (100, 100_000, 120.0, 300.0),
+        )
+    ]
+    out = extrapolate(records, {"documents": 0, "pairs": 1_000_000})
+    assert {r["stage"] for r in out} == set(STAGES)
+    r = out[0]
+    assert r["from_scales"] == [10, 100] and r["seconds"] == 1200.0  # time per pair of the largest scale
+    assert r["peak_rss_mib"] == 300.0 + (100.0 / 90_000) * 900_000  # along the line through the last two
+    assert r["rss_growth_last_10x"] == 1.5
+
+
+def test_a_small_scale_run_gives_one_record_per_stage(tmp_path):
+    """The whole pipeline at a tiny scale through the bench: every stage measured in its own process."""
+    from distill.bench import scale
+
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(scale, "BASE", {"n_docs": 400, "n_train": 30, "n_test": 15, "n_topics": 10})
+    try:
+        records = list(scale.scale_run(1, tmp_path, engine="tantivy"))
+    finally:
+        mp.undo()
+    assert [r["stage"] for r in records] == list(scale.STAGES)
+    assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 50 and r["pairs"] > 0 for r in records)
+    assert records[1]["index_bytes_per_doc"] > 0
