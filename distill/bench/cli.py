@@ -28,6 +28,7 @@ from distill.bench.teacher import (
     build_real_bench_model,
     fp32_reference,
     job_setting,
+    llm_setting,
     measured_bf16_peak,
     real_pairs,
     teacher_setting,
@@ -116,10 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--settings precision needs --workspace (a workspace with a trained teacher)")
         for line in precision_setting(args.workspace, args.data, args.pairs):
             records.add(line)
-    for s in llm:  # its own model
-        res = teacher_setting(s, Path("."), pairs, args, device, peak)
-        if res is not None:
-            records.add(res)
+    for s in llm:  # its own model; a record without and one with shared prefixes
+        for llm_line in llm_setting(s, pairs, args, device, peak) or []:
+            records.add(llm_line)
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(",") if teacher else []:
             if model not in ("random", "real"):
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
                         res = job_setting(data, int(k or 20), model_dir, Path(tmp), args.repeats)
                         records.add({"model": f"MiniLM-L6 {model} weights", **res})
                     continue
-                res = teacher_setting(s, model_dir, pairs, args, device, peak, ref)
-                if res is not None:
-                    records.add({"model": f"MiniLM-L6 {model} weights", **res})
+                measured = teacher_setting(s, model_dir, pairs, args, device, peak, ref)
+                if measured is not None:
+                    records.add({"model": f"MiniLM-L6 {model} weights", **measured})
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ from scipy.stats import spearmanr
 
 from distill.bench.timing import best_of
 from distill.data.beir import Dataset
-from distill.evaluation.stage import kendall_per_query
-from distill.ir.metrics import evaluate
+from distill.ir.metrics import evaluate, kendall_per_query
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
 

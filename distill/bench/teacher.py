@@ -137,6 +137,7 @@ def bench_setting(
     compile: bool = False,
     peak: float | None = None,
     fp32_ref: np.ndarray | None = None,
+    prefix_cache: str = "off",
 ) -> dict:
     from sentence_transformers.cross_encoder import CrossEncoder
 
@@ -150,7 +151,7 @@ def bench_setting(
     ce = load_teacher(
         str(model_dir), max_length=max_length, dtype=engine_dtype, device=device, compile=compile
     )
-    engine = ScoringEngine(ce, batch_tokens=batch_tokens)
+    engine = ScoringEngine(ce, batch_tokens=batch_tokens, prefix_cache=prefix_cache)
     qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
     st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
     engine.score(qs, ds) if compile else engine.score(qs[:64], ds[:64])  # compile: every shape once
@@ -174,7 +175,13 @@ def bench_setting(
         "spearman": round(float(spearmanr(got, ref)[0]), 6),
         "padding_overhead": round(engine.stats.padding_overhead, 4),
         "batch_tokens": batch_tokens,
+        "prefix_cache": prefix_cache,
     }
+    if (
+        engine.stats.prefix_tokens_saved
+    ):  # the share of all pairs' tokens that shared prefixes did not recompute
+        per_pass = engine.stats.real_tokens + engine.stats.prefix_tokens_saved
+        res["prefix_share"] = round(engine.stats.prefix_tokens_saved / per_pass, 4)
     if fp32_ref is not None:  # the ranking against CrossEncoder in fp32, whatever the precision compared
         res["spearman_vs_fp32"] = round(float(spearmanr(got, fp32_ref)[0]), 6)
         res["kendall_vs_fp32"] = round(float(kendalltau(got, fp32_ref)[0]), 6)
@@ -212,8 +219,6 @@ def teacher_setting(
     fp32_ref: np.ndarray | None = None,
 ) -> dict | None:
     """One teacher setting of `make bench` (None where it does not apply on this device)."""
-    if s.startswith("llm"):
-        return llm_setting(s, pairs, args, device, peak)
     kw = {
         "fp32": ("fp32", torch.float32),
         "bf16": ("bf16", torch.bfloat16),
@@ -239,29 +244,53 @@ def teacher_setting(
     )
 
 
-def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None) -> dict | None:
-    """`llm`, `llm-bf16`, `llm-fp16`: the Qwen3-Reranker-0.6B-shape model, both sides in one precision."""
+def grouped_pairs(n: int, per_query: int = 8) -> list[tuple[str, str]]:
+    """Real pairs as a scoring job meets them, a query's candidates together: MS MARCO sample queries with their
+    passages, then Vaswani topics with judged and random abstracts; `per_query` each, n in all."""
+    out: list[tuple[str, str]] = []
+    rows = read_flagembedding(SHARED / "flagembedding_msmarco_sample" / "reranker_examples.jsonl")
+    v = SHARED / "vaswani_npl"
+    docs = [d["text"] for d in parse_trec_docs((v / "doc-text.trec").read_text())]
+    topics = [t["text"] for t in parse_trec_topics((v / "query-text.trec").read_text())]
+    rng = np.random.default_rng(0)
+    groups = [[(r["query"], p) for p in (r["pos"] + r["neg"])[:per_query]] for r in rows]
+    groups += [[(t, docs[i]) for i in rng.choice(len(docs), per_query, replace=False)] for t in topics]
+    order = [g for pair in zip(groups[: len(rows)], groups[len(rows) :], strict=False) for g in pair]
+    for g in order:
+        out += g
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None) -> list[dict] | None:
+    """`llm`, `llm-bf16`, `llm-fp16`: the Qwen3-Reranker-0.6B-shape model, both sides in one precision, on real
+    pairs grouped by query (as a scoring job has them), the engine without and with shared prefixes."""
     import tempfile
 
     dtype = s.split("-")[1] if "-" in s else "fp32"
     if dtype == "fp16" and device == "cpu":
         return None
-    few = pairs[: args.llm_pairs]
+    few = grouped_pairs(args.llm_pairs)
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_llm_reranker(Path(tmp) / "qwen3_reranker_shape", pairs)  # tokenizer: every text
-        line = bench_setting(
-            s,
-            model_dir,
-            few,
-            engine_dtype=dtype,
-            st_dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype],
-            max_length=args.max_length,
-            batch_tokens=args.batch_tokens,
-            repeats=args.repeats,
-            device=device,
-            peak=peak,
-        )
-    return line | {"model": "Qwen3-Reranker-0.6B shape (random weights)"}
+        for prefix in ("off", "on"):
+            line = bench_setting(
+                s,
+                model_dir,
+                few,
+                engine_dtype=dtype,
+                st_dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype],
+                max_length=args.max_length,
+                batch_tokens=args.batch_tokens,
+                repeats=args.repeats,
+                device=device,
+                peak=peak,
+                prefix_cache=prefix,
+            )
+            out.append(line | {"model": "Qwen3-Reranker-0.6B shape (random weights)", "pairs_per_query": 8})
+    return out
 
 
 def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> dict:

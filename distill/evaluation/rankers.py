@@ -70,7 +70,7 @@ def raise_missing(n: int) -> None:
 
 
 def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
-    from distill.teacher.engine import ScoringEngine
+    from distill.teacher.engine import engine_for
     from distill.teacher.scoring import load_configured_teacher, resolve_teacher
 
     try:
@@ -80,7 +80,7 @@ def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
 
         logging.getLogger(__name__).warning("teacher latency not measured: %s", e)
         return None
-    engine = ScoringEngine(ce, batch_tokens=cfg.teacher.batch_tokens)
+    engine = engine_for(ce, cfg.teacher)
     qtext = ds.queries["text"]
 
     def probe(rows: pd.DataFrame) -> object:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from scipy.stats import kendalltau, ttest_rel
+from scipy.stats import ttest_rel
 
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
@@ -29,31 +29,13 @@ from distill.evaluation.cascade import Costs, best_under, quality_table, records
 from distill.evaluation.rankers import Ranker, find_rankers, median_ms
 from distill.evaluation.report import table, write_report
 from distill.evaluation.schema import EvaluateConfig
-from distill.ir.metrics import evaluate, per_query, quality
+from distill.ir.metrics import evaluate, kendall_per_query, per_query, quality
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def kendall_per_query(
-    cands: pd.DataFrame, a: np.ndarray, b: np.ndarray, top: int | None = None
-) -> float | None:
-    """Mean per-query Kendall tau between scores `a` and reference scores `b` over the same rows; with `top`,
-    over each query's `top` rows by `b` only (where disagreement reaches users). Queries where either side is
-    constant are skipped."""
-    taus = []
-    for idx in cands.groupby("qid", sort=False).indices.values():
-        if top is not None:
-            idx = idx[np.argsort(-b[idx], kind="stable")[:top]]
-        x, y = a[idx], b[idx]
-        if len(idx) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            t = kendalltau(x, y)[0]
-            if np.isfinite(t):
-                taus.append(t)
-    return float(np.mean(taus)) if taus else None
 
 
 def recovered(ndcg: float, bm25: float, teacher: float) -> float | None:

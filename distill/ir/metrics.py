@@ -12,6 +12,7 @@ import ir_measures
 import numpy as np
 import pandas as pd
 from ir_measures import AP, RR, R, nDCG
+from scipy.stats import kendalltau
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +88,21 @@ def evaluate(qrels: pd.DataFrame, run: pd.DataFrame, measures: dict | None = Non
 def quality(qrels: pd.DataFrame, run: pd.DataFrame) -> dict[str, float]:
     """`evaluate`'s measures alone (without its query count): what a metrics table reports."""
     return {k: v for k, v in evaluate(qrels, run).items() if k != "queries"}
+
+
+def kendall_per_query(
+    cands: pd.DataFrame, a: np.ndarray, b: np.ndarray, top: int | None = None
+) -> float | None:
+    """Mean per-query Kendall tau between scores `a` and reference scores `b` over the same rows; with `top`,
+    over each query's `top` rows by `b` only (where disagreement reaches users). Queries where either side is
+    constant are skipped."""
+    taus = []
+    for idx in cands.groupby("qid", sort=False).indices.values():
+        if top is not None:
+            idx = idx[np.argsort(-b[idx], kind="stable")[:top]]
+        x, y = a[idx], b[idx]
+        if len(idx) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            t = kendalltau(x, y)[0]
+            if np.isfinite(t):
+                taus.append(t)
+    return float(np.mean(taus)) if taus else None

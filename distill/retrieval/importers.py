@@ -1,10 +1,10 @@
 """Candidates from any other engine (Anserini, Elasticsearch, OpenSearch, Vespa, ...) through its run file:
 
-    python -m distill.retrieval.importers trec-run RUN_FILE WORKSPACE [data=NAME data.path=DIR ...]
+    python -m distill.retrieval.importers trec-run RUN_FILE WORKSPACE --dataset DIR
 
 writes the workspace's `candidates.parquet` (qid, docid, rank, bm25, split) with the run's scores as `bm25`,
-its metrics and its record, exactly as `make candidates` would from its own BM25; the overrides choose the
-dataset as for any stage. The run is read in chunks (memory holds one query's lines and one chunk), must be
+its metrics and its record, exactly as `make candidates` would from its own BM25; DIR is the dataset's BEIR
+folder (`data/<name>` once `make data` has converted it), split as the stages split it. The run is read in chunks (memory holds one query's lines and one chunk), must be
 grouped by query (as engines write runs), and every line is checked: six fields, a finite numeric score, ids the
 dataset holds, no pair twice. A refusal names the line. Lines of queries the dataset holds but judges in no split
 are left out and counted (a candidate needs a split).
@@ -157,11 +157,8 @@ def _flush(writer: CandidatesWriter, buf: dict[str, list[pd.DataFrame]], split: 
 def main(argv: list[str]) -> int:
     import argparse
 
-    from hydra import compose, initialize_config_dir
-
-    import distill.schema  # noqa: F401
-    from distill.config import CONFIG_DIR
-    from distill.data.prepare import dataset_dir, load_dataset
+    from distill.data.beir import load_beir
+    from distill.data.prepare import split_test
 
     ap = argparse.ArgumentParser(
         prog="python -m distill.retrieval.importers",
@@ -171,25 +168,35 @@ def main(argv: list[str]) -> int:
     ap.add_argument("format", choices=["trec-run"])
     ap.add_argument("run", type=Path, help="the run file: qid Q0 docid rank score tag per line")
     ap.add_argument("workspace", type=Path, help="the workspace whose candidates.parquet to write")
-    ap.add_argument("overrides", nargs="*", help="config overrides choosing the dataset, e.g. data=vaswani")
+    ap.add_argument(
+        "--dataset",
+        type=Path,
+        required=True,
+        help="the dataset's BEIR folder (e.g. data/vaswani after make data)",
+    )
+    ap.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.5,
+        help="as data.test_fraction, for a folder judged on test only",
+    )
+    ap.add_argument("--split-seed", type=int, default=0, help="as data.split_seed")
+    ap.add_argument("--chunk-queries", type=int, default=10_000, help="as retrieval.chunk_queries")
     args = ap.parse_args(argv)
     try:
         Workspace.check_root(args.workspace)
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(
-                "config",
-                overrides=[*args.overrides, f"paths.workspace={args.workspace.resolve()}", "logger=none"],
-            )
-        ws = Workspace.from_cfg(cfg)
-        ds = load_dataset(cfg)
-        splits = queries_per_split(
-            ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
-        )
-        out = import_run(args.run, ws, ds, splits, cfg.retrieval.chunk_queries)
-        ds_dir = dataset_dir(cfg)
+        if args.chunk_queries < 1:
+            raise DistillError(f"--chunk-queries={args.chunk_queries}: must be >= 1")
+        ws = Workspace(args.workspace.resolve())
+        ws.root.mkdir(parents=True, exist_ok=True)
+        ds = load_beir(args.dataset)
+        if "train" not in ds.qrels and "test" in ds.qrels:
+            split_test(ds, args.test_fraction, args.split_seed)
+        splits = queries_per_split(ds, sorted(ds.qrels, key=lambda s: (s != "train", s)))
+        out = import_run(args.run, ws, ds, splits, args.chunk_queries)
         write_json_atomic(
-            fingerprint.record([{"source": "trec-run"}], {"dataset": ds_dir, "run": args.run})
-            | {"dataset_dir": str(ds_dir)},
+            fingerprint.record([{"source": "trec-run"}], {"dataset": args.dataset, "run": args.run})
+            | {"dataset_dir": str(args.dataset.resolve())},
             ws.candidates_record,
         )
         write_json_atomic(
@@ -197,9 +204,6 @@ def main(argv: list[str]) -> int:
         )
     except DistillError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except Exception as e:  # Hydra's composition errors: one line too
-        print(f"error: {' '.join(str(e).split())[:400]}", file=sys.stderr)
         return 2
     skipped = (
         f", {out['lines_of_unjudged_queries']} lines of unjudged queries left out"

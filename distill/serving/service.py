@@ -170,7 +170,7 @@ class CascadeService:
     """Loads the workspace's BM25 index, a student and the teacher; `search` answers one query."""
 
     def __init__(self, cfg: DictConfig):
-        from distill.teacher.engine import ScoringEngine
+        from distill.teacher.engine import engine_for
         from distill.teacher.scoring import load_configured_teacher, resolve_teacher, teacher_names
 
         self.sc: ServeConfig = typed(cfg.serve, ServeConfig, "serve")
@@ -181,9 +181,8 @@ class CascadeService:
         if len(names) != 1:
             raise ConfigError(f"teacher.ensemble={names}: the server runs one teacher; set teacher.model")
         self.teacher_name = names[0]
-        self.engine = ScoringEngine(
-            load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device),
-            batch_tokens=cfg.teacher.batch_tokens,
+        self.engine = engine_for(
+            load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device), cfg.teacher
         )
         self.student = pick_student(ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student)
         if not getattr(self.student, "live", True):

@@ -29,6 +29,7 @@ import torch
 
 from distill.errors import ConfigError
 from distill.teacher.model import TeacherModel
+from distill.teacher.prefix import PrefixScorer, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class EngineStats:
     padded_tokens: int = 0
     seconds: float = 0.0
     oom_retries: int = 0
+    prefix_tokens_saved: int = 0  # prefix tokens encoded once instead of once per pair
 
     @property
     def padding_overhead(self) -> float:
@@ -84,6 +86,16 @@ def plan_batches(
     return batches
 
 
+def engine_for(teacher: TeacherModel, t: Any) -> ScoringEngine:
+    """The engine with the `teacher.*` options of a config (batch_tokens, prefix_cache, prefix_min_share)."""
+    return ScoringEngine(
+        teacher,
+        batch_tokens=int(t.batch_tokens),
+        prefix_cache=str(t.get("prefix_cache", "off")),
+        prefix_min_share=float(t.get("prefix_min_share", 0.2)),
+    )
+
+
 class ScoringEngine:
     # Pairs handed to the CrossEncoder's `preprocess` at once (it pads them to a common width).
     PREPROCESS_PAIRS = 512
@@ -96,6 +108,8 @@ class ScoringEngine:
         max_batch_size: int = 1024,
         chunk_pairs: int = 8192,
         pad_multiple: int | None = None,
+        prefix_cache: str = "off",
+        prefix_min_share: float = 0.2,
     ):
         if batch_tokens < 1:
             raise ConfigError(f"teacher.batch_tokens={batch_tokens} must be at least 1")
@@ -110,6 +124,14 @@ class ScoringEngine:
         self.left_pad = getattr(tok, "padding_side", "right") == "left"
         self.static: dict[str, Any] = {}  # non-tensor features preprocess adds (modality, logits_to_keep)
         self.stats = EngineStats()
+        # shared prefixes (distill/teacher/prefix.py): `on` for every causal-LM reranker (refused for encoders),
+        # `auto` for causal LMs where a query's pairs share at least `prefix_min_share` of their tokens
+        if prefix_cache not in ("auto", "on", "off"):
+            raise ConfigError(f"teacher.prefix_cache={prefix_cache!r}: use auto, on or off")
+        self.prefix_mode, self.prefix_min_share = prefix_cache, prefix_min_share
+        self.prefix: PrefixScorer | None = None
+        if prefix_cache == "on" or (prefix_cache == "auto" and teacher.family == "causal_lm"):
+            self.prefix = PrefixScorer(teacher.ce, teacher.name)
 
     # ------------------------------------------------------------------------------------------ tokenising
     def _tokenize(
@@ -220,6 +242,53 @@ class ScoringEngine:
             for sub in plan_batches(lens, self.batch_tokens, half, self.max_padding):
                 self._score_indices(ids, types, idx[sub], out, offset)
 
+    # ------------------------------------------------------------------------------------ shared prefixes
+    def _prefix_groups(
+        self, queries: Sequence[str], ids: list[np.ndarray]
+    ) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+        """(each query's pairs and the prefix they share, where the shared prefix pays) and the other pairs."""
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(q, []).append(i)
+        shared, rest = [], []
+        for idx in groups.values():
+            p = common_prefix([ids[i] for i in idx]) if len(idx) > 1 else 0
+            share = p / np.mean([len(ids[i]) for i in idx]) if p else 0.0
+            if p and (self.prefix_mode == "on" or share >= self.prefix_min_share):
+                shared.append((np.asarray(idx), p))
+            else:
+                rest += idx
+        return shared, np.asarray(rest, dtype=np.int64)
+
+    def _score_prefix_group(self, ids: list[np.ndarray], idx: np.ndarray, p: int, out: np.ndarray) -> None:
+        """One query's pairs: the prefix encoded once, the suffixes in token-budget batches on its cache."""
+        assert self.prefix is not None
+        kv = self.prefix.prefix(ids[idx[0]][:p])
+        suffix_lens = np.array([len(ids[i]) - p for i in idx])
+        self.stats.real_tokens += p + int(suffix_lens.sum())
+        self.stats.padded_tokens += p
+        self.stats.prefix_tokens_saved += p * (len(idx) - 1)
+        for sub in plan_batches(suffix_lens + p, self.batch_tokens, self.max_batch_size, self.max_padding):
+            self._score_suffixes(ids, idx[sub], p, kv, out)
+
+    def _score_suffixes(self, ids, idx: np.ndarray, p: int, kv: Any, out: np.ndarray) -> None:
+        assert self.prefix is not None
+        try:
+            out[idx] = self.prefix.score(kv, [ids[i][p:] for i in idx], self.pad_id)
+            self.stats.padded_tokens += len(idx) * max(len(ids[i]) - p for i in idx)
+            self.stats.batches += 1
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not _is_oom(e) or len(idx) == 1:
+                raise
+            del e
+            if self.teacher.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.batch_tokens = max(1, self.batch_tokens // 2)
+            self.stats.oom_retries += 1
+            half = len(idx) // 2
+            self._score_suffixes(ids, idx[:half], p, kv, out)
+            self._score_suffixes(ids, idx[half:], p, kv, out)
+
     @torch.inference_mode()
     def score(self, queries: Sequence[str], docs: Sequence[str], progress=None) -> np.ndarray:
         """fp32 scores of (query, doc) pairs, in the given order."""
@@ -228,12 +297,19 @@ class ScoringEngine:
         t0 = time.perf_counter()
         out = np.empty(len(queries), dtype=np.float32)
         for start, (ids, types) in self._chunks(queries, docs):
-            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
             local = np.empty(len(ids), dtype=np.float32)
-            for idx in plan_batches(lengths, self.batch_tokens, self.max_batch_size, self.max_padding):
-                self._score_indices(ids, types, idx, local, 0)
+            todo = np.arange(len(ids))
+            if self.prefix is not None:
+                shared, todo = self._prefix_groups(queries[start : start + len(ids)], ids)
+                for idx, p in shared:
+                    self._score_prefix_group(ids, idx, p, local)
+                    if progress is not None:
+                        progress.update(len(idx))
+            lengths = np.fromiter((len(ids[i]) for i in todo), dtype=np.int64, count=len(todo))
+            for sub in plan_batches(lengths, self.batch_tokens, self.max_batch_size, self.max_padding):
+                self._score_indices(ids, types, todo[sub], local, 0)
                 if progress is not None:
-                    progress.update(len(idx))
+                    progress.update(len(sub))
             out[start : start + len(ids)] = local
         self.stats.pairs += len(queries)
         self.stats.seconds += time.perf_counter() - t0

@@ -104,6 +104,17 @@ class TeacherConfig:
     dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
     batch_tokens: int = 16384
+    # causal-LM rerankers: encode each query's shared token prefix (template, instruction, query) once and score
+    # only the suffixes on its cache (distill/teacher/prefix.py). auto: where the prefix is at least
+    # prefix_min_share of a pair's tokens; on: always (refused for encoders); off: never
+    prefix_cache: str = "auto"
+    prefix_min_share: float = 0.2
+    # A precision other than fp32 first scores this many of the job's pairs (whole queries, spread over the
+    # candidates) in fp32 and in itself; dtype=auto keeps it only when the ranking holds (Spearman >=
+    # min_spearman, mean per-query Kendall >= min_kendall), else scores in fp32. 0: no check
+    calibration_pairs: int = 512
+    min_spearman: float = 0.999
+    min_kendall: float = 0.98
     shard_size: int = 50000
     device: str = "auto"
     # Several teachers in one run; the combined score is the mean of normalised scores.
@@ -121,6 +132,15 @@ class TeacherConfig:
         check_positive(self, "teacher", "max_length", "batch_tokens", "shard_size", "num_threads")
         check_choice(self, "teacher", "ensemble_norm", ("zscore", "minmax", "rank", "none"))
         check_choice(self, "teacher", "dtype", DTYPES)
+        check_choice(self, "teacher", "prefix_cache", ("auto", "on", "off"))
+        check_fraction(self, "teacher", "prefix_min_share", "min_kendall")
+        check(-1 <= self.min_spearman <= 1, "teacher.min_spearman", self.min_spearman, "must be in [-1, 1]")
+        check(
+            self.calibration_pairs >= 0,
+            "teacher.calibration_pairs",
+            self.calibration_pairs,
+            "must be >= 0 (0: no check)",
+        )
         check(
             bool(str(self.model).strip()), "teacher.model", self.model, "name a model id, a folder or trained"
         )

@@ -31,7 +31,8 @@ from distill.faults import kill_point
 from distill.ir import fingerprint
 from distill.retrieval.candidates import iter_shards
 from distill.stamps import Stage
-from distill.teacher.engine import ScoringEngine
+from distill.teacher.calibration import calibration_sample, check_precision
+from distill.teacher.engine import engine_for
 from distill.teacher.ensemble import combine
 from distill.teacher.model import TeacherModel, load_teacher
 from distill.teacher.soft_labels import (
@@ -105,7 +106,7 @@ class TeacherScorer:
 
     def __init__(self, models: list[TeacherModel], cfg: DictConfig):
         self.models = models
-        self.engines = [ScoringEngine(m, batch_tokens=cfg.teacher.batch_tokens) for m in models]
+        self.engines = [engine_for(m, cfg.teacher) for m in models]
         self.norm = cfg.teacher.ensemble_norm
         self.columns = [column_name(m.name) for m in models]
 
@@ -257,14 +258,16 @@ def configured_prompt(t: Any) -> str | None:
     return text
 
 
-def load_configured_teacher(cfg: DictConfig, name: str, device: str) -> TeacherModel:
-    """`load_teacher` with the `teacher.*` options of `cfg`."""
+def load_configured_teacher(
+    cfg: DictConfig, name: str, device: str, dtype: str | None = None
+) -> TeacherModel:
+    """`load_teacher` with the `teacher.*` options of `cfg` (`dtype` overrides teacher.dtype)."""
     t = cfg.teacher
     return load_teacher(
         name,
         revision=t.revision,
         max_length=t.max_length,
-        dtype=t.dtype,
+        dtype=dtype or t.dtype,
         device=device,
         compile=bool(t.compile),
         prompt=configured_prompt(t),
@@ -288,8 +291,22 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
         import torch
 
         torch.set_num_threads(int(cfg.teacher.num_threads))
+    calibration: dict[str, Any] = {}
+    if cfg.teacher.calibration_pairs and any(m.dtype != "fp32" for m in models):
+        sample = calibration_sample(cand_path, int(cfg.teacher.calibration_pairs))
+        dev = ranks.device(cfg.teacher.device)
+        models, calibration = check_precision(
+            models,
+            ds,
+            sample,
+            cfg.teacher,
+            lambda n: load_configured_teacher(cfg, n, dev, "fp32"),
+            cfg.teacher.dtype,
+        )
     identity = identity_of(cfg, models, cand_path)
     manifest = open_manifest(ws.soft_labels, identity, bool(cfg.teacher.overwrite), ranks)
+    if calibration and ranks.is_main:
+        update_manifest(ws.soft_labels, lambda m: m.__setitem__("calibration", calibration), manifest)
     t0 = time.perf_counter()
     scorer = TeacherScorer(models, cfg)
     mine, keep = score_my_shards(

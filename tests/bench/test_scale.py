@@ -48,9 +48,9 @@ def test_extrapolation_follows_the_two_largest_scales():
 
 def test_a_small_scale_run_gives_one_record_per_stage(tmp_path):
     """The whole pipeline at a tiny scale through the bench: every stage measured in its own process."""
-    from distill.bench import scale
-
     import pytest
+
+    from distill.bench import scale
 
     mp = pytest.MonkeyPatch()
     mp.setattr(scale, "BASE", {"n_docs": 400, "n_train": 30, "n_test": 15, "n_topics": 10})

@@ -76,14 +76,7 @@ def test_the_command_writes_candidates_or_says_one_line(tiny_sample_cfg, tmp_pat
     run_file = tmp_path / "engine.run"
     run_file.write_text(as_run(pd.read_parquet(Workspace.from_cfg(cfg).candidates)))
     target = tmp_path / "ws2"
-    overrides = [
-        f"data.path={cfg.data.path}",
-        *[
-            f"data.options.{k}={v}"
-            for k, v in cfg.data.options.items()
-            if k in ("n_docs", "n_train", "n_test", "n_topics", "sessions_per_query")
-        ],
-    ]
+    overrides = ["--dataset", str(cfg.data.path)]
     assert main(["trec-run", str(run_file), str(target), *overrides]) == 0
     assert (target / "candidates.parquet").is_file() and (target / "candidates.record.json").is_file()
     run_file.write_text("q0 Q0 d1 1 x t\n")
