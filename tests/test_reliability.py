@@ -338,8 +338,9 @@ CLICK = {
 def test_negative_click_positions_are_refused_or_quarantined_with_a_count(tiny_beir):
     rows = [CLICK, {**CLICK, "position": -3}, {**CLICK, "position": 0}, {**CLICK, "position": 2}]
     root = _with_clicks(tiny_beir(), rows)
+    ds = load_beir(root)  # the click log is read (and checked) when a stage first asks for it
     with pytest.raises(DataError, match=r"impressions\.parquet: row 2: position must be a whole number >= 1"):
-        load_beir(root)
+        _ = ds.clicks
     ds = load_beir(root, on_error="drop")
     assert ds.clicks.position.tolist() == [1, 2]
     assert ds.quarantine.counts() == {"impressions.parquet: bad position": 2}

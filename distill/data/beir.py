@@ -46,8 +46,18 @@ class Dataset:
     corpus: pd.DataFrame  # index docid; columns title, text, timestamp (UTC, NaT when absent), extra fields
     queries: pd.DataFrame  # index qid; columns text, timestamp
     qrels: dict[str, pd.DataFrame]  # split -> columns qid, docid, relevance (int)
-    clicks: pd.DataFrame | None = None
+    clicks_source: Any = None  # a loaded click log, or the path of one read (and checked) on first use
     quarantine: Quarantine = field(default_factory=Quarantine)
+
+    @property
+    def clicks(self) -> pd.DataFrame | None:
+        """The click log (qid, docid, position, clicked, dwell_s, timestamp), read and validated the first time a
+        stage asks for it: most stages never do, and at scale it is the dataset's largest part."""
+        if isinstance(self.clicks_source, Path):
+            q = self.quarantine
+            self.clicks_source = _read_clicks(self.clicks_source, q)
+            q.report()
+        return self.clicks_source
 
     def judged(self, split: str, stage: str) -> pd.DataFrame:
         """The qrels of `split`, or a one-line error saying how to get them (`stage` needs them)."""
@@ -387,8 +397,7 @@ def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise"
         )
     qrels = {f.stem: _read_qrels(f, corpus.index, queries.index, q) for f in files}
     clicks_path = root / "logs" / "impressions.parquet"
-    clicks = _read_clicks(clicks_path, q) if clicks_path.exists() else None
-    ds = Dataset(name or root.name, corpus, queries, qrels, clicks, q)
+    ds = Dataset(name or root.name, corpus, queries, qrels, clicks_path if clicks_path.exists() else None, q)
     q.report()
     return ds
 
