@@ -19,6 +19,7 @@ LAYERS = [
     ["features"],
     ["objectives"],
     ["students"],
+    ["export"],
     ["evaluation"],
     ["demo", "bench", "cli", "dashboard", "serving", "schema"],
 ]

@@ -134,7 +134,7 @@ class TeacherConfig:
         check_choice(self, "teacher", "dtype", DTYPES)
         check_choice(self, "teacher", "prefix_cache", ("auto", "on", "off"))
         check_fraction(self, "teacher", "prefix_min_share", "min_kendall")
-        check(-1 <= self.min_spearman <= 1, "teacher.min_spearman", self.min_spearman, "must be in [-1, 1]")
+        check(0 <= self.min_spearman <= 1, "teacher.min_spearman", self.min_spearman, "must be in [0, 1]")
         check(
             self.calibration_pairs >= 0,
             "teacher.calibration_pairs",
