@@ -20,7 +20,7 @@ define stage
 	else echo "make $@: this stage is not built yet (scripts/$(1).py is missing)" >&2; exit 2; fi
 endef
 
-.PHONY: help setup data candidates train-teacher teacher-score features train-student evaluate demo serve loadtest dashboard bench test test-full lint clean
+.PHONY: help setup data candidates train-teacher teacher-score features train-student evaluate demo export serve loadtest dashboard bench test test-full lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ evaluate: $(STAMP) ## compare BM25, teacher and students; cascade simulation -> 
 
 demo: $(STAMP) ## the whole pipeline end to end on the embedded sample world
 	$(call stage,demo)
+
+export: $(STAMP) ## a student as ONNX / OpenVINO (export.student=NAME export.format=onnx|openvino export.quantize=none|int8) -> <workspace>/exports/
+	$(call stage,export)
 
 serve: $(STAMP) ## the cascade as an HTTP service: BM25 -> student -> teacher under an SLA (Ctrl-C stops it)
 	$(call stage,serve)

@@ -19,6 +19,7 @@ from distill.config import CONFIG_DIR, PathsConfig, check, is_plain_name
 from distill.dashboard import DashboardConfig
 from distill.data.schema import DATA_OPTIONS, DataConfig, data_schema
 from distill.evaluation.schema import EvaluateConfig
+from distill.export.schema import ExportConfig
 from distill.features.schema import FeaturesConfig
 from distill.retrieval.schema import RetrievalConfig
 from distill.serving.schema import LoadtestConfig, ServeConfig
@@ -84,6 +85,7 @@ class Config:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     loadtest: LoadtestConfig = field(default_factory=LoadtestConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     # modules or packages besides configs/student/*.yaml's whose students' folders evaluation and serving may
     # load (a student.json never chooses the code that opens it)
     student_packages: list[str] = field(default_factory=list)
@@ -104,6 +106,7 @@ def register() -> None:
         ("dashboard", DashboardConfig),
         ("serve", ServeConfig),
         ("loadtest", LoadtestConfig),
+        ("export", ExportConfig),
     )
     for group, node in groups:
         cs.store(group=group, name=f"{group}_schema", node=node)

@@ -128,6 +128,11 @@ class Workspace:
         return self.root / "models" / name
 
     @property
+    def exports(self) -> Path:
+        """`make export`'s graphs, one folder per student and kind (distill/export)."""
+        return self.root / "exports"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -15,7 +15,7 @@ from distill.config import CONFIG_DIR, PROJECT_ROOT
 SHARED = Path(os.environ.get("DISTILL_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; missing -> skip on a user's clone, fail on CI (CI=true)."""
     if not SHARED.is_dir():
@@ -25,25 +25,26 @@ def shared_data() -> Path:
     return SHARED
 
 
+def compose_under(root: Path, *overrides: str):
+    """The project config with overrides; outputs and generated data go under `root`."""
+    base = [
+        f"paths.output_root={root / 'outputs'}",
+        f"paths.data_root={root / 'data'}",
+        "logger=none",
+        # the students the tests define in their own modules (student.json loaders are trusted only from
+        # configs/student/*.yaml's modules and these packages)
+        "student_packages=[tests]",
+        # fp32 whatever the CPU: tests compare scores with fp32 references (`auto` is tested on its own)
+        "teacher.dtype=fp32",
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=base + list(overrides))
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose the project config with overrides; outputs and generated data go under tmp_path."""
-
-    def _make(*overrides: str):
-        base = [
-            f"paths.output_root={tmp_path / 'outputs'}",
-            f"paths.data_root={tmp_path / 'data'}",
-            "logger=none",
-            # the students the tests define in their own modules (student.json loaders are trusted only from
-            # configs/student/*.yaml's modules and these packages)
-            "student_packages=[tests]",
-            # fp32 whatever the CPU: tests compare scores with fp32 references (`auto` is tested on its own)
-            "teacher.dtype=fp32",
-        ]
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("config", overrides=base + list(overrides))
-
-    return _make
+    return lambda *overrides: compose_under(tmp_path, *overrides)
 
 
 TINY_SAMPLE = [

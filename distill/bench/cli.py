@@ -33,7 +33,7 @@ from distill.bench.teacher import (
     real_pairs,
     teacher_setting,
 )
-from distill.bench.timing import machine
+from distill.ir.timing import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_TEACHER = ("gbdt", "objectives", "scale", "precision")

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from distill.bench.timing import best_of
 from distill.data.beir import Dataset
 from distill.ir.metrics import evaluate, kendall_per_query
+from distill.ir.timing import best_of
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.bench.timing import best_of
+from distill.ir.timing import best_of
 
 
 def gbdt_bench(

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from distill.bench.timing import best_of
 from distill.data.convert import parse_trec_docs, parse_trec_qrels, parse_trec_topics, read_flagembedding
+from distill.ir.timing import best_of
 from distill.teacher.engine import ScoringEngine
 from distill.teacher.model import load_teacher
 from distill.teacher.synthetic import build_llm_reranker, build_random_minilm, build_real_minilm

@@ -1,7 +1,7 @@
 """The production cascade, simulated: retrieval -> student reranks the top N -> teacher reranks the top k.
 
 Quality comes from the real runs (per-query nDCG@10 of each (N, k) on the test split); latency from the measured
-per-document costs of each stage (measured by `distill.evaluation.rankers.median_ms`). A load profile (Poisson arrivals whose rate
+per-document costs of each stage (measured by `distill.ir.timing.median_ms`). A load profile (Poisson arrivals whose rate
 follows a base level with periodic bursts) is replayed through `workers` FIFO servers:
 
 - a static policy always runs (N, k);

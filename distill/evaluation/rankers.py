@@ -8,7 +8,6 @@ runs through the project's scoring engine with the run's `teacher.*` settings.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from distill.data.beir import Dataset
+from distill.export.stage import export_scorers
 from distill.students.base import Context, Search, load_scorers, student_dirs
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
@@ -34,8 +34,9 @@ class Ranker:
 
 
 def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> list[Ranker]:
-    """BM25, the teacher (soft labels) and every student of the workspace (each `models/**/student.json`, loaded
-    through the loader it names: evaluation knows no student by name)."""
+    """BM25, the teacher (soft labels), every student of the workspace (each `models/**/student.json`, loaded
+    through the loader it names: evaluation knows no student by name) and every current export of one
+    (`NAME@TAG`, distill/export)."""
     rankers = [Ranker("bm25", "retrieval", cands.bm25.to_numpy(np.float64))]
     if (ws.soft_labels / "manifest.json").exists():
         soft = read_soft_labels(ws.soft_labels, ws.candidates)
@@ -46,17 +47,17 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
             Ranker("teacher", "teacher", t.score.to_numpy(np.float64), _teacher_probe(cfg, ds, ws))
         )
     ctx = Context.of(cfg, ds, ws, cands)
-    for model_dir in student_dirs(ws):
-        for scorer in load_scorers(model_dir, ctx):
-            rankers.append(
-                Ranker(
-                    scorer.name,
-                    "student",
-                    scorer.score(cands).astype(np.float64),
-                    scorer.score,
-                    getattr(scorer, "search", None),
-                )
+    scorers = [s for model_dir in student_dirs(ws) for s in load_scorers(model_dir, ctx)]
+    for scorer in [*scorers, *export_scorers(ctx)]:
+        rankers.append(
+            Ranker(
+                scorer.name,
+                "student",
+                scorer.score(cands).astype(np.float64),
+                scorer.score,
+                getattr(scorer, "search", None),
             )
+        )
     return rankers
 
 
@@ -87,15 +88,3 @@ def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
         return engine.score([qtext[rows.qid.iloc[0]]] * len(rows), ds.doc_texts(list(rows.docid)))
 
     return probe
-
-
-def median_ms(probe: Probe, groups: list[pd.DataFrame], warmup: int = 2) -> float:
-    """Median milliseconds of `probe` over the query groups (after `warmup` untimed calls)."""
-    for g in groups[:warmup]:
-        probe(g)
-    times = []
-    for g in groups:
-        t = time.perf_counter()
-        probe(g)
-        times.append((time.perf_counter() - t) * 1000.0)
-    return float(np.median(times))

@@ -26,10 +26,11 @@ from scipy.stats import ttest_rel
 from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.evaluation.cascade import Costs, best_under, quality_table, records, sweep
-from distill.evaluation.rankers import Ranker, find_rankers, median_ms
+from distill.evaluation.rankers import Ranker, find_rankers
 from distill.evaluation.report import table, write_report
 from distill.evaluation.schema import EvaluateConfig
 from distill.ir.metrics import evaluate, kendall_per_query, per_query, quality
+from distill.ir.timing import median_ms, query_groups
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups
 from distill.tracking import start_run
@@ -73,13 +74,7 @@ def _retrieval_ms(cfg: DictConfig, ds, qids: list[str]) -> float:
 
 def latency_groups(cands: pd.DataFrame, ec: Any, seed: int) -> tuple[np.ndarray, list[pd.DataFrame]]:
     """The queries whose top `latency_candidates` candidates time each ranker (a seeded sample)."""
-    qids = cands.qid.unique()
-    probe_q = np.random.default_rng(seed).choice(qids, size=min(ec.latency_queries, len(qids)), replace=False)
-    groups = [
-        g.sort_values("rank").head(ec.latency_candidates)
-        for _, g in cands[cands.qid.isin(probe_q)].groupby("qid")
-    ]
-    return probe_q, groups
+    return query_groups(cands, ec.latency_queries, ec.latency_candidates, seed)
 
 
 def ranker_metrics(

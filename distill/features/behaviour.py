@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 
 class BehaviourFeatures(FeatureFamily):
     names = ("impressions", "clicks", "ctr", "ctr_debiased", "dwell_mean", "last_click_rate")
+    about = {
+        "impressions": "times the (query, document) pair was shown in the click log before the cut-off",
+        "clicks": "clicks on the pair in the click log before the cut-off",
+        "ctr": "clicks / impressions, smoothed towards the global CTR (features.options.ctr_prior_weight)",
+        "ctr_debiased": "clicks over the summed examination propensities of the pair's impressions",
+        "dwell_mean": "mean dwell time of the pair's clicks, seconds",
+        "last_click_rate": "share of the pair's clicks that were a session's last click",
+    }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """The log aggregated per (query, document), before the cut-off: the log's size, not the candidates'."""

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 
 class BM25Features(FeatureFamily):
     names = ("bm25", "bm25_rank", "bm25_title", "bm25_text")
+    about = {
+        "bm25": "the candidate's BM25 score from retrieval (retrieval.k1, retrieval.b, its tokenisation)",
+        "bm25_rank": "the candidate's rank in the BM25 run (1 = first)",
+        "bm25_title": "BM25 of the query over the document's title field alone",
+        "bm25_text": "BM25 of the query over the document's text field alone",
+    }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """One index per field asked for (the corpus's size: the one structure that grows with it)."""

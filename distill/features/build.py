@@ -217,7 +217,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ds = load_dataset(cfg)
     ws.require(ws.candidates, "candidates")
     out = write_features(cfg, ws, ds)
-    write_json_atomic(features_record(cfg, ws), ws.features_record)
+    # the options themselves too: an export's features.json says how each feature was computed
+    options = {"retrieval": fingerprint.plain(cfg.retrieval), "features": STAGE.config(cfg)[1]}
+    write_json_atomic(features_record(cfg, ws) | {"options": options}, ws.features_record)
     print(
         f"features: {out['rows']} rows x {len(out['features'])} features ({', '.join(out['features'])}) in "
         f"{time.perf_counter() - t0:.1f}s -> {ws.features}"

@@ -35,6 +35,8 @@ class FeatureFamily:
     with a logged reason, never filled in. Memory: the prepared state plus one chunk."""
 
     names: ClassVar[tuple[str, ...]] = ()
+    # how each of `names` is computed, one line each (an export's features.json states it beside the feature)
+    about: ClassVar[dict[str, str]] = {}
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """Build what every chunk needs (nothing by default)."""

@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 class FreshnessFeatures(FeatureFamily):
     names = ("age_days", "log_age")
+    about = {
+        "age_days": "the query's time minus the document's, in days",
+        "log_age": "log1p(max(age_days, 0))",
+    }
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         ds, cands, opts = ctx.ds, rows, ctx.opts

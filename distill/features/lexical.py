@@ -12,6 +12,11 @@ from distill.ir.bm25 import Tokenizer, count_matrix, pair_dots
 
 class LexicalFeatures(FeatureFamily):
     names = ("query_len", "doc_len", "coverage")
+    about = {
+        "query_len": "distinct query terms after the retrieval's tokenisation",
+        "doc_len": "document terms after the retrieval's tokenisation",
+        "coverage": "share of the query's distinct terms the document holds",
+    }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """Every document's term set and length (the corpus's size), in the retrieval's tokenisation."""

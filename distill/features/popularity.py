@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 class PopularityFeatures(FeatureFamily):
     names = ("popularity",)
+    about = {"popularity": "log1p of the document's popularity field"}
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         corpus = ctx.ds.corpus

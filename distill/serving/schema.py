@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from distill.config import check, check_positive
 from distill.evaluation.schema import LoadConfig
+from distill.export.schema import TAGS
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "DISTILL_SERVE_TOKEN"
@@ -24,6 +25,8 @@ class ServeConfig:
     token: str | None = None
     # a ranker name of `make evaluate`'s table (e.g. bi_encoder_kl); "" = the student the cascade simulation chose
     student: str = ""
+    # torch: the student's folder; onnx | onnx-int8 | openvino | openvino-int8: its export (make export)
+    backend: str = "torch"
     n: int = 100  # BM25 depth the student reranks
     ks: list[int] = field(default_factory=lambda: [0, 5, 10, 20, 30, 50])  # teacher depths (0 = teacher off)
     policy: str = "dynamic"  # dynamic: the largest k that fits sla_ms | static: always static_k
@@ -46,6 +49,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check(self.policy in ("dynamic", "static"), "serve.policy", self.policy, "use dynamic or static")
+        backends = ["torch", *TAGS]
+        check(self.backend in backends, "serve.backend", self.backend, f"use one of {backends}")
         check_positive(self, "serve", "n", "sla_ms", "workers", "max_k", "max_query_chars", "warmup_queries")
         check(bool(self.ks) and min(self.ks) >= 0, "serve.ks", self.ks, "give depths >= 0")
         check(max(self.ks) <= self.n, "serve.ks", self.ks, "each depth must be <= serve.n")

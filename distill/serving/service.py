@@ -28,11 +28,12 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DistillError, StageNotReadyError
 from distill.evaluation.cascade import DepthController
+from distill.export.stage import find_ranker
 from distill.ir.bm25 import BM25Index
 from distill.ir.tantivy_index import TantivyIndex
 from distill.retrieval.candidates import build_index
 from distill.serving.schema import ServeConfig
-from distill.students.base import Context, Scorer, find_scorer, student_dirs
+from distill.students.base import Context, Scorer, student_dirs
 from distill.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,9 @@ class Metrics:
         )
 
 
-def pick_student(ws: Workspace, ctx: Context, name: str) -> Scorer:
-    """The student scorer called `name` ("" = the cascade student of metrics.json)."""
+def pick_student(ws: Workspace, ctx: Context, name: str, backend: str = "torch") -> Scorer:
+    """The student scorer called `name` ("" = the cascade student of metrics.json), served by `backend`: torch
+    (the student's folder) or an export's kind (`make export`; refused when stale)."""
     if not name and student_dirs(ws):  # (no student at all: find_scorer says which stage to run)
         metrics = json.loads(ws.metrics.read_text()) if ws.metrics.is_file() else {}
         if "cascade" not in metrics:
@@ -147,7 +149,13 @@ def pick_student(ws: Workspace, ctx: Context, name: str) -> Scorer:
                 f"or set serve.student=NAME"
             )
         name = metrics["cascade"]["student"]
-    return find_scorer(ctx, name, "serve.student")[0]
+    if backend != "torch":
+        if "@" in name:
+            raise ConfigError(
+                f"serve.student={name!r} names an export already; leave serve.backend={backend} out or name the student alone"
+            )
+        name = f"{name}@{backend}"
+    return find_ranker(ctx, name, "serve.student")
 
 
 def controller(sc: ServeConfig, policy: str) -> DepthController:
@@ -184,7 +192,9 @@ class CascadeService:
         self.engine = engine_for(
             load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device), cfg.teacher
         )
-        self.student = pick_student(ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student)
+        self.student = pick_student(
+            ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student, self.sc.backend
+        )
         if not getattr(self.student, "live", True):
             depth = int(pd.read_parquet(ws.candidates, columns=["rank"])["rank"].max())
             if self.sc.n > depth:

@@ -38,14 +38,27 @@ TRAINED_QUERIES = "trained_queries.json"
 
 @dataclass
 class Context:
-    """What a scorer may read: the dataset, the workspace, and the candidate rows it will be asked about; and
-    which modules may load student folders (`trusted`: the registered students' and `student_packages`)."""
+    """What a scorer may read: the dataset, the workspace, and the candidate rows it will be asked about; which
+    modules may load student folders (`trusted`: the registered students' and `student_packages`); and
+    `adapters`: per student folder, what its loader's model passes through before scoring (`model`). By default
+    none; an export (distill/export) swaps a sentence-transformers model's forward for its graph's, or a GBDT's
+    predict function over the feature matrix for its graph's, so the student's own tokenising and scoring code
+    serves the export. Keyed by folder, so the students a stacked one reads stay their own."""
 
     ds: Dataset
     ws: Workspace
     cands: pd.DataFrame  # qid, docid, rank, bm25, split
     cache: dict[str, Any] = field(default_factory=dict)
     packages: tuple[str, ...] = ()
+    adapters: dict[Path, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def adapted(self, model_dir: Path) -> bool:
+        return model_dir.resolve() in self.adapters
+
+    def model(self, model_dir: Path, model: Any) -> Any:
+        """The model a loader scores `model_dir` with: its adapter's stand-in, or the model itself."""
+        adapter = self.adapters.get(model_dir.resolve())
+        return model if adapter is None else adapter(model)
 
     @classmethod
     def of(cls, cfg: Any, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> Context:
@@ -167,6 +180,13 @@ def student_dirs(ws: Workspace) -> list[Path]:
 def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The scorers of a student folder, after checking it is whole, learned from the workspace's inputs, and
     names a registered student's `load` (a file alone never chooses what code runs)."""
+    module = student_module(model_dir, ctx)
+    return load_callable(f"{module}:load", f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
+
+
+def student_module(model_dir: Path, ctx: Context) -> str:
+    """The module of a student folder's loader, after checking the folder is whole, learned from the
+    workspace's inputs, and names a registered student's `load` (a file alone never chooses what code runs)."""
     remedy = f"retrain it (make train-student), or remove {model_dir}"
     check_complete(model_dir, remedy)
     meta = student_meta(model_dir)
@@ -178,7 +198,7 @@ def load_scorers(model_dir: Path, ctx: Context) -> list[Scorer]:
             f"folder, or add its module to student_packages if you trust it"
         )
     ctx.ws.check_inputs(model_dir, meta.get("inputs"), remedy)
-    return load_callable(f"{module}:load", f"{model_dir / STUDENT_FILE}")(model_dir, ctx)
+    return module
 
 
 def find_scorer(ctx: Context, name: str, what: str) -> tuple[Scorer, Path]:
@@ -217,6 +237,7 @@ __all__ = [
     "write_trained_queries",
     "Scorer",
     "load_scorers",
+    "student_module",
     "query_texts",
     "student_dirs",
     "write_student_json",

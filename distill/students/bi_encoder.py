@@ -214,15 +214,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def open_model(model_dir: Path) -> Any:
+    """The saved model, on the CPU (what `load` scores with and `make export` exports)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The bi-encoder as a scorer of candidate rows: the documents of the context's candidates are encoded once
     (a production index holds them); each call encodes its queries. With a hybrid weight saved by training, a
     second scorer `<name>+bm25` adds w x BM25."""
-    from sentence_transformers import SentenceTransformer
-
     bc: BiEncoderConfig = trained_config(model_dir, BiEncoderConfig)
     norm = bc.similarity == "cos"
-    model = SentenceTransformer(str(model_dir), device="cpu")
+    model = ctx.model(model_dir, open_model(model_dir))
 
     def search(qids: list[str], k: int) -> tuple[pd.DataFrame, dict[str, float]]:
         run = dense_retrieve(model, ctx.ds, qids, k, bc.similarity)

@@ -160,8 +160,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def open_model(model_dir: Path) -> Any:
+    """The saved model as a sentence-transformers CrossEncoder on the CPU (what `make export` exports)."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(model_dir), device="cpu")
+
+
+class _Predict:
+    """`score(queries, docs)` through `CrossEncoder.predict` (raw logits, as the engine gives): how an adapted
+    model (an export's graph behind the CrossEncoder's own tokenising) scores."""
+
+    def __init__(self, model: Any, batch_size: int = 64):
+        self.model, self.batch_size = model, batch_size
+
+    def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
+        import torch
+
+        return self.model.predict(
+            list(zip(queries, docs, strict=True)),
+            batch_size=self.batch_size,
+            activation_fn=torch.nn.Identity(),
+            show_progress_bar=False,
+        )
+
+
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
-    """The student as a reranker through the scoring engine."""
+    """The student as a reranker through the scoring engine (or, when the context adapts the model, through
+    `CrossEncoder.predict` on the adapted model)."""
     sc: CrossEncoderStudentConfig = trained_config(model_dir, CrossEncoderStudentConfig)
-    engine = _scorer(str(model_dir), sc)
+    engine = (
+        _Predict(ctx.model(model_dir, open_model(model_dir)))
+        if ctx.adapted(model_dir)
+        else _scorer(str(model_dir), sc)
+    )
     return [FunctionScorer(student_meta(model_dir)["name"], lambda rows: score_rows(engine, ctx.ds, rows))]

@@ -287,19 +287,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return info
 
 
-def _predictor(model_dir: Path) -> tuple[list[str], Any]:
-    names = json.loads((model_dir / "features.json").read_text())
+def feature_names(model_dir: Path) -> list[str]:
+    """The model's input features, in their column order."""
+    return list(json.loads((model_dir / "features.json").read_text()))
+
+
+def open_model(model_dir: Path) -> Any:
+    """The saved booster (lightgbm.Booster or xgboost.Booster; what `make export` exports)."""
     if (model_dir / "model.txt").exists():
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
-        return names, lambda X: np.asarray(booster.predict(X, num_threads=1))
+        return lgb.Booster(model_file=str(model_dir / "model.txt"))
     import xgboost as xgb
 
     xb = xgb.Booster()
     xb.load_model(str(model_dir / "model.json"))
     xb.set_param({"nthread": 1})
-    return names, lambda X: xb.inplace_predict(X)
+    return xb
+
+
+def _predictor(model_dir: Path) -> tuple[list[str], Any]:
+    booster = open_model(model_dir)
+    if hasattr(booster, "inplace_predict"):
+        return feature_names(model_dir), lambda X: booster.inplace_predict(X)
+    return feature_names(model_dir), lambda X: np.asarray(booster.predict(X, num_threads=1))
 
 
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
@@ -308,6 +319,7 @@ def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     fingerprint) and hold every feature it names. A row features.parquet does not hold is refused, never scored
     on missing values."""
     names, predict = _predictor(model_dir)
+    predict = ctx.model(model_dir, predict)
     feats = ctx.cache.get("features")
     if feats is None:
         feats = pd.read_parquet(ctx.ws.require(ctx.ws.features, "features")).set_index(["qid", "docid"])

@@ -178,12 +178,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def open_model(model_dir: Path) -> Any:
+    """The saved model, on the CPU (what `load` scores with and `make export` exports)."""
+    from sentence_transformers import MultiVectorEncoder
+
+    return MultiVectorEncoder(str(model_dir), device="cpu")
+
+
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The student as a reranker (the context's candidate documents encoded once, as an index holds them; each
     call encodes its queries) that can also retrieve from the whole corpus."""
-    from sentence_transformers import MultiVectorEncoder
-
-    model = MultiVectorEncoder(str(model_dir), device="cpu")
+    model = ctx.model(model_dir, open_model(model_dir))
     trained_config(model_dir, MultiVectorConfig)  # the folder's config passes today's checks
     name = student_meta(model_dir)["name"]
     return [

@@ -389,14 +389,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def open_model(model_dir: Path) -> Any:
+    """The saved model, on the CPU (what `load` scores with and `make export` exports)."""
+    from sentence_transformers import SparseEncoder
+
+    return SparseEncoder(str(model_dir), device="cpu")
+
+
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
     """The student as a reranker (the context's candidate documents encoded once; each call encodes its
     queries) that can also retrieve from the whole corpus."""
-    from sentence_transformers import SparseEncoder
-
     sc: SparseConfig = trained_config(model_dir, SparseConfig)
     top = sc.max_active_dims
-    model = SparseEncoder(str(model_dir), device="cpu")
+    model = ctx.model(model_dir, open_model(model_dir))
     return [
         neural.candidate_scorer(
             student_meta(model_dir)["name"],

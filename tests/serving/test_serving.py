@@ -337,7 +337,7 @@ def test_a_precomputed_feature_student_refuses_a_depth_beyond_the_candidates(ser
 
     monkeypatch.setattr(
         "distill.serving.service.pick_student",
-        lambda ws, ctx, name: FS("gbdt_like", lambda r: r.bm25, live=False),
+        lambda ws, ctx, name, backend="torch": FS("gbdt_like", lambda r: r.bm25, live=False),
     )
     with pytest.raises(
         ConfigError, match=r"serve.n=20: student 'gbdt_like' scores precomputed features.*top 10"
