@@ -7,7 +7,8 @@ llm-fp16 (the Qwen3-Reranker-0.6B shape); `job`: the whole `make teacher-score` 
 (--job-data) against `CrossEncoder.predict`. `precision`: fp32/bf16/int8 of a workspace's trained teacher
 (--workspace, --data; distill/bench/precision.py). `gbdt`: GBDT training and scoring; `objectives`: the
 distillation objectives' time and memory with mixed query sizes (distill/bench/students.py); `scale`: the
-pipeline's stages at 1x/10x/100x the sample world, seconds and peak RSS (distill/bench/scale.py).
+pipeline's stages at 1x/10x/100x the sample world, seconds and peak RSS (distill/bench/scale.py); `export`:
+the graphs of `make export` (ONNX Runtime, OpenVINO, int8) against PyTorch on real weights (distill/bench/export.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from distill.bench.export import export_bench
 from distill.bench.precision import precision_setting
 from distill.bench.scale import scale_bench
 from distill.bench.students import gbdt_bench, objectives_bench
@@ -36,7 +38,7 @@ from distill.bench.teacher import (
 from distill.ir.timing import machine
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_TEACHER = ("gbdt", "objectives", "scale", "precision")
+NOT_TEACHER = ("gbdt", "objectives", "scale", "precision", "export")
 
 
 class Records:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--settings",
         default="fp32,bf16,int8,default,gbdt",
-        help="also: job, objectives, scale, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
+        help="also: job, objectives, scale, export, llm, llm-bf16, llm-fp16, fp16, NAME+compile",
     )
     ap.add_argument(
         "--scales", default="1,10,100", help="for the scale setting: multiples of the sample world"
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     for s in [s for s in settings if s in ("gbdt", "objectives")]:
         for line in gbdt_bench(threads=torch.get_num_threads()) if s == "gbdt" else objectives_bench():
             records.add(line)
+    if "export" in settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            for line in export_bench(args.pairs, Path(tmp), args.repeats):
+                records.add(line)
     if "scale" in settings:
         for line in scale_bench([int(x) for x in args.scales.split(",")], engine=args.engine):
             records.add(line)

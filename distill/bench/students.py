@@ -65,6 +65,7 @@ def gbdt_bench(
                     "engine_pairs_per_s": round(1000 / per_call, 1),
                 }
             )
+            out += served_scoring(booster, X[:100])
     out.insert(
         0,
         {
@@ -78,6 +79,67 @@ def gbdt_bench(
             "ratio": round(times["listnet_kd"] / times["lambdarank"], 3),
         },
     )
+    return out
+
+
+def served_scoring(booster: Any, X: np.ndarray, repeats: int = 200) -> list[dict]:
+    """One served request's scoring (`len(X)` candidates, one thread, as the GBDT student scores): LightGBM's
+    `Booster.predict` against the ONNX export on ONNX Runtime and, where installed, lleaves and treelite
+    (tl2cgen) compiled models: ms per request and the largest difference from `Booster.predict`."""
+    import tempfile
+    from pathlib import Path
+
+    from distill.export import gbdt
+    from distill.export.graph import OnnxRunner
+
+    ref = booster.predict(X, num_threads=1)
+    runners: dict[str, Any] = {"lightgbm Booster.predict": lambda: booster.predict(X, num_threads=1)}
+    tmp = Path(tempfile.mkdtemp())
+    path, output = gbdt.to_onnx(booster, X.shape[1], tmp / "model.onnx")
+    onnx = OnnxRunner(path, threads=1)
+    runners["onnxruntime"] = lambda: onnx({gbdt.INPUT: X})[output].reshape(-1)
+    text = tmp / "model.txt"
+    text.write_text(gbdt.regression_text(booster))
+    notes: dict[str, str] = {}
+    try:
+        import lleaves
+
+        ll = lleaves.Model(model_file=str(text))
+        ll.compile(cache=str(tmp / "lleaves.so"))
+        runners["lleaves"] = lambda: ll.predict(X.astype(np.float64), n_jobs=1)
+    except ImportError:
+        notes["lleaves"] = "not installed"
+    except Exception as e:  # e.g. an llvmlite newer than lleaves supports: a note, not a failed bench
+        notes["lleaves"] = f"failed: {type(e).__name__}: {e}"
+    try:
+        import tl2cgen
+        import treelite
+
+        tl = treelite.frontend.load_lightgbm_model(str(text))
+        tl2cgen.export_lib(tl, toolchain="gcc", libpath=str(tmp / "treelite.so"), params={"parallel_comp": 8})
+        pred = tl2cgen.Predictor(str(tmp / "treelite.so"), nthread=1)
+        runners["treelite (tl2cgen)"] = lambda: pred.predict(tl2cgen.DMatrix(X)).reshape(-1)
+    except ImportError:
+        notes["treelite (tl2cgen)"] = "not installed"
+    except Exception as e:  # no C compiler, an incompatible version
+        notes["treelite (tl2cgen)"] = f"failed: {type(e).__name__}: {e}"
+    out = []
+    base = None
+    for name, fn in runners.items():
+        fn()
+        seconds, got = best_of(fn, repeats)
+        base = base or seconds
+        out.append(
+            {
+                "setting": "gbdt_served_scoring",
+                "candidates": len(X),
+                "scorer": name,
+                "ms_per_request": round(seconds * 1000, 4),
+                "vs_booster_predict": round(base / seconds, 3),
+                "max_abs_diff": float(np.max(np.abs(np.asarray(got, np.float64) - ref))),
+            }
+        )
+    out += [{"setting": "gbdt_served_scoring", "scorer": k, "note": v} for k, v in notes.items()]
     return out
 
 

@@ -44,21 +44,24 @@ def to_onnx(booster: Any, n_features: int, path: Path) -> tuple[Path, str]:
     else:
         import lightgbm as lgb
 
-        # the students rank by the raw score whatever they were trained with (a custom distillation objective,
-        # lambdarank), which onnxmltools converts as a regression's identity output
-        # (a custom objective leaves no objective line in the model's header: one is added)
-        text = booster.model_to_string()
-        if re.search(r"^objective=", text, flags=re.M):
-            text = re.sub(r"^objective=.*$", "objective=regression", text, count=1, flags=re.M)
-        else:
-            text = re.sub(
-                r"^feature_names=", "objective=regression\nfeature_names=", text, count=1, flags=re.M
-            )
-        text = re.sub(r"^\[objective: .*\]$", "[objective: regression]", text, count=1, flags=re.M)
+        text = regression_text(booster)
         onx = onnxmltools.convert_lightgbm(lgb.Booster(model_str=text), initial_types=types, zipmap=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onx.SerializeToString())
     return path, onx.graph.output[0].name
+
+
+def regression_text(booster: Any) -> str:
+    """A LightGBM booster's model text with its objective set to regression: the students rank by the raw score
+    whatever they were trained with (a custom distillation objective, lambdarank), which converters and compilers
+    (onnxmltools, lleaves, treelite) then read as a regression's identity output. A custom objective leaves no
+    objective line in the header: one is added."""
+    text = booster.model_to_string()
+    if re.search(r"^objective=", text, flags=re.M):
+        text = re.sub(r"^objective=.*$", "objective=regression", text, count=1, flags=re.M)
+    else:
+        text = re.sub(r"^feature_names=", "objective=regression\nfeature_names=", text, count=1, flags=re.M)
+    return re.sub(r"^\[objective: .*\]$", "[objective: regression]", text, count=1, flags=re.M)
 
 
 def write_native(booster: Any, out: Path) -> list[str]:
