@@ -6,16 +6,17 @@ from dataclasses import dataclass
 
 from distill.config import check, check_at_least, check_positive
 
-FORMATS = ("onnx", "openvino")
+# lleaves: a LightGBM student's trees compiled to machine code (LightGBM students only, no int8)
+FORMATS = ("onnx", "openvino", "lleaves")
 QUANTIZE = ("none", "int8")
 
 
 def tag(fmt: str, quantize: str) -> str:
-    """The name of an export kind: onnx, onnx-int8, openvino, openvino-int8 (a ranker `NAME@TAG`)."""
+    """The name of an export kind: onnx, onnx-int8, openvino, openvino-int8, lleaves (a ranker `NAME@TAG`)."""
     return fmt + ("-int8" if quantize == "int8" else "")
 
 
-TAGS = tuple(tag(f, q) for f in FORMATS for q in QUANTIZE)
+TAGS = (*(tag(f, q) for f in ("onnx", "openvino") for q in QUANTIZE), "lleaves")
 
 
 @dataclass
@@ -26,7 +27,7 @@ class ExportConfig:
     # the student's name (its folder's, as `make evaluate` lists it: bi_encoder_kl, cross_encoder_margin_mse,
     # lightgbm, ...)
     student: str = ""
-    format: str = "onnx"  # onnx (ONNX Runtime) | openvino
+    format: str = "onnx"  # onnx (ONNX Runtime) | openvino | lleaves (LightGBM students: compiled trees)
     # int8: static weights and activations, calibrated on the workspace's own train queries (neural students)
     quantize: str = "none"
     # train queries whose top candidates (by BM25) calibrate int8 and check the graph against the model
@@ -41,6 +42,12 @@ class ExportConfig:
     def __post_init__(self) -> None:
         check(self.format in FORMATS, "export.format", self.format, f"use one of {list(FORMATS)}")
         check(self.quantize in QUANTIZE, "export.quantize", self.quantize, f"use one of {list(QUANTIZE)}")
+        check(
+            tag(self.format, self.quantize) in TAGS,
+            "export.quantize",
+            self.quantize,
+            f"export.format={self.format} compiles the trees as they are: use export.quantize=none",
+        )
         check_positive(self, "export", "calibration_queries", "calibration_candidates")
         check_at_least(self, "export", 0, "fidelity_queries", "threads")
         check(self.precision in ("auto", "f32"), "export.precision", self.precision, "use auto or f32")

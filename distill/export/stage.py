@@ -8,7 +8,8 @@ writes `<workspace>/exports/<student>-<tag>/` as a whole (tag: onnx, onnx-int8, 
   `model.bin`: the sentence-transformers model's forward (distill/export/neural.py), checked against the model on
   the calibration rows; int8 is static (weights and activations), calibrated on the workspace's own train queries
   and their candidates; beside it the student folder's tokenizer and module configs (not its weights);
-- a GBDT student: `model.onnx`, the library's own files and `features.json` (distill/export/gbdt.py);
+- a GBDT student: `model.onnx`, the library's own files and `features.json` (distill/export/gbdt.py); a
+  LightGBM student with `export.format=lleaves`: its trees compiled by lleaves instead of the ONNX graph;
 - `export.json`: the student, its folder's fingerprint, the graph's inputs and outputs, the runtime and precision,
   the graph check, and the fidelity on the test queries, for each of the student's rankers: mean per-query
   Kendall tau against the original's scores, nDCG@10 of both, and the median ms per query of both.
@@ -129,7 +130,14 @@ def fresh_student(folder: Path, meta: dict[str, Any], ws: Workspace) -> Path:
 
 def runner(folder: Path, meta: dict[str, Any], threads: int = 0) -> Any:
     """The export's graph on its runtime, in the precision it was exported and measured with."""
-    cls = graph.OpenVinoRunner if str(meta["tag"]).startswith("openvino") else graph.OnnxRunner
+    kind = str(meta["tag"])
+    cls = (
+        graph.OpenVinoRunner
+        if kind.startswith("openvino")
+        else gbdt.LleavesRunner
+        if kind == "lleaves"
+        else graph.OnnxRunner
+    )
     return cls(folder / str(meta["graph"]), threads, str(meta.get("precision", "auto")))
 
 
@@ -317,14 +325,24 @@ def export_gbdt(
 ) -> dict[str, Any]:
     from distill.students.gbdt import feature_names
 
-    if ec.format != "onnx" or ec.quantize != "none":
+    lib = gbdt.library(booster)
+    if (
+        ec.format not in ("onnx", "lleaves")
+        or ec.quantize != "none"
+        or (ec.format == "lleaves" and lib != "lightgbm")
+    ):
         raise ConfigError(
             f"export.format={ec.format} export.quantize={ec.quantize}: a GBDT student ({where}) exports as "
             f"export.format=onnx export.quantize=none (with the library's own files beside it)"
+            + (", or a LightGBM one as export.format=lleaves" if lib == "lightgbm" else "")
         )
     options = built_options(cfg, Workspace.from_cfg(cfg))
     names = feature_names(model_dir)
-    path, output = gbdt.to_onnx(booster, len(names), out / "model.onnx")
+    if ec.format == "lleaves":
+        path, output = out / "model.lleaves.txt", "score"
+        path.write_text(gbdt.regression_text(booster))
+    else:
+        path, output = gbdt.to_onnx(booster, len(names), out / "model.onnx")
     files = gbdt.write_native(booster, out)
     about = feature_about(options["features"].get("families") or {})
     for n in names:
@@ -336,7 +354,7 @@ def export_gbdt(
     write_json_atomic(gbdt.feature_spec(names, about, options), out / "features.json")
     return {
         "kind": "gbdt",
-        "library": gbdt.library(booster),
+        "library": lib,
         "graph": path.name,
         "inputs": [gbdt.INPUT],
         "outputs": {output: "score"},
@@ -410,6 +428,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with staged_dir(dest, "export folder") as tmp:
         if isinstance(model, torch.nn.Module):
             del model
+            if ec.format == "lleaves":
+                raise ConfigError(
+                    f"export.format=lleaves: {where} is a neural student; lleaves compiles LightGBM students "
+                    f"(use export.format=onnx or openvino)"
+                )
             calib = sample_rows(cands, "train", ec.calibration_queries, ec.calibration_candidates, cfg.seed)
             if calib.empty:
                 raise DataError(
@@ -432,7 +455,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         }
         run_ = runner(tmp, meta, ec.threads)
         meta["runtime"] = {
-            "library": "openvino" if ec.format == "openvino" else "onnxruntime",
+            "library": {"openvino": "openvino", "lleaves": "lleaves"}.get(ec.format, "onnxruntime"),
             "precision": run_.precision,
         }
         meta["fidelity"] = fidelity(

@@ -172,6 +172,27 @@ def test_gbdt_exports_score_as_the_library_with_its_files_and_features(ws_cfg, s
     assert meta["native"] and meta["fidelity"][f"{student}@onnx"]["max_abs_diff"] <= 1e-5
 
 
+def test_a_lightgbm_student_compiled_by_lleaves_scores_as_the_booster(ws_cfg):
+    import lightgbm as lgb
+
+    from distill.export.gbdt import INPUT, LleavesRunner
+
+    meta = run_export(ws_cfg("export.student=lightgbm", "export.format=lleaves"))
+    assert meta["runtime"]["library"] == "lleaves" and meta["graph"] == "model.lleaves.txt"
+    a, b, ctx = scores_of(ws_cfg(), "lightgbm", "lleaves")
+    assert np.abs(a - b).max() <= 1e-5 and meta["fidelity"]["lightgbm@lleaves"]["max_abs_diff"] <= 1e-5
+    folder = ctx.ws.exports / "lightgbm-lleaves"
+    (lib,) = folder.glob("lleaves.*.so")  # compiled at export, for this CPU, and reused on load
+    # the compiled library itself (not the booster behind it) gives the raw scores, NaN (missing) included
+    booster = lgb.Booster(model_file=str(ctx.ws.model("lightgbm") / "model.txt"))
+    X = np.random.default_rng(0).normal(size=(100, booster.num_feature()))
+    X[::7, 0] = np.nan
+    got = LleavesRunner(folder / "model.lleaves.txt")({INPUT: X})["score"]
+    np.testing.assert_allclose(got, booster.predict(X, raw_score=True), atol=1e-9)
+    assert list(folder.glob("lleaves.*.so")) == [lib]
+    assert find_ranker(ctx, "lightgbm@lleaves", "serve.student").name == "lightgbm@lleaves"
+
+
 def test_exports_are_rankers_of_evaluation_and_the_server(ws_cfg):
     from distill.evaluation.rankers import find_rankers
     from distill.serving.service import pick_student
@@ -200,8 +221,22 @@ def test_bad_exports_get_one_line(ws_cfg, tmp_path):
         ConfigError, match="a GBDT student .* exports as export.format=onnx export.quantize=none"
     ):
         run_export(ws_cfg("export.student=xgboost", "export.format=openvino"))
-    with pytest.raises(ConfigError, match=r"export.format='tflite': use one of \['onnx', 'openvino'\]"):
+    with pytest.raises(
+        ConfigError, match=r"export.format='tflite': use one of \['onnx', 'openvino', 'lleaves'\]"
+    ):
         run_export(ws_cfg("export.format=tflite"))
+    with pytest.raises(
+        ConfigError, match="a GBDT student .* exports as export.format=onnx export.quantize=none"
+    ):
+        run_export(ws_cfg("export.student=xgboost", "export.format=lleaves"))
+    with pytest.raises(
+        ConfigError, match="export.format=lleaves: .* is a neural student; lleaves compiles LightGBM"
+    ):
+        run_export(ws_cfg("export.student=sparse_kl", "export.format=lleaves"))
+    with pytest.raises(
+        ConfigError, match="export.format=lleaves compiles the trees as they are: use export.quantize=none"
+    ):
+        run_export(ws_cfg("export.student=lightgbm", "export.format=lleaves", "export.quantize=int8"))
     with pytest.raises(StageNotReadyError, match="has no trained student: run `make train-student"):
         run_export(
             compose_under(tmp_path, f"paths.workspace={tmp_path / 'empty'}", "export.student=lightgbm")
