@@ -36,6 +36,7 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     saved = json.loads((ws / "metrics.json").read_text())
     assert set(saved["rankers"]) == {
         "bm25",
+        "bm25_wordpiece",
         "teacher",
         "lightgbm",
         "lightgbm_stack",
@@ -48,7 +49,7 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     assert set(saved["retrievers"]) == {"bm25", "bi_encoder_kl", "multi_vector_kl", "sparse_kl"}
     check_against_references(cfg, saved)
     for name, m in saved["rankers"].items():
-        if name != "bm25":
+        if name not in ("bm25", "bm25_wordpiece"):  # the lexical baselines are not timed
             assert m["ms_per_query"] > 0
     assert metrics["rankers"]["bm25"] == saved["rankers"]["bm25"]
     policies = saved["cascade"]["policies"]
@@ -67,6 +68,38 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     changed = run_demo(tiny_changed(cfg))
     ran = {k for k, v in changed["stage_seconds"].items() if v != "skipped"}
     assert ran == {"train-student-lightgbm", "train-student-xgboost", "train-student-lightgbm_stack"}
+
+
+def subword_bm25_reference(cfg, cands):
+    """BM25 (bm25s's Lucene form: idf x tf / (tf + k1 (1 - b + b dl / avgdl))) over the teacher tokenizer's
+    pieces, written out term by term."""
+    import math
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from distill.data.prepare import load_dataset
+    from distill.workspace import Workspace
+
+    ds = load_dataset(cfg)
+    tok = AutoTokenizer.from_pretrained(Workspace.from_cfg(cfg).model("teacher"))
+    docs = dict(zip(ds.corpus.index, (Counter(tok.tokenize(t)) for t in ds.doc_texts(ds.corpus.index))))
+    n, avg = len(docs), sum(sum(c.values()) for c in docs.values()) / len(docs)
+    df = Counter(t for c in docs.values() for t in c)
+    k1, b = cfg.retrieval.k1, cfg.retrieval.b
+    out = []
+    for qid, docid in zip(cands.qid, cands.docid):
+        tf, dl = docs[docid], sum(docs[docid].values())
+        out.append(
+            sum(
+                math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                * tf[t]
+                / (tf[t] + k1 * (1 - b + b * dl / avg))
+                for t in tok.tokenize(ds.queries.text[qid])
+                if t in tf
+            )
+        )
+    return out
 
 
 def check_against_references(cfg, saved):
@@ -91,6 +124,9 @@ def check_against_references(cfg, saved):
     soft = read_soft_labels(ws / "soft_labels").merge(cands[["qid", "docid"]], on=["qid", "docid"])
     assert r["teacher"]["ndcg@10"] == pytest.approx(
         evaluate(qrels, soft[["qid", "docid", "score"]])["ndcg@10"]
+    )
+    assert r["bm25_wordpiece"]["ndcg@10"] == pytest.approx(
+        evaluate(qrels, cands[["qid", "docid"]].assign(score=subword_bm25_reference(cfg, cands)))["ndcg@10"]
     )
     feats = pd.read_parquet(ws / "features.parquet").query("split == 'test'")
     names = json.loads((ws / "models" / "lightgbm" / "features.json").read_text())

@@ -8,7 +8,8 @@ runs through the project's scoring engine with the run's `teacher.*` settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from distill.export.stage import export_scorers
 from distill.students.base import Context, Search, load_scorers, student_dirs
 from distill.teacher.soft_labels import read_soft_labels
 from distill.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 Probe = Callable[[pd.DataFrame], object]  # scores one query's candidate rows
 
@@ -38,6 +41,8 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     through the loader it names: evaluation knows no student by name) and every current export of one
     (`NAME@TAG`, distill/export)."""
     rankers = [Ranker("bm25", "retrieval", cands.bm25.to_numpy(np.float64))]
+    if cfg.evaluate.lexical_baselines:
+        rankers += subword_bm25(cfg, ds, ws, cands)
     if (ws.soft_labels / "manifest.json").exists():
         soft = read_soft_labels(ws.soft_labels, ws.candidates)
         t = cands[["qid", "docid"]].merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
@@ -59,6 +64,43 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
             )
         )
     return rankers
+
+
+def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> list[Ranker]:
+    """BM25 over the teacher's own sub-word tokens (ranker `bm25_wordpiece`: WordPiece for BERT-style teachers,
+    the tokenizer's pieces for others), with the retrieval's k1 and b, on the candidates: a lexical baseline
+    that reads the tokens the teacher reads, so the report shows how far the teacher and each student rise
+    above lexical matching with them, not only above BM25 over words. Left out, with one line, when the
+    teacher's tokenizer is not available here (soft labels imported from elsewhere)."""
+    from transformers import AutoTokenizer
+
+    from distill.ir.bm25 import BM25Index
+    from distill.teacher.scoring import resolve_teacher
+
+    t = cfg.teacher
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            resolve_teacher(str(t.model), ws),
+            revision=t.revision,
+            trust_remote_code=bool(t.trust_remote_code),
+        )
+    except Exception as e:  # no trained teacher, a hub id with no cached copy and no network
+        log.warning("ranker bm25_wordpiece left out: the teacher's tokenizer is not available here (%s)", e)
+        return []
+
+    def pieces(texts: Sequence[str]) -> list[list[str]]:
+        ids = tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return [list(tok.convert_ids_to_tokens(row)) for row in ids]
+
+    rc = cfg.retrieval
+    index = BM25Index(ds.doc_texts(ds.corpus.index), k1=rc.k1, b=rc.b, method=rc.method, tokenizer=pieces)
+    qids = pd.Index(cands.qid.unique())
+    scores = index.score_pairs(
+        ds.queries.loc[qids, "text"].tolist(),
+        qids.get_indexer(cands.qid),
+        ds.corpus.index.get_indexer(cands.docid),
+    )
+    return [Ranker("bm25_wordpiece", "retrieval", scores.astype(np.float64))]
 
 
 def raise_missing(n: int) -> None:

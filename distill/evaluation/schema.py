@@ -54,6 +54,9 @@ class EvaluateConfig:
     load: LoadConfig = field(default_factory=LoadConfig)
     # Students that also retrieve (bi-encoder, multi-vector, sparse) are searched over the whole corpus: top k.
     retrieve_k: int = 100
+    # Lexical baselines beside `bm25`: `bm25_wordpiece`, BM25 over the teacher's own sub-word tokens (one more
+    # BM25 index of the corpus, built at evaluation).
+    lexical_baselines: bool = True
 
     def __post_init__(self) -> None:
         check_positive(

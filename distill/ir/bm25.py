@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bm25s
@@ -76,10 +76,23 @@ class Tokenizer:
         )
 
 
+class GivenTokens:
+    """A tokenisation of the caller's (e.g. a model's sub-word tokenizer: texts -> each text's token strings) in
+    the `Tokenizer` call form; bm25s indexes and scores lists of token strings as they are."""
+
+    def __init__(self, split: Callable[[Sequence[str]], list[list[str]]]):
+        self.split = split
+
+    def __call__(self, texts: Sequence[str], ids: bool = False) -> list[list[str]]:
+        return self.split(list(texts))
+
+
 class BM25Index:
     """A bm25s index over `texts`; `search` returns, per query, the matching doc positions and scores.
 
     Documents that share no term with a query are never returned, so a query can get fewer than k results.
+    `tokenizer` (texts -> token strings) replaces the project's word tokenisation (stemmer, stopwords and
+    lowercase are then unused).
     """
 
     def __init__(
@@ -92,8 +105,11 @@ class BM25Index:
         stemmer: str | None = "english",
         stopwords: str | None = "en",
         lowercase: bool = True,
+        tokenizer: Callable[[Sequence[str]], list[list[str]]] | None = None,
     ):
-        self.tokenizer = Tokenizer(stemmer, stopwords, lowercase)
+        self.tokenizer: Tokenizer | GivenTokens = (
+            GivenTokens(tokenizer) if tokenizer else Tokenizer(stemmer, stopwords, lowercase)
+        )
         self.n_docs = len(texts)
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
         tokens = self.tokenize(texts)

@@ -15,6 +15,7 @@ import pytest
 from distill.config import PROJECT_ROOT
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, StageNotReadyError
+from distill.export import graph
 from distill.export.stage import export_scorers, find_ranker, find_student, load_export
 from distill.export.stage import run as run_export
 from distill.ir.metrics import kendall_per_query
@@ -135,10 +136,17 @@ def test_openvino_and_int8_exports_keep_the_ranking(ws_cfg, student, fmt, quanti
         if fmt == "openvino"
         else (folder / "model.onnx").read_bytes().decode("latin-1")
     )
+    assert meta["calibration"]["queries"] > 0
+    search = meta["calibration"].get("search")
+    if search and search["fp32_products"] == search["products"]:
+        # the ONNX search found no int8 product that keeps the order of these close scores (mean Kendall within
+        # calls >= 0.97): every product stays fp32, and the export says so rather than ranking worse
+        assert "QuantizeLinear" not in text and not graph.agrees(search["tried"][0]["agreement"])
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()))
+        return
     assert ("FakeQuantize" in text) if fmt == "openvino" else ("QuantizeLinear" in text)
     assert tau > 0.5
     assert not np.allclose(a, b, rtol=1e-6, atol=0)  # really quantised
-    assert meta["calibration"]["queries"] > 0
 
 
 @pytest.mark.parametrize("student", list(GBDT))

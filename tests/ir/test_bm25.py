@@ -36,3 +36,25 @@ def test_search_ranks_by_score_then_document_position():
     assert ids[0].tolist() == [0]  # of two tied documents, the first
     q_idx, d_idx = np.zeros(4, dtype=int), np.arange(4)
     np.testing.assert_allclose(idx.score_pairs(["ant bee"], q_idx, d_idx)[[0, 1, 3]], scores[0], rtol=1e-6)
+
+
+def test_a_given_tokenisation_is_indexed_and_scored_as_it_is():
+    """A model's own tokens (here: whitespace words, no stemming or stop words) replace the word tokenisation:
+    "cats" is not "cat", and "the" counts."""
+
+    def split(texts):
+        return [t.split() for t in texts]
+
+    idx = BM25Index(DOCS, tokenizer=split)
+    assert idx.tokenize(["the cats"]) == [["the", "cats"]]
+    q_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS))
+    d_idx = np.tile(np.arange(len(DOCS)), len(QUERIES))
+    got = idx.score_pairs(QUERIES, q_idx, d_idx)
+    for qi, toks in enumerate(split(QUERIES)):
+        toks = [t for t in toks if t in idx.retriever.vocab_dict]
+        want = idx.retriever.get_scores(toks) if toks else np.zeros(len(DOCS))
+        np.testing.assert_allclose(got[q_idx == qi], want, rtol=1e-6, atol=1e-6)
+    cat = got[q_idx == 0]
+    assert cat[1] == 0 and cat[0] > 0  # "cats" (doc 1) does not match "cat"; doc 0 has "cat", "on", "mat"
+    words = BM25Index(DOCS).score_pairs(QUERIES, q_idx, d_idx)
+    assert words[q_idx == 0][1] > 0  # the stemmed word tokenisation matches it
