@@ -142,12 +142,14 @@ def student_config(node: Any) -> GBDTConfig:
     return sc
 
 
-def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
+def load_features(cfg: DictConfig, ws: Workspace, split: str | None = None) -> pd.DataFrame:
+    """features.parquet (rebuilt first when missing or stale); with `split`, only that split's rows, filtered as
+    the row groups are read (the other splits' rows never reach memory)."""
     changed = stale_features(cfg, ws)
     if changed:
         log.info("features.parquet is missing or stale (changed: %s): rebuilding it", ", ".join(changed))
         build_features_stage(cfg)
-    return pd.read_parquet(ws.features)
+    return pd.read_parquet(ws.features, filters=[("split", "==", split)] if split else None)
 
 
 @dataclass
@@ -175,11 +177,13 @@ class Frames:
 
 
 def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
-    feats = load_features(cfg, ws)
+    stacked = list(cfg.features.get("students") or [])
+    # training reads the train split's rows only; stacked students' scores are cached for every row
+    # (evaluation scores the other splits from that cache), so stacking reads all
+    feats = load_features(cfg, ws, None if stacked else "train")
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     ds = load_dataset(cfg)
     qrels = ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"]))
-    stacked = list(cfg.features.get("students") or [])
     stack = None
     if stacked:
         feats, stack = add_student_features(ws, ds, feats, stacked, tuple(cfg.get("student_packages") or ()))
