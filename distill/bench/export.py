@@ -50,8 +50,13 @@ def variants(model: Any, calls: list, tmp: Path) -> Any:
     ov = graph.OpenVinoRunner(ir)
     yield "openvino", ov, outputs, {"precision": ov.precision}
     del ov
-    int8 = graph.quantize_openvino(ir, tmp / "ov-int8", samples)
-    yield "openvino-int8", graph.OpenVinoRunner(int8), outputs, {}
+    int8, found = graph.quantize_openvino(ir, tmp / "ov-int8", samples, path)
+    yield (
+        "openvino-int8",
+        graph.OpenVinoRunner(int8),
+        outputs,
+        {"fp32_products": f"{found['fp32_products']}/{found['products']}"},
+    )
     # bf16 off: the path of a CPU without native bf16, where int8 is meant to pay (its int8 products still use
     # this CPU's int8 instructions)
     yield "openvino f32", graph.OpenVinoRunner(ir, precision="f32"), outputs, {"precision": "f32"}

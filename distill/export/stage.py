@@ -256,11 +256,10 @@ def export_neural(model_dir: Path, ctx: Context, ec: ExportConfig, out: Path, wh
             shutil.move(str(onnx_path), final)
     else:
         ir = graph.to_openvino(onnx_path, work / "ir")
-        final = (
-            graph.quantize_openvino(ir, out, samples)
-            if ec.quantize == "int8"
-            else graph.to_openvino(onnx_path, out)
-        )
+        if ec.quantize == "int8":
+            final, search = graph.quantize_openvino(ir, out, samples, onnx_path)
+        else:
+            final = graph.to_openvino(onnx_path, out)
     calibration = None
     if ec.quantize == "int8":
         built = runner(out, {"tag": tag(ec.format, ec.quantize), "graph": final.name, "precision": "f32"})

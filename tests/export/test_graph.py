@@ -64,7 +64,9 @@ def test_int8_keeps_the_ranking_of_real_weights(minilm, shared_data, tmp_path, f
         run = graph.OnnxRunner(tmp_path / "int8.onnx")
     else:
         ir = graph.to_openvino(path, tmp_path / "ir")
-        run = graph.OpenVinoRunner(graph.quantize_openvino(ir, tmp_path / "int8", samples), precision="f32")
+        int8, info = graph.quantize_openvino(ir, tmp_path / "int8", samples, path)
+        assert graph.agrees(info["agreement"]) and info["fp32_products"] < info["products"]
+        run = graph.OpenVinoRunner(int8, precision="f32")
     rows_, ref = rank_scores(model, test)
     GraphForward(run, outputs)(model)
     try:
