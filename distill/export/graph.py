@@ -352,12 +352,18 @@ def quantize_openvino(
     out.mkdir(parents=True, exist_ok=True)
     for k in sorted({0, n // 8, n // 4, n // 2, (3 * n) // 4, n}) if n else [0]:
         ignored = activations + [x for x in ov_names[:k] if x in ops]
-        quantized = nncf.quantize(
-            ov.Core().read_model(str(ir_path)),
-            nncf.Dataset(data),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(data),
-            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+        quantized = (
+            ov.Core().read_model(
+                str(ir_path)
+            )  # every product fp32: nothing quantised (NNCF would still add some)
+            if n and k == n
+            else nncf.quantize(
+                ov.Core().read_model(str(ir_path)),
+                nncf.Dataset(data),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(data),
+                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None,
+            )
         )
         ov.save_model(quantized, str(out / "model.xml"))
         runner = OpenVinoRunner(out / "model.xml", precision="f32")
