@@ -85,6 +85,30 @@ def with_graph(model: Any, runner: Any, outputs: dict[str, str], fn: Any) -> Any
         del model.forward
 
 
+def graph_lines(
+    model: Any,
+    calibrate: Any,
+    fn: Any,
+    tmp: Path,
+    ref: np.ndarray,
+    ref_s: float,
+    rows: pd.DataFrame,
+    repeats: int,
+    n: int,
+) -> list[dict]:
+    """Each graph variant of `model` (traced and calibrated on the forward calls `calibrate` makes) run through
+    `fn` with the graph in place of its forward, against PyTorch fp32's `ref`."""
+    rec = Recorder()
+    rec(model)
+    calibrate()
+    rec.release()
+    return [
+        compare(name, lambda r=run, o=outputs: with_graph(model, r, o, fn), ref, ref_s, rows, repeats, n)
+        | facts
+        for name, run, outputs, facts in variants(model, rec.calls, tmp)
+    ]
+
+
 def cross_encoder_lines(pairs: list, tmp: Path, repeats: int) -> list[dict]:
     from sentence_transformers import CrossEncoder
 
@@ -129,15 +153,17 @@ def cross_encoder_lines(pairs: list, tmp: Path, repeats: int) -> list[dict]:
     lines.append(
         compare("engine-int8 (dynamic)", lambda: int8.score(qs, ds), ref, ref_s, rows, repeats, len(test))
     )
-    rec = Recorder()
-    rec(ce)
-    ce.predict(calib, batch_size=32, show_progress_bar=False)
-    rec.release()
-    for name, run, outputs, facts in variants(ce, rec.calls, tmp / "ce-graphs"):
-        line = compare(
-            name, lambda r=run, o=outputs: with_graph(ce, r, o, predict), ref, ref_s, rows, repeats, len(test)
-        )
-        lines.append(line | facts)
+    lines += graph_lines(
+        ce,
+        lambda: ce.predict(calib, batch_size=32, show_progress_bar=False),
+        predict,
+        tmp / "ce-graphs",
+        ref,
+        ref_s,
+        rows,
+        repeats,
+        len(test),
+    )
     return [
         {"model": "MiniLM-L6 cross-encoder, real weights", "unit": "pairs", "pairs": len(test), **x}
         for x in lines
@@ -165,21 +191,17 @@ def bi_encoder_lines(pairs: list, tmp: Path, repeats: int) -> list[dict]:
 
     ref_s, ref = best_of(encode, repeats)
     lines = [{"variant": "torch-fp32", "per_s": round(len(docs) / ref_s, 1), "vs_torch_fp32": 1.0}]
-    rec = Recorder()
-    rec(model)
-    model.encode(calib, batch_size=32, show_progress_bar=False)
-    rec.release()
-    for name, run, outputs, facts in variants(model, rec.calls, tmp / "bi-graphs"):
-        line = compare(
-            name,
-            lambda r=run, o=outputs: with_graph(model, r, o, encode),
-            ref,
-            ref_s,
-            rows,
-            repeats,
-            len(docs),
-        )
-        lines.append(line | facts)
+    lines += graph_lines(
+        model,
+        lambda: model.encode(calib, batch_size=32, show_progress_bar=False),
+        encode,
+        tmp / "bi-graphs",
+        ref,
+        ref_s,
+        rows,
+        repeats,
+        len(docs),
+    )
     return [
         {"model": "all-MiniLM-L6-v2 bi-encoder, real weights", "unit": "passages", "passages": len(docs), **x}
         for x in lines

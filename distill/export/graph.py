@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,35 @@ def outlier_order(path: Path, samples: list[dict[str, np.ndarray]]) -> list[str]
     return sorted(ratio, key=lambda n: -ratio[n])
 
 
+def fewest_fp32(
+    order: list[str],
+    reference: list[dict[str, np.ndarray]],
+    data: list[dict[str, np.ndarray]],
+    quantize: Callable[[int], Callable[[dict[str, Any]], dict[str, np.ndarray]]],
+    min_cosine: float,
+    min_kendall: float,
+) -> dict[str, Any]:
+    """The search both int8 paths make: `quantize(k)` builds the int8 graph with the first k products of `order`
+    kept fp32 and returns its runner; k steps through 0, 1/8, 1/4, 1/2, 3/4 and all of them until the graph
+    agrees with `reference` on `data`. What was found, and every step tried."""
+    n = len(order)
+    tried: list[dict[str, Any]] = []
+    for k in sorted({0, n // 8, n // 4, n // 2, (3 * n) // 4, n}):
+        runner = quantize(k)
+        found = agreement(reference, [runner(s) for s in data])
+        tried.append({"fp32_products": k, "agreement": found})
+        if agrees(found, min_cosine, min_kendall):
+            break
+    return {
+        "products": n,
+        "fp32_products": tried[-1]["fp32_products"],
+        "fp32_nodes": order[: tried[-1]["fp32_products"]],
+        "agreement": tried[-1]["agreement"],
+        "min_agreement": {"cosine": min_cosine, "kendall": min_kendall},
+        "tried": tried,
+    }
+
+
 def quantize_onnx(
     onnx_path: Path,
     out_path: Path,
@@ -275,8 +304,8 @@ def quantize_onnx(
     order = outlier_order(prepared, data)
     reference = [OnnxRunner(prepared)(s) for s in data]
     n = len(order)
-    tried: list[dict[str, Any]] = []
-    for k in sorted({0, n // 8, n // 4, n // 2, (3 * n) // 4, n}):
+
+    def build(k: int) -> OnnxRunner:
         if k == n:  # every product fp32: nothing is quantised (an empty node list would mean all nodes)
             shutil.copyfile(prepared, out_path)
         else:
@@ -294,20 +323,11 @@ def quantize_onnx(
                 weight_type=QuantType.QInt8,
                 extra_options={"MatMulConstBOnly": True},
             )
-        runner = OnnxRunner(out_path)
-        found = agreement(reference, [runner(s) for s in data])
-        tried.append({"fp32_products": k, "agreement": found})
-        if agrees(found, min_cosine, min_kendall):
-            break
+        return OnnxRunner(out_path)
+
+    found = fewest_fp32(order, reference, data, build, min_cosine, min_kendall)
     prepared.unlink()
-    return {
-        "products": n,
-        "fp32_products": tried[-1]["fp32_products"],
-        "fp32_nodes": order[: tried[-1]["fp32_products"]],
-        "agreement": tried[-1]["agreement"],
-        "min_agreement": {"cosine": min_cosine, "kendall": min_kendall},
-        "tried": tried,
-    }
+    return found
 
 
 def quantize_openvino(
@@ -348,9 +368,9 @@ def quantize_openvino(
     )
     reference = [OpenVinoRunner(ir_path, precision="f32")(s) for s in data]
     n = len(order)
-    tried: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
-    for k in sorted({0, n // 8, n // 4, n // 2, (3 * n) // 4, n}) if n else [0]:
+
+    def build(k: int) -> OpenVinoRunner:
         ignored = activations + [x for x in ov_names[:k] if x in ops]
         quantized = (
             ov.Core().read_model(
@@ -366,19 +386,9 @@ def quantize_openvino(
             )
         )
         ov.save_model(quantized, str(out / "model.xml"))
-        runner = OpenVinoRunner(out / "model.xml", precision="f32")
-        found = agreement(reference, [runner(s) for s in data])
-        tried.append({"fp32_products": k, "agreement": found})
-        if not n or agrees(found, min_cosine, min_kendall):
-            break
-    return out / "model.xml", {
-        "products": n,
-        "fp32_products": tried[-1]["fp32_products"],
-        "fp32_nodes": order[: tried[-1]["fp32_products"]],
-        "agreement": tried[-1]["agreement"],
-        "min_agreement": {"cosine": min_cosine, "kendall": min_kendall},
-        "tried": tried,
-    }
+        return OpenVinoRunner(out / "model.xml", precision="f32")
+
+    return out / "model.xml", fewest_fp32(order, reference, data, build, min_cosine, min_kendall)
 
 
 __all__ = [
@@ -386,6 +396,7 @@ __all__ = [
     "OpenVinoRunner",
     "agreement",
     "agrees",
+    "fewest_fp32",
     "outlier_order",
     "output_name",
     "quantize_onnx",

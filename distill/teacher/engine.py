@@ -220,6 +220,14 @@ class ScoringEngine:
             )
         return scores
 
+    def _halve_budget(self) -> None:
+        """After a batch ran out of memory (the caller has dropped the error, and with it the frames that held the
+        batch's tensors): free the GPU's cached blocks and halve the token budget; the caller retries in halves."""
+        if self.teacher.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.batch_tokens = max(1, self.batch_tokens // 2)
+        self.stats.oom_retries += 1
+
     def _score_indices(self, ids, types, idx: np.ndarray, out: np.ndarray, offset: int) -> None:
         """Score the pairs `idx` of a chunk, halving the token budget on out-of-memory."""
         try:
@@ -230,10 +238,7 @@ class ScoringEngine:
             if not _is_oom(e) or len(idx) == 1:
                 raise
             del e
-            if self.teacher.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self.batch_tokens = max(1, self.batch_tokens // 2)
-            self.stats.oom_retries += 1
+            self._halve_budget()
             log.warning(
                 "out of memory on a batch of %d pairs: token budget halved to %d", len(idx), self.batch_tokens
             )
@@ -281,10 +286,7 @@ class ScoringEngine:
             if not _is_oom(e) or len(idx) == 1:
                 raise
             del e
-            if self.teacher.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self.batch_tokens = max(1, self.batch_tokens // 2)
-            self.stats.oom_retries += 1
+            self._halve_budget()
             half = len(idx) // 2
             self._score_suffixes(ids, idx[:half], p, kv, out)
             self._score_suffixes(ids, idx[half:], p, kv, out)
