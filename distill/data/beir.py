@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from distill.data.quarantine import Quarantine
-from distill.errors import DataError
+from distill.errors import ConfigError, DataError
 from distill.ir.timestamps import RANGE, parse_timestamps
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,41 @@ class Dataset:
     @property
     def clicks(self) -> pd.DataFrame | None:
         """The click log (qid, docid, position, clicked, dwell_s, timestamp), read and validated the first time a
-        stage asks for it: most stages never do, and at scale it is the dataset's largest part."""
+        stage asks for it: most stages never do, and at scale it is the dataset's largest part (a stage that
+        only aggregates it reads it a batch at a time instead: `iter_clicks`)."""
         if isinstance(self.clicks_source, Path):
-            q = self.quarantine
-            self.clicks_source = _read_clicks(self.clicks_source, q)
-            q.report()
+            self.clicks_source = pd.concat(list(self.iter_clicks()), ignore_index=True)
         return self.clicks_source
+
+    def iter_clicks(self, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+        """The click log `batch_rows` rows at a time, each batch validated as `clicks` is (bad rows named by
+        their row number in the file): memory holds one batch, not the log. Nothing without a click log."""
+        if batch_rows < 1:
+            raise ConfigError(f"batch_rows={batch_rows}: a click-log batch needs at least one row")
+        src = self.clicks_source
+        if isinstance(src, pd.DataFrame):
+            for start in range(0, len(src), batch_rows):
+                yield src.iloc[start : start + batch_rows]
+            return
+        if src is None:
+            return
+        try:
+            pf = pq.ParquetFile(src)
+        except Exception as e:  # pyarrow raises several types for unreadable files
+            raise DataError(
+                f"{src}: not a readable Parquet file ({e}). Rewrite the click log as Parquet"
+            ) from e
+        missing = [c for c in CLICK_COLUMNS if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{src}: missing column(s) {missing}; a click log needs {list(CLICK_COLUMNS)}")
+        first = 0
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            df = batch.to_pandas()
+            yield _check_clicks(df, src, self.quarantine, first)
+            first += len(df)
+        if first == 0:  # a log with no row: one empty batch with the columns
+            yield _check_clicks(pf.schema_arrow.empty_table().to_pandas(), src, self.quarantine)
+        self.quarantine.report()
 
     def judged(self, split: str, stage: str) -> pd.DataFrame:
         """The qrels of `split`, or a one-line error saying how to get them (`stage` needs them)."""
@@ -331,14 +361,9 @@ def _read_qrels(path: Path, corpus_ids: Any, query_ids: Any, q: Quarantine) -> p
     )
 
 
-def _read_clicks(path: Path, q: Quarantine) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for unreadable files
-        raise DataError(f"{path}: not a readable Parquet file ({e}). Rewrite the click log as Parquet") from e
-    missing = [c for c in CLICK_COLUMNS if c not in df]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; a click log needs {list(CLICK_COLUMNS)}")
+def _check_clicks(df: pd.DataFrame, path: Path, q: Quarantine, first: int = 0) -> pd.DataFrame:
+    """One batch of the click log (rows `first`+1 on of the file) with its types set and its bad rows dropped
+    (each named by its row number) or refused, as `q` says."""
     df = df.copy()
     df["qid"] = df["qid"].astype(str).astype("string")
     df["docid"] = df["docid"].astype(str).astype("string")
@@ -370,7 +395,7 @@ def _read_clicks(path: Path, q: Quarantine) -> pd.DataFrame:
     bad = np.zeros(len(df), dtype=bool)
     for mask, reason, detail, fix in checks:
         for idx in np.flatnonzero(mask & ~bad):  # one reason per row, rows numbered from 1
-            q.bad(path.name, None, reason, f"row {int(idx) + 1}: {detail}", fix)
+            q.bad(path.name, None, reason, f"row {first + int(idx) + 1}: {detail}", fix)
         bad |= mask
     df = df[~bad]
     df["position"] = df["position"].astype("int64")

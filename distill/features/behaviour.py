@@ -4,11 +4,18 @@
 estimated from the log as CTR(position)/CTR(1), or `features.options.propensities`), `dwell_mean`,
 `last_click_rate`. No leakage: only log rows older than the cut-off (`features.options.click_cutoff`, default the
 earliest test-query timestamp) are used; without timestamps, only rows of train-split queries. Without a click log
-the family is dropped (logged)."""
+the family is dropped (logged).
+
+The log is read a batch of `features.chunk_rows` rows at a time and aggregated per (query, document) under
+integer keys (query position x documents + document position): memory holds one batch and the aggregates (one
+entry per distinct logged pair and position), never the log. pandas' groupby does the sums; the batching around
+it is written here because the log's propensities and last clicks need every batch before any pair's figures are
+final."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -33,14 +40,15 @@ class BehaviourFeatures(FeatureFamily):
     }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
-        """The log aggregated per (query, document), before the cut-off: the log's size, not the candidates'."""
+        """The log aggregated per (query, document), before the cut-off: the log's distinct pairs, not its rows
+        and not the candidates'."""
         cutoff = click_cutoff(ctx.ds, ctx.opts, ctx.splits)
-        self.table = aggregate(ctx.ds, ctx.opts, cutoff, ctx.splits.get("train", []))
+        self.table = aggregate(ctx.ds, ctx.opts, cutoff, ctx.splits.get("train", []), ctx.chunk_rows)
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         if self.table is None:
             return {}
-        return {k: v for k, v in lookup(self.table, rows, ctx.opts).items() if k in wanted}
+        return {k: v for k, v in lookup(self.table, ctx.ds, rows, ctx.opts).items() if k in wanted}
 
 
 def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:
@@ -52,77 +60,129 @@ def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]
     return None
 
 
+@dataclass
+class ClickTable:
+    """The used log per (query, document): `keys` sorted (query position x `n_docs` + document position in the
+    dataset), and per key impressions, clicks, summed propensities, mean dwell of the clicks, last clicks; `prior`
+    is the log's mean CTR."""
+
+    keys: np.ndarray
+    impr: np.ndarray
+    click: np.ndarray
+    prop: np.ndarray
+    dwell: np.ndarray
+    last: np.ndarray
+    prior: float
+    n_docs: int
+
+
+def pair_keys(ds: Dataset, qids: pd.Series, docids: pd.Series) -> np.ndarray:
+    """Integer keys of (qid, docid) pairs in the dataset (-1 for an id it does not hold)."""
+    q = ds.queries.index.get_indexer(qids.astype(str))
+    d = ds.corpus.index.get_indexer(docids.astype(str))
+    return np.where((q >= 0) & (d >= 0), q.astype(np.int64) * len(ds.corpus) + d, -1)
+
+
 def aggregate(
-    ds: Dataset, opts: FeatureOptions, cutoff: pd.Timestamp | None, train_qids: list[str]
-) -> tuple[pd.DataFrame, float] | None:
-    """(per (qid, docid): impressions, clicks, summed propensities, mean dwell, last clicks; the log's mean CTR),
-    or None without a click log."""
-    log_df = ds.clicks
-    if log_df is None or log_df.empty:
+    ds: Dataset, opts: FeatureOptions, cutoff: pd.Timestamp | None, train_qids: list[str], batch_rows: int
+) -> ClickTable | None:
+    """The used rows of the log (before `cutoff`, else those of train queries) aggregated per pair, read
+    `batch_rows` at a time, or None without a click log."""
+    parts: list[pd.DataFrame] = []  # per batch: sums per (key, position)
+    clicked_rows: list[pd.DataFrame] = []  # per batch: the clicked rows' session, position and key
+    rows = 0
+    train = ds.queries.index.get_indexer(pd.Index(train_qids).astype(str))
+    for batch in ds.iter_clicks(batch_rows):
+        rows += len(batch)
+        if cutoff is not None:
+            batch = batch[(batch.timestamp < cutoff).to_numpy()]
+        else:
+            batch = batch[np.isin(ds.queries.index.get_indexer(batch.qid.astype(str)), train)]
+        key = pair_keys(ds, batch.qid, batch.docid)
+        clicked = batch.clicked.to_numpy(bool)
+        part = pd.DataFrame(
+            {
+                "key": key,
+                "pos": batch.position.to_numpy(np.int64),
+                "impr": 1.0,
+                "click": clicked.astype(float),
+                "dwell": np.where(clicked, batch.dwell_s.to_numpy(float), 0.0),
+            }
+        )
+        parts.append(part.groupby(["key", "pos"], sort=False).sum().reset_index())
+        if "session" in batch:
+            clicked_rows.append(
+                pd.DataFrame(
+                    {
+                        "session": batch.session[clicked].to_numpy(),
+                        "pos": part.pos[clicked],
+                        "key": key[clicked],
+                    }
+                )
+            )
+    if not rows:
         log.info("behaviour features dropped: the dataset has no click log (logs/impressions.parquet)")
         return None
+    by_pos = (
+        pd.concat(parts, ignore_index=True).groupby(["key", "pos"]).sum().reset_index()
+        if parts
+        else pd.DataFrame(columns=["key", "pos", "impr", "click", "dwell"])
+    )
+    used = float(by_pos.impr.sum())
     if cutoff is not None:
-        used = log_df[log_df.timestamp < cutoff]
-        log.info("click log: %d of %d rows before the cut-off %s are used", len(used), len(log_df), cutoff)
+        log.info("click log: %d of %d rows before the cut-off %s are used", used, rows, cutoff)
     else:
-        used = log_df[log_df.qid.isin(train_qids)]
-        log.info("click log: no cut-off time; only the %d rows of train queries are used", len(used))
-    pos = used.position.to_numpy()
-    clicked = used.clicked.to_numpy()
+        log.info("click log: no cut-off time; only the %d rows of train queries are used", used)
+    pos = by_pos.pos.to_numpy(np.int64)
     if opts.propensities:
         prop_table = np.asarray(opts.propensities, dtype=np.float64)
     else:
-        ctr_pos = pd.Series(clicked).groupby(pos).mean()
+        ctr_pos = by_pos.groupby("pos").click.sum() / by_pos.groupby("pos").impr.sum()
         prop_table = np.zeros(int(pos.max()) + 1) if len(pos) else np.zeros(1)
         prop_table[ctr_pos.index.to_numpy()] = (ctr_pos / max(ctr_pos.get(1, ctr_pos.max()), 1e-9)).to_numpy()
-    prop = prop_table[np.clip(pos, 0, len(prop_table) - 1)]
-    prior = float(clicked.mean()) if len(clicked) else 0.0
-    # the last click of each session
-    last = np.zeros(len(used), dtype=bool)
-    if "session" in used and clicked.any():
-        cl = used[used.clicked]
-        last_idx = cl.groupby("session").position.idxmax()
-        last[used.index.get_indexer(last_idx.to_numpy())] = True
-    agg = pd.DataFrame(
-        {
-            "qid": used.qid.to_numpy(),
-            "docid": used.docid.to_numpy(),
-            "impr": 1.0,
-            "click": clicked.astype(float),
-            "prop": prop,
-            "dwell": np.where(clicked, used.dwell_s.to_numpy(), np.nan),
-            "last": last.astype(float),
-        }
+    by_pos["prop"] = by_pos.impr.to_numpy() * prop_table[np.clip(pos, 0, len(prop_table) - 1)]
+    prior = float(by_pos.click.sum()) / used if used else 0.0
+    g = by_pos.drop(columns="pos").groupby("key").sum()
+    last = pd.Series(0.0, index=g.index)
+    cl = pd.concat(clicked_rows, ignore_index=True) if clicked_rows else None
+    if cl is not None and len(cl):
+        # a session's last click: its clicked row at the deepest position (the first such row in log order)
+        deepest = cl.loc[cl.groupby("session", sort=False).pos.idxmax().to_numpy()]
+        last = last.add(deepest.groupby("key").size().astype(float), fill_value=0.0)
+    g = g[g.index >= 0]  # pairs of ids the dataset lacks match no candidate
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dwell = np.where(g.click.to_numpy() > 0, g.dwell.to_numpy() / g.click.to_numpy(), np.nan)
+    return ClickTable(
+        g.index.to_numpy(np.int64),
+        g.impr.to_numpy(),
+        g.click.to_numpy(),
+        g.prop.to_numpy(),
+        dwell,
+        last.reindex(g.index).fillna(0.0).to_numpy(),
+        prior,
+        len(ds.corpus),
     )
-    g = agg.groupby(["qid", "docid"]).agg(
-        impr=("impr", "sum"),
-        click=("click", "sum"),
-        prop=("prop", "sum"),
-        dwell=("dwell", "mean"),
-        last=("last", "sum"),
-    )
-    return g, prior
 
 
-def lookup(
-    table: tuple[pd.DataFrame, float], rows: pd.DataFrame, opts: FeatureOptions
-) -> dict[str, np.ndarray]:
+def lookup(table: ClickTable, ds: Dataset, rows: pd.DataFrame, opts: FeatureOptions) -> dict[str, np.ndarray]:
     """The behaviour features of candidate rows from the aggregated log."""
-    agg, prior = table
-    g = agg.reindex(pd.MultiIndex.from_arrays([rows.qid.astype(str), rows.docid.astype(str)]))
-    impr = g.impr.fillna(0).to_numpy()
-    clicks = g.click.fillna(0).to_numpy()
+    key = pair_keys(ds, rows.qid, rows.docid)
+    at = np.minimum(np.searchsorted(table.keys, key), max(len(table.keys) - 1, 0))
+    hit = (key >= 0) & (table.keys[at] == key) if len(table.keys) else np.zeros(len(key), dtype=bool)
+
+    def col(values: np.ndarray, missing: float) -> np.ndarray:
+        return np.where(hit, values[at], missing) if len(values) else np.full(len(key), missing)
+
+    impr, clicks, prop = col(table.impr, 0.0), col(table.click, 0.0), col(table.prop, 0.0)
     w = float(opts.ctr_prior_weight)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
             "impressions": impr.astype(np.float32),
             "clicks": clicks.astype(np.float32),
-            "ctr": ((clicks + w * prior) / (impr + w)).astype(np.float32),
-            "ctr_debiased": np.where(g.prop.fillna(0) > 0, clicks / g.prop.to_numpy(), np.nan).astype(
-                np.float32
-            ),
-            "dwell_mean": g.dwell.to_numpy().astype(np.float32),
+            "ctr": ((clicks + w * table.prior) / (impr + w)).astype(np.float32),
+            "ctr_debiased": np.where(prop > 0, clicks / prop, np.nan).astype(np.float32),
+            "dwell_mean": col(table.dwell, np.nan).astype(np.float32),
             "last_click_rate": np.where(
-                clicks > 0, g["last"].fillna(0).to_numpy() / np.maximum(clicks, 1), np.nan
+                clicks > 0, col(table.last, 0.0) / np.maximum(clicks, 1), np.nan
             ).astype(np.float32),
         }

@@ -112,7 +112,9 @@ def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[st
     names = resolve_names(list(cfg.features.names), families)
     chunks = iter_shards(ws.candidates, cfg.features.chunk_rows, CANDIDATE_COLUMNS)
     if not cfg.features.dask.cluster:
-        ctx = FeatureContext(ds, feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates))
+        ctx = FeatureContext(
+            ds, feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates), cfg.features.chunk_rows
+        )
         used = prepare(ctx, names, families)
         return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks)
 
@@ -133,7 +135,11 @@ def _worker_state(key: str) -> tuple[FeatureContext, list[str], list[FeatureFami
     families = load_families(cfg.features.families)
     names = resolve_names(list(cfg.features.names), families)
     ctx = FeatureContext(
-        load_dataset(cfg), feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates)
+        load_dataset(cfg),
+        feature_options(cfg),
+        cfg.retrieval,
+        candidate_splits(ws.candidates),
+        cfg.features.chunk_rows,
     )
     return ctx, names, prepare(ctx, names, families)
 

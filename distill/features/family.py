@@ -18,13 +18,14 @@ from distill.features.schema import FeatureOptions
 
 @dataclass
 class FeatureContext:
-    """What a family may read: the dataset, the feature and retrieval options, and the queries of each split of
-    the candidates (the rows themselves come a chunk at a time)."""
+    """What a family may read: the dataset, the feature and retrieval options, the queries of each split of
+    the candidates (the rows themselves come a chunk at a time) and `features.chunk_rows`."""
 
     ds: Dataset
     opts: FeatureOptions
     rc: Any  # retrieval options (tokenisation, BM25 parameters)
     splits: dict[str, list[str]]
+    chunk_rows: int = 200_000  # rows a family reads at a time from what it streams (the click log)
 
 
 class FeatureFamily:

@@ -51,7 +51,7 @@ from distill.students.stacking import (
 from distill.teacher.ensemble import normalise
 from distill.teacher.soft_labels import read_soft_labels
 from distill.tracking import start_run
-from distill.workspace import Workspace, exclusive, staged_dir, write_json_atomic
+from distill.workspace import Workspace, exclusive, read_parquet_where, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def load_features(cfg: DictConfig, ws: Workspace, split: str | None = None) -> p
     if changed:
         log.info("features.parquet is missing or stale (changed: %s): rebuilding it", ", ".join(changed))
         build_features_stage(cfg)
-    return pd.read_parquet(ws.features, filters=[("split", "==", split)] if split else None)
+    return read_parquet_where(ws.features, "split", split) if split else pd.read_parquet(ws.features)
 
 
 @dataclass
@@ -177,46 +177,46 @@ class Frames:
 
 
 def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
+    """The training rows as the libraries take them. Memory: the train split's feature rows (read filtered, the
+    other splits never reach memory), the soft labels, and the float32 matrices; each intermediate frame is
+    dropped as soon as the next is built, and the dataset is loaded only when the qrels (labels.alpha < 1) or
+    stacked students need it."""
     stacked = list(cfg.features.get("students") or [])
     # training reads the train split's rows only; stacked students' scores are cached for every row
     # (evaluation scores the other splits from that cache), so stacking reads all
     feats = load_features(cfg, ws, None if stacked else "train")
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
-    ds = load_dataset(cfg)
-    qrels = ds.qrels.get("train", pd.DataFrame(columns=["qid", "docid", "relevance"]))
+    ds = load_dataset(cfg) if stacked or sc.labels.alpha < 1 else None
+    qrels = pd.DataFrame(columns=["qid", "docid", "relevance"])
+    if ds is not None:
+        qrels = ds.qrels.get("train", qrels)
     stack = None
     if stacked:
+        assert ds is not None
         feats, stack = add_student_features(ws, ds, feats, stacked, tuple(cfg.get("student_packages") or ()))
+    names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     df = training_frame(feats, soft, qrels, sc.labels.alpha, sc.min_label_coverage)
+    del feats, soft
     if stack:
         df = unseen_train_rows(df, stack).reset_index(drop=True)
-    names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     qids = df.qid.unique()
     is_val = dict(zip(qids, held_out(qids, sc.val_fraction, sc.seed), strict=True))
     val_mask = df.qid.map(is_val).to_numpy(bool)
-    tr, va = df[~val_mask], df[val_mask]
-    sizes = tr.groupby("qid", sort=False).size().to_numpy()
-    sizes_v = va.groupby("qid", sort=False).size().to_numpy()
+    sizes = df.qid[~val_mask].groupby(df.qid[~val_mask], sort=False).size().to_numpy()
+    sizes_v = df.qid[val_mask].groupby(df.qid[val_mask], sort=False).size().to_numpy()
+    X, Xv = (np.empty((int(m.sum()), len(names)), np.float32) for m in (~val_mask, val_mask))
+    for k, n in enumerate(names):  # a column at a time: never a second copy of every feature
+        col = df[n].to_numpy(np.float32)
+        X[:, k], Xv[:, k] = col[~val_mask], col[val_mask]
+    score_v, y, rows = df.score.to_numpy(float)[val_mask], df.target.to_numpy()[~val_mask], len(df)
+    del df
     yv = (
-        teacher_grades(va.score.to_numpy(float), Groups.from_sizes(sizes_v), sc.grades, sc.grade_method)
-        if len(va)
+        teacher_grades(score_v, Groups.from_sizes(sizes_v), sc.grades, sc.grade_method)
+        if len(score_v)
         else np.zeros(0)
     )
-    y = tr.target.to_numpy()
     grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
-    return Frames(
-        names,
-        tr[names].to_numpy(np.float32),
-        y,
-        grades,
-        sizes,
-        va[names].to_numpy(np.float32),
-        yv,
-        sizes_v,
-        len(df),
-        stack,
-        sc.name,
-    )
+    return Frames(names, X, y, grades, sizes, Xv, yv, sizes_v, rows, stack, sc.name)
 
 
 def fit(sc: GBDTConfig, f: Frames) -> Any:

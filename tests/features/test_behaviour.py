@@ -1,0 +1,65 @@
+"""The behaviour family against figures worked out by hand from a small click log, at several batch sizes (the
+log is read a batch at a time: sessions and pairs span batches)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distill.data.beir import Dataset
+from distill.errors import ConfigError
+from distill.features.behaviour import BehaviourFeatures
+from distill.features.family import FeatureContext
+from distill.features.schema import FeatureOptions
+
+LOG = [  # session, qid, docid, position, clicked, dwell_s, timestamp
+    (1, "q1", "d1", 1, True, 10.0, "2025-01-01T00:00:00Z"),
+    (1, "q1", "d2", 2, True, 30.0, "2025-01-01T00:00:00Z"),  # session 1's last click
+    (1, "q1", "d3", 3, False, 0.0, "2025-01-01T00:00:00Z"),
+    (2, "q1", "d2", 1, False, 0.0, "2025-01-02T00:00:00Z"),
+    (2, "q1", "d1", 2, True, 20.0, "2025-01-02T00:00:00Z"),  # session 2's last click
+    (3, "q2", "d3", 1, True, 5.0, "2025-01-03T00:00:00Z"),  # session 3's last click
+    (4, "q2", "d3", 1, True, 7.0, "2025-02-01T00:00:00Z"),  # after the cut-off: not used
+]
+
+
+def dataset(tmp_path) -> Dataset:
+    log = pd.DataFrame(
+        LOG, columns=["session", "qid", "docid", "position", "clicked", "dwell_s", "timestamp"]
+    )
+    log["timestamp"] = pd.to_datetime(log.timestamp, utc=True)
+    (tmp_path / "logs").mkdir()
+    log.to_parquet(tmp_path / "logs" / "impressions.parquet")
+    corpus = pd.DataFrame({"title": "", "text": ["a", "b", "c"]}, index=pd.Index(["d1", "d2", "d3"]))
+    queries = pd.DataFrame({"text": ["x", "y"], "timestamp": pd.NaT}, index=pd.Index(["q1", "q2"]))
+    return Dataset("hand", corpus, queries, {}, tmp_path / "logs" / "impressions.parquet")
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
+def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, batch_rows):
+    # used rows: the first six. CTR by position: 1 -> 2/3, 2 -> 2/2, 3 -> 0/1; propensities CTR(p)/CTR(1): 1, 1.5,
+    # 0. The log's mean CTR (prior) 4/6. ctr = (clicks + 10 * prior) / (impressions + 10).
+    ds = dataset(tmp_path)
+    opts = FeatureOptions(click_cutoff="2025-01-15T00:00:00Z")
+    ctx = FeatureContext(ds, opts, None, {"train": ["q1", "q2"]}, chunk_rows=batch_rows)
+    fam = BehaviourFeatures()
+    fam.prepare(ctx, set(fam.names))
+    rows = pd.DataFrame({"qid": ["q1", "q1", "q1", "q2", "q2"], "docid": ["d1", "d2", "d3", "d3", "d1"]})
+    got = fam.compute(ctx, rows, set(fam.names))
+    prior = 4 / 6
+    expected = {
+        "impressions": [2, 2, 1, 1, 0],
+        "clicks": [2, 1, 0, 1, 0],
+        "ctr": [(c + 10 * prior) / (i + 10) for c, i in [(2, 2), (1, 2), (0, 1), (1, 1), (0, 0)]],
+        # clicks over summed propensities: d1 shown at 1 and 2 (1 + 1.5), d2 at 2 and 1, d3 only at 3 (0)
+        "ctr_debiased": [2 / 2.5, 1 / 2.5, np.nan, 1.0, np.nan],
+        "dwell_mean": [15.0, 30.0, np.nan, 5.0, np.nan],
+        # session 1's last click is d2, session 2's d1, session 3's d3
+        "last_click_rate": [0.5, 1.0, np.nan, 1.0, np.nan],
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(got[name], np.asarray(values, dtype=np.float32), rtol=1e-6, err_msg=name)
+
+
+def test_a_click_log_batch_of_no_rows_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="batch_rows=0: a click-log batch needs at least one row"):
+        next(dataset(tmp_path).iter_clicks(0))
