@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,11 @@ class Dataset:
             joined = joined + " " + s
         return [t.strip() for t in joined.tolist()]
 
+    def lazy_doc_texts(self, fields: Iterable[str] = ("title", "text")) -> DocTexts:
+        """Every document's `doc_texts`, in corpus order, made when read (a slice at a time): for a reader that
+        goes through the corpus in chunks, memory holds one chunk's texts rather than a copy of the corpus."""
+        return DocTexts(self, tuple(fields))
+
     def stats(self) -> dict:
         return {
             "docs": len(self.corpus),
@@ -145,6 +150,22 @@ class Dataset:
             },
             "clicks": 0 if self.clicks is None else len(self.clicks),
         }
+
+
+class DocTexts(Sequence[str]):
+    """The corpus's texts as a sequence (`Dataset.lazy_doc_texts`): an index or a slice joins those documents'
+    fields when asked."""
+
+    def __init__(self, ds: Dataset, fields: tuple[str, ...]):
+        self.ds, self.fields = ds, fields
+
+    def __len__(self) -> int:
+        return len(self.ds.corpus)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.ds.doc_texts(self.ds.corpus.index[i], self.fields)
+        return self.ds.doc_texts([self.ds.corpus.index[i]], self.fields)[0]
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -171,6 +192,9 @@ def _lines(path: Path, q: Quarantine) -> Iterator[tuple[int, str]]:
                 yield no, line
 
 
+RECORDS_PER_FRAME = 100_000  # records parsed into a frame at a time while reading a JSONL file
+
+
 def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
     """Records of a corpus/queries JSONL file as a DataFrame indexed by `_id`, with a `_line` column."""
     if not path.is_file():
@@ -179,6 +203,7 @@ def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
             f"qrels/<split>.tsv"
         )
     records: list[dict] = []
+    frames: list[pd.DataFrame] = []
     first_line: dict[str, int] = {}
     for no, line in _lines(path, q):
         try:
@@ -243,7 +268,13 @@ def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
             rec["title"] = title or ""
         rec["_line"] = no
         records.append(rec)
-    df = pd.DataFrame.from_records(records)
+        if len(records) == RECORDS_PER_FRAME:  # Python dicts cost far more than a frame's columns
+            frames.append(pd.DataFrame.from_records(records))
+            records = []
+    frames.append(pd.DataFrame.from_records(records))
+    del records
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    del frames
     if df.empty:
         raise DataError(f"{path}: no valid {kind} in the file")
     df = df.rename(columns={"_id": "docid" if kind == "document" else "qid"}).set_index(

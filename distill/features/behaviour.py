@@ -60,6 +60,9 @@ def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]
     return None
 
 
+FOLD_BATCHES = 8  # batches' sums held before they are added up into one
+
+
 @dataclass
 class ClickTable:
     """The used log per (query, document): `keys` sorted (query position x `n_docs` + document position in the
@@ -110,6 +113,8 @@ def aggregate(
             }
         )
         parts.append(part.groupby(["key", "pos"], sort=False).sum().reset_index())
+        if len(parts) == FOLD_BATCHES:  # fold the batches' sums: memory holds the distinct (pair, position)s
+            parts = [_sum_by_pair_position(parts)]
         if "session" in batch:
             clicked_rows.append(
                 pd.DataFrame(
@@ -124,7 +129,7 @@ def aggregate(
         log.info("behaviour features dropped: the dataset has no click log (logs/impressions.parquet)")
         return None
     by_pos = (
-        pd.concat(parts, ignore_index=True).groupby(["key", "pos"]).sum().reset_index()
+        _sum_by_pair_position(parts)
         if parts
         else pd.DataFrame(columns=["key", "pos", "impr", "click", "dwell"])
     )
@@ -162,6 +167,11 @@ def aggregate(
         prior,
         len(ds.corpus),
     )
+
+
+def _sum_by_pair_position(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-batch sums (key, pos, impr, click, dwell) added up per (key, pos), sorted by them."""
+    return pd.concat(parts, ignore_index=True).groupby(["key", "pos"]).sum().reset_index()
 
 
 def lookup(table: ClickTable, ds: Dataset, rows: pd.DataFrame, opts: FeatureOptions) -> dict[str, np.ndarray]:

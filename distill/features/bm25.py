@@ -35,8 +35,8 @@ class BM25Features(FeatureFamily):
                 log.info("feature bm25_%s dropped: the corpus has no %r field", field, field)
                 continue
             self.fields[field] = BM25Index(
-                ctx.ds.doc_texts(ctx.ds.corpus.index, [field]), **bm25_options(ctx.rc)
-            )
+                ctx.ds.lazy_doc_texts([field]), **bm25_options(ctx.rc)
+            ).keep_pairs_only()
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from distill.features.family import FeatureContext, FeatureFamily
-from distill.ir.bm25 import Tokenizer, count_matrix, pair_dots
+from distill.ir.bm25 import CompactTokens, Tokenizer, count_matrix, pair_dots
 
 
 class LexicalFeatures(FeatureFamily):
@@ -19,15 +20,23 @@ class LexicalFeatures(FeatureFamily):
     }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
-        """Every document's term set and length (the corpus's size), in the retrieval's tokenisation."""
+        """Every document's term set and length (the corpus's size), in the retrieval's tokenisation, tokenised a
+        chunk of documents at a time (`CompactTokens`: memory holds the term sets, not every document's tokens)."""
         rc = ctx.rc
         self.tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
-        tokens = self.tokenizer(ctx.ds.doc_texts(ctx.ds.corpus.index, rc.fields))
-        self.vocab: dict[str, int] = {}
-        ids = [[self.vocab.setdefault(t, len(self.vocab)) for t in toks] for toks in tokens]
-        self.doc_len = np.array([len(t) for t in tokens], dtype=np.float32)
-        del tokens
-        self.docs = count_matrix(ids, len(self.vocab), binary=True) if "coverage" in wanted else None
+        corpus = CompactTokens(ctx.ds.lazy_doc_texts(rc.fields), self.tokenizer)
+        self.vocab = corpus.vocab
+        lengths = np.diff(corpus.offsets)
+        self.doc_len = lengths.astype(np.float32)
+        self.docs = None
+        if "coverage" in wanted:
+            rows = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+            docs = sp.csr_matrix(
+                (np.ones(len(rows), dtype=np.float32), (rows, corpus.flat)),
+                shape=(len(lengths), len(self.vocab)),
+            )
+            docs.data[:] = 1.0  # a term's repeats were summed: whether the document holds it
+            self.docs = docs
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         qids = pd.Index(rows.qid.unique())

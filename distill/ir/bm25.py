@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import bm25s
@@ -33,13 +33,21 @@ def pair_dots(
 
 
 def count_matrix(ids: Sequence[Sequence[int]], n_terms: int, binary: bool = False) -> sp.csr_matrix:
-    """Texts x terms from each text's term ids: how often each term occurs, or whether it does (`binary`)."""
+    """Texts x terms from each text's term ids: how often each term occurs, or whether it does (`binary`: 0/1
+    in float32, exact, half the bytes)."""
+    rows, cols = term_entries(ids, binary)
+    # repeated (row, term) entries add up: counts
+    data = np.ones(len(rows), dtype=np.float32 if binary else np.float64)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(ids), n_terms))
+
+
+def term_entries(ids: Sequence[Sequence[int]], binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(text position, term id) of every token of `ids` (each distinct term of a text once with `binary`)."""
     if binary:
         ids = [list(set(row)) for row in ids]
-    rows = np.repeat(np.arange(len(ids)), [len(row) for row in ids])
-    cols = np.fromiter((t for row in ids for t in row), dtype=np.int64, count=len(rows))
-    # repeated (row, term) entries add up: counts
-    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(ids), n_terms))
+    rows = np.repeat(np.arange(len(ids), dtype=np.int32), [len(row) for row in ids])
+    cols = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=len(rows))
+    return rows, cols
 
 
 def _stemmer(language: str | None):
@@ -87,6 +95,40 @@ class GivenTokens:
         return self.split(list(texts))
 
 
+class CompactTokens(Sequence[list[int]]):
+    """A tokenised corpus in the form bm25s's `index` takes (`ids`: each text's token ids, `vocab`: token -> id),
+    held as one int32 array of every token id and each text's offset: the texts are tokenised `chunk` at a time,
+    so memory holds 4 bytes per token rather than a Python list of Python ints per text (about 40 bytes per token,
+    what bm25s's own `tokenize` returns for the whole corpus at once). bm25s reads `ids` as a sequence of lists;
+    each is made when read."""
+
+    def __init__(self, texts: Sequence[str], tokenize: Callable[..., Any], chunk: int = 50_000):
+        self.vocab: dict[str, int] = {}
+        flat: list[np.ndarray] = []
+        lengths: list[int] = []
+        for start in range(0, len(texts), chunk):
+            ids: list[int] = []
+            for toks in tokenize(texts[start : start + chunk], ids=False):
+                ids.extend(self.vocab.setdefault(t, len(self.vocab)) for t in toks)
+                lengths.append(len(toks))
+            flat.append(np.asarray(ids, dtype=np.int32))
+        self.flat = np.concatenate(flat) if flat else np.zeros(0, np.int32)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        self.ids = self
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.flat[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True):
+            yield self.flat[a:b].tolist()
+
+
 class BM25Index:
     """A bm25s index over `texts`; `search` returns, per query, the matching doc positions and scores.
 
@@ -112,8 +154,7 @@ class BM25Index:
         )
         self.n_docs = len(texts)
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
-        tokens = self.tokenize(texts)
-        self.retriever.index(tokens, show_progress=False)
+        self.retriever.index(CompactTokens(texts, self.tokenize), show_progress=False)
 
     def tokenize(self, texts: Sequence[str], ids: bool = True):
         """The index's tokens of `texts` (lower-casing, stop words, stemming as configured): token ids, or
@@ -140,6 +181,15 @@ class BM25Index:
             hit = np.concatenate([above, hit[s == kth][: k - len(above)]])
         hit = hit[np.lexsort((hit, -scores[hit]))]
         return hit.astype(np.int64), scores[hit].astype(np.float32)
+
+    def keep_pairs_only(self) -> BM25Index:
+        """Keep what `score_pairs` reads (the documents x terms weights) and drop the term-major postings that only
+        `search` reads: a stage that scores given pairs holds one copy of the index, not two."""
+        _ = self._doc_terms
+        self.retriever.scores = {
+            k: v for k, v in self.retriever.scores.items() if k not in ("data", "indices")
+        }
+        return self
 
     @functools.cached_property
     def _doc_terms(self) -> sp.csr_matrix:
@@ -175,6 +225,10 @@ class BM25Index:
         """(doc positions, scores) per query, best first, zero-score (non-matching) documents removed."""
         if k < 1:
             raise ConfigError(f"retrieval.k={k} must be at least 1")
+        if "data" not in self.retriever.scores:
+            raise RuntimeError(
+                "this BM25 index kept only what scoring pairs needs (keep_pairs_only): not searchable"
+            )
         k = min(k, self.n_docs)
         vocab = self.retriever.vocab_dict
         qtokens = [[t for t in q if t in vocab] for q in self.tokenize(queries, ids=False)]

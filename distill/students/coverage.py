@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from distill.errors import DataError
@@ -19,25 +20,34 @@ log = logging.getLogger(__name__)
 
 
 def covered_queries(
-    soft: pd.DataFrame, cands: pd.DataFrame, qids: set[str], min_share: float, complete: bool
+    soft: pd.DataFrame,
+    cands: pd.DataFrame,
+    qids: set[str],
+    min_share: float,
+    complete: bool,
+    scored: np.ndarray | None = None,
 ) -> set[str]:
     """The queries of `qids` the soft labels cover (`complete`: every candidate pair of the query scored), or a
-    one-line `DataError` when they are fewer than `min_share` of `qids`."""
+    one-line `DataError` when they are fewer than `min_share` of `qids`. `scored` (with `complete`): whether each
+    row of `cands` has a soft label, when the caller has joined them already."""
     if not qids:
         raise DataError(
             "no train query to learn from: the candidates have no train split (give the dataset qrels/train.tsv "
             "and re-run `make candidates`)"
         )
-    labelled = soft[soft.qid.isin(qids)]
-    if complete:
-        mine = cands[cands.qid.isin(qids)][["qid", "docid"]]
-        hit = mine.merge(
+    if complete and scored is not None:
+        mine = cands.qid.isin(qids).to_numpy()
+        covered = set(cands.qid[mine]) - set(cands.qid[mine & ~scored])
+    elif complete:
+        labelled = soft[soft.qid.isin(qids)]
+        rows = cands[cands.qid.isin(qids)][["qid", "docid"]]
+        hit = rows.merge(
             labelled[["qid", "docid"]].drop_duplicates(), on=["qid", "docid"], how="left", indicator=True
         )
         missing = set(hit.qid[hit["_merge"] == "left_only"])
-        covered = set(mine.qid) - missing
+        covered = set(rows.qid) - missing
     else:
-        covered = set(labelled.qid)
+        covered = set(soft.qid[soft.qid.isin(qids)])
     share = len(covered) / len(qids)
     if share < min_share:
         need = "teacher scores for every candidate" if complete else "teacher scores"

@@ -59,19 +59,31 @@ log = logging.getLogger(__name__)
 def training_frame(
     feats: pd.DataFrame, soft: pd.DataFrame, qrels: pd.DataFrame, alpha: float, min_coverage: float = 1.0
 ) -> pd.DataFrame:
-    """Train-split feature rows joined with teacher scores, grouped by query; target = blended label. Only the
-    queries whose every candidate has a teacher score take part (`coverage.covered_queries`)."""
-    train = feats[feats.split == "train"]
-    if train.empty:
+    """The train-split rows of `feats` that learn, grouped by query (stable order by qid): qid, docid, the teacher
+    `score`, the blended `target` and `row`, each row's position in `feats` (the features themselves are not
+    copied: `build_frames` takes them column by column). Only the queries whose every candidate has a teacher
+    score take part (`coverage.covered_queries`)."""
+    is_train = (feats.split == "train").to_numpy()
+    if not is_train.any():
         raise DataError(
             "features.parquet has no train-split candidate: the GBDT student learns from train queries; give the "
             "dataset a train split (qrels/train.tsv) and re-run `make candidates` (retrieval.splits=null: all)"
         )
-    covered = covered_queries(soft, train, set(train.qid), min_coverage, complete=True)
-    train = train[train.qid.isin(covered)]
-    df = train.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
-    df = df.sort_values(["qid"], kind="stable").reset_index(drop=True)
-    t = normalise(df.score.astype(float), df.qid, "zscore") if alpha < 1 else df.score.astype(float)
+    keys = feats[["qid", "docid"]] if is_train.all() else feats.loc[is_train, ["qid", "docid"]]
+    # the scores joined on the keys alone: a left merge keeps the rows' order
+    score = keys.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left").score.to_numpy(float)
+    covered = covered_queries(soft, keys, set(keys.qid), min_coverage, complete=True, scored=~np.isnan(score))
+    kept = np.flatnonzero(keys.qid.isin(covered).to_numpy())
+    at = kept[keys.qid.iloc[kept].argsort(kind="stable").to_numpy()]  # positions in `keys`, grouped by qid
+    df = pd.DataFrame(
+        {
+            "qid": keys.qid.iloc[at].reset_index(drop=True),
+            "docid": keys.docid.iloc[at].reset_index(drop=True),
+            "score": score[at],
+            "row": np.flatnonzero(is_train)[at],
+        }
+    )
+    t = normalise(df.score, df.qid, "zscore") if alpha < 1 else df.score
     if alpha < 1:
         rel = qrels.set_index(["qid", "docid"]).relevance
         human = rel.reindex(pd.MultiIndex.from_arrays([df.qid, df.docid])).fillna(0).to_numpy(float)
@@ -196,7 +208,7 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
         feats, stack = add_student_features(ws, ds, feats, stacked, tuple(cfg.get("student_packages") or ()))
     names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
     df = training_frame(feats, soft, qrels, sc.labels.alpha, sc.min_label_coverage)
-    del feats, soft
+    del soft
     if stack:
         df = unseen_train_rows(df, stack).reset_index(drop=True)
     qids = df.qid.unique()
@@ -205,9 +217,11 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
     sizes = df.qid[~val_mask].groupby(df.qid[~val_mask], sort=False).size().to_numpy()
     sizes_v = df.qid[val_mask].groupby(df.qid[val_mask], sort=False).size().to_numpy()
     X, Xv = (np.empty((int(m.sum()), len(names)), np.float32) for m in (~val_mask, val_mask))
+    at, at_v = df.row.to_numpy()[~val_mask], df.row.to_numpy()[val_mask]
     for k, n in enumerate(names):  # a column at a time: never a second copy of every feature
-        col = df[n].to_numpy(np.float32)
-        X[:, k], Xv[:, k] = col[~val_mask], col[val_mask]
+        col = feats[n].to_numpy(np.float32)
+        X[:, k], Xv[:, k] = col[at], col[at_v]
+    del feats
     score_v, y, rows = df.score.to_numpy(float)[val_mask], df.target.to_numpy()[~val_mask], len(df)
     del df
     yv = (

@@ -30,7 +30,7 @@ def test_extrapolation_follows_the_two_largest_scales():
     from distill.bench.scale import STAGES, extrapolate
 
     records = [
-        {"stage": st, "scale": s, "pairs": p, "seconds": sec, "peak_rss_mib": rss}
+        {"stage": st, "scale": s, "pairs": p, "documents": p // 10, "seconds": sec, "peak_rss_mib": rss}
         for st in STAGES
         for s, p, sec, rss in (
             (1, 1_000, 1.0, 100.0),
@@ -38,12 +38,14 @@ def test_extrapolation_follows_the_two_largest_scales():
             (100, 100_000, 120.0, 300.0),
         )
     ]
-    out = extrapolate(records, {"documents": 0, "pairs": 1_000_000})
+    out = extrapolate(records, {"documents": 500_000, "pairs": 1_000_000})
     assert {r["stage"] for r in out} == set(STAGES)
     r = out[0]
     assert r["from_scales"] == [10, 100] and r["seconds"] == 1200.0  # time per pair of the largest scale
     assert r["peak_rss_mib"] == 300.0 + (100.0 / 90_000) * 900_000  # along the line through the last two
     assert r["rss_growth_last_10x"] == 1.5
+    # the bound by documents: 5x as many documents per pair as measured, the same line by documents
+    assert r["peak_rss_mib_by_documents"] == round(300.0 + (100.0 / 9_000) * 490_000)
 
 
 def test_a_small_scale_run_gives_one_record_per_stage(tmp_path):

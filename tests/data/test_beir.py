@@ -142,3 +142,21 @@ def test_jsonl_extra_fields_kept(tiny_beir):
     )
     ds = load_beir(root, on_error="drop")
     assert ds.corpus.loc["1", "popularity"] == 3
+
+
+def test_a_corpus_read_a_few_records_at_a_time_is_the_same_dataset(tiny_beir, monkeypatch):
+    """JSONL records become frames `RECORDS_PER_FRAME` at a time (memory): the dataset does not depend on it,
+    extra fields first seen in a later frame and bad rows included."""
+    from distill.data import beir
+
+    root = tiny_beir()
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "d5", "text": "late field", "popularity": 7}\n{"_id": "d1", "text": "dup"}\n')
+    whole = load_beir(root, on_error="drop")
+    monkeypatch.setattr(beir, "RECORDS_PER_FRAME", 2)
+    framed = load_beir(root, on_error="drop")
+    pd.testing.assert_frame_equal(whole.corpus, framed.corpus)
+    pd.testing.assert_frame_equal(whole.queries, framed.queries)
+    assert (
+        framed.corpus.loc["d5", "popularity"] == 7 and framed.quarantine.counts() == whole.quarantine.counts()
+    )

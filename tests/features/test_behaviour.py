@@ -7,6 +7,7 @@ import pytest
 
 from distill.data.beir import Dataset
 from distill.errors import ConfigError
+from distill.features import behaviour
 from distill.features.behaviour import BehaviourFeatures
 from distill.features.family import FeatureContext
 from distill.features.schema import FeatureOptions
@@ -34,10 +35,11 @@ def dataset(tmp_path) -> Dataset:
     return Dataset("hand", corpus, queries, {}, tmp_path / "logs" / "impressions.parquet")
 
 
-@pytest.mark.parametrize("batch_rows", [1, 2, 1000])
-def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, batch_rows):
+@pytest.mark.parametrize("batch_rows,fold", [(1, 2), (1, 8), (2, 8), (1000, 8)])
+def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, monkeypatch, batch_rows, fold):
     # used rows: the first six. CTR by position: 1 -> 2/3, 2 -> 2/2, 3 -> 0/1; propensities CTR(p)/CTR(1): 1, 1.5,
     # 0. The log's mean CTR (prior) 4/6. ctr = (clicks + 10 * prior) / (impressions + 10).
+    monkeypatch.setattr(behaviour, "FOLD_BATCHES", fold)  # the batches' sums folded every `fold` batches
     ds = dataset(tmp_path)
     opts = FeatureOptions(click_cutoff="2025-01-15T00:00:00Z")
     ctx = FeatureContext(ds, opts, None, {"train": ["q1", "q2"]}, chunk_rows=batch_rows)

@@ -58,3 +58,33 @@ def test_a_given_tokenisation_is_indexed_and_scored_as_it_is():
     assert cat[1] == 0 and cat[0] > 0  # "cats" (doc 1) does not match "cat"; doc 0 has "cat", "on", "mat"
     words = BM25Index(DOCS).score_pairs(QUERIES, q_idx, d_idx)
     assert words[q_idx == 0][1] > 0  # the stemmed word tokenisation matches it
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25+"])
+def test_an_index_built_from_compact_tokens_equals_bm25s_own(method):
+    """The corpus tokenised a few texts at a time into one int32 array (`CompactTokens`) indexes to the scores
+    bm25s gives when it tokenises the whole corpus itself."""
+    import bm25s
+
+    from distill.ir.bm25 import CompactTokens, Tokenizer
+
+    tok = Tokenizer("english", "en", True)
+    ours, theirs = bm25s.BM25(method=method), bm25s.BM25(method=method)
+    compact = CompactTokens(DOCS, tok, chunk=2)  # three chunks
+    assert len(compact) == len(DOCS) and compact[1:3] == [compact[1], compact[2]]
+    ours.index(compact, show_progress=False)
+    theirs.index(tok(DOCS, ids=True), show_progress=False)
+    for toks in tok(QUERIES, ids=False):
+        known = [t for t in toks if t in theirs.vocab_dict]
+        if known:
+            np.testing.assert_array_equal(ours.get_scores(known), theirs.get_scores(known))
+
+
+def test_an_index_kept_for_pairs_scores_them_and_refuses_to_search():
+    idx = BM25Index(DOCS)
+    q_idx, d_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS)), np.tile(np.arange(len(DOCS)), len(QUERIES))
+    before = idx.score_pairs(QUERIES, q_idx, d_idx)
+    idx.keep_pairs_only()
+    np.testing.assert_array_equal(idx.score_pairs(QUERIES, q_idx, d_idx), before)
+    with pytest.raises(RuntimeError, match="kept only what scoring pairs needs"):
+        idx.search(QUERIES, k=3)
