@@ -167,6 +167,10 @@ class DocTexts(Sequence[str]):
             return self.ds.doc_texts(self.ds.corpus.index[i], self.fields)
         return self.ds.doc_texts([self.ds.corpus.index[i]], self.fields)[0]
 
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self), 50_000):  # a slice at a time, not a document
+            yield from self[start : start + 50_000]
+
 
 # --------------------------------------------------------------------------------------------------- reading
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 def build_index(ds: Dataset, rc: Any, ws: Workspace | None = None) -> BM25Index | TantivyIndex:
     """The BM25 index of the corpus for `retrieval.engine`: bm25s in memory, or tantivy in the workspace's
     index/ folder (reused while the texts and the tokenisation are the same)."""
-    texts = ds.doc_texts(ds.corpus.index, rc.fields)
+    texts = ds.lazy_doc_texts(rc.fields)  # read a chunk at a time by both engines: no copy of the corpus
     if rc.engine == "tantivy":
         if ws is None:
             raise ConfigError(

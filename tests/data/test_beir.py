@@ -160,3 +160,9 @@ def test_a_corpus_read_a_few_records_at_a_time_is_the_same_dataset(tiny_beir, mo
     assert (
         framed.corpus.loc["d5", "popularity"] == 7 and framed.quarantine.counts() == whole.quarantine.counts()
     )
+
+
+def test_lazy_document_texts_are_the_documents_texts(tiny_beir):
+    ds = load_beir(tiny_beir())
+    lazy, whole = ds.lazy_doc_texts(["title", "text"]), ds.doc_texts(ds.corpus.index, ["title", "text"])
+    assert len(lazy) == len(whole) and list(lazy) == whole and lazy[1:3] == whole[1:3] and lazy[2] == whole[2]

@@ -88,3 +88,25 @@ def test_an_index_kept_for_pairs_scores_them_and_refuses_to_search():
     np.testing.assert_array_equal(idx.score_pairs(QUERIES, q_idx, d_idx), before)
     with pytest.raises(RuntimeError, match="kept only what scoring pairs needs"):
         idx.search(QUERIES, k=3)
+
+
+@pytest.mark.parametrize("method,k", [("lucene", 3), ("lucene", 50), ("robertson", 5), ("bm25l", 4)])
+def test_search_equals_the_top_of_bm25s_full_score_vectors(method, k):
+    """`search` adds up only the query terms' postings; its documents and scores are those of bm25s's own score
+    vector over every document, best first, ties by position, zero scores left out."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    docs = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(200)]
+    queries = [" ".join(rng.choice(words, size=int(rng.integers(1, 4)))) for _ in range(40)] + [
+        "w1 w1",
+        "zzz",
+    ]
+    idx = BM25Index(docs, method=method, stemmer=None, stopwords=None)
+    ids, scores = idx.search(queries, k)
+    for qi, toks in enumerate(idx.tokenize(queries, ids=False)):
+        toks = [t for t in toks if t in idx.retriever.vocab_dict]
+        full = idx.retriever.get_scores(toks) if toks else np.zeros(len(docs), np.float32)
+        order = np.lexsort((np.arange(len(docs)), -full))
+        want = [d for d in order if full[d] > 0][:k]
+        assert ids[qi].tolist() == want
+        np.testing.assert_array_equal(scores[qi], full[want].astype(np.float32))
