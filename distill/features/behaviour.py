@@ -65,7 +65,7 @@ FOLD_BATCHES = 8  # batches' sums held before they are added up into one
 
 @dataclass
 class ClickTable:
-    """The used log per (query, document): `keys` sorted (query position x `n_docs` + document position in the
+    """The used log per (query, document): `keys` sorted (query position x the corpus's size + document position in the
     dataset), and per key impressions, clicks, summed propensities, mean dwell of the clicks, last clicks; `prior`
     is the log's mean CTR."""
 
@@ -76,7 +76,6 @@ class ClickTable:
     dwell: np.ndarray
     last: np.ndarray
     prior: float
-    n_docs: int
 
 
 def pair_keys(ds: Dataset, qids: pd.Series, docids: pd.Series) -> np.ndarray:
@@ -165,7 +164,6 @@ def aggregate(
         dwell,
         last.reindex(g.index).fillna(0.0).to_numpy(),
         prior,
-        len(ds.corpus),
     )
 
 

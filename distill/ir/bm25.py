@@ -35,19 +35,13 @@ def pair_dots(
 def count_matrix(ids: Sequence[Sequence[int]], n_terms: int, binary: bool = False) -> sp.csr_matrix:
     """Texts x terms from each text's term ids: how often each term occurs, or whether it does (`binary`: 0/1
     in float32, exact, half the bytes)."""
-    rows, cols = term_entries(ids, binary)
-    # repeated (row, term) entries add up: counts
-    data = np.ones(len(rows), dtype=np.float32 if binary else np.float64)
-    return sp.csr_matrix((data, (rows, cols)), shape=(len(ids), n_terms))
-
-
-def term_entries(ids: Sequence[Sequence[int]], binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(text position, term id) of every token of `ids` (each distinct term of a text once with `binary`)."""
     if binary:
         ids = [list(set(row)) for row in ids]
     rows = np.repeat(np.arange(len(ids), dtype=np.int32), [len(row) for row in ids])
     cols = np.fromiter((t for row in ids for t in row), dtype=np.int32, count=len(rows))
-    return rows, cols
+    # repeated (row, term) entries add up: counts
+    data = np.ones(len(rows), dtype=np.float32 if binary else np.float64)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(ids), n_terms))
 
 
 def _stemmer(language: str | None):
