@@ -65,9 +65,9 @@ FOLD_BATCHES = 8  # batches' sums held before they are added up into one
 
 @dataclass
 class ClickTable:
-    """The used log per (query, document): `keys` sorted (query position x the corpus's size + document position in the
-    dataset), and per key impressions, clicks, summed propensities, mean dwell of the clicks, last clicks; `prior`
-    is the log's mean CTR."""
+    """The used log per (query, document): `keys` sorted (`pair_keys`: query position x the corpus's size +
+    document position), and per key impressions, clicks, summed propensities, mean dwell of the clicks, last
+    clicks; `prior` is the log's mean CTR."""
 
     keys: np.ndarray
     impr: np.ndarray
