@@ -172,7 +172,6 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path, **kwargs: Any) -> None:
 def read_parquet_where(path: Path, column: str, value: Any) -> pd.DataFrame:
     """The rows of a Parquet file whose `column` equals `value`, read a row group at a time: memory holds the
     rows kept and one row group (pandas' `filters=` materialises the whole file's table first)."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -184,8 +183,16 @@ def read_parquet_where(path: Path, column: str, value: Any) -> pd.DataFrame:
         del t
     out = pd.concat(parts, ignore_index=True) if parts else pf.schema_arrow.empty_table().to_pandas()
     del parts
-    pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
+    release_arrow_memory()  # the row groups' buffers
     return out
+
+
+def release_arrow_memory() -> None:
+    """Hand the Arrow memory pool's freed buffers back to the system: a reader that goes through a file a row group
+    at a time would otherwise keep the pool's high-water mark (the allocator holds what it freed)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def write_text_atomic(text: str, path: Path) -> None:

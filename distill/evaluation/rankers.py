@@ -44,7 +44,7 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     if cfg.evaluate.lexical_baselines:
         rankers += subword_bm25(cfg, ds, ws, cands)
     if (ws.soft_labels / "manifest.json").exists():
-        soft = read_soft_labels(ws.soft_labels, ws.candidates)
+        soft = read_soft_labels(ws.soft_labels, ws.candidates, cands.qid.unique())
         t = cands[["qid", "docid"]].merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left")
         if t.score.isna().any():
             raise_missing(int(t.score.isna().sum()))

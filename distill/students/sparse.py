@@ -172,8 +172,8 @@ def label_spread(ws: Workspace, sc: SparseConfig, lists: pd.DataFrame) -> float:
     deviation over the candidates of the queries in `lists`."""
     if sc.label_norm == "zscore":
         return 1.0
-    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
-    spread = float(soft[soft.qid.isin(set(lists.qid))].groupby("qid").score.std().median())
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates, lists.qid.unique())
+    spread = float(soft.groupby("qid").score.std().median())
     return spread if spread > 0 else 1.0
 
 

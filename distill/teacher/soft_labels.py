@@ -2,6 +2,7 @@
 
 Columns: `qid` (string), `docid` (string), `score` (float32; a single teacher's raw logit, or the combined
 score of an ensemble), and for ensembles one `score_<teacher>` column per teacher (raw logits).
+Parts are written in row groups of ROW_GROUP_ROWS rows, which readers take one at a time (`iter_soft_labels`).
 Each part's Arrow schema metadata (key `distill`) holds the schema version, the teachers (id and revision or
 content hash), max_length, dtype, the config hash and the creation time.
 """
@@ -24,10 +25,12 @@ import pyarrow.parquet as pq
 from distill.errors import DataError, StageNotReadyError
 from distill.faults import kill_point
 from distill.ir.fingerprint import of_file, sha256_of_file
+from distill.workspace import release_arrow_memory
 
 SCHEMA_VERSION = 1
 META_KEY = b"distill"
 MANIFEST = "manifest.json"
+ROW_GROUP_ROWS = 100_000  # rows per Parquet row group of a part: what a reader holds at a time
 
 
 def part_name(i: int) -> str:
@@ -48,7 +51,7 @@ def write_part(df: pd.DataFrame, path: Path, identity: dict[str, Any]) -> str:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as fh:
-            pq.write_table(table, fh)
+            pq.write_table(table, fh, row_group_size=ROW_GROUP_ROWS)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:
@@ -115,11 +118,39 @@ def update_manifest(
     return manifest
 
 
-def read_soft_labels(root: Path, candidates: Path | None = None) -> pd.DataFrame:
-    """All soft labels of a finished scoring (or import) run, each part checked before it is used: listed once,
-    a plain file inside `root`, its bytes those the manifest's sha256 records, its columns and scores valid; and
-    no (qid, docid) pair twice. With `candidates`, the run must have scored that very file (its content
-    fingerprint), else the soft labels are stale and refused. Every refusal names the file and the fix."""
+def read_soft_labels(root: Path, candidates: Path | None = None, qids: Any = None) -> pd.DataFrame:
+    """The soft labels of a finished scoring (or import) run, each part checked before it is used (see
+    `iter_soft_labels`), and no (qid, docid) pair twice. With `qids`, only those queries' rows are kept (read a
+    row group at a time: the others never stay in memory). Every refusal names the file and the fix."""
+    parts = iter_soft_labels(root, candidates)
+    if qids is not None:
+        wanted = pd.Index(qids, dtype="str")
+        parts = (p[p.qid.isin(wanted).to_numpy()] for p in parts)
+    out = pd.concat(list(parts), ignore_index=True)
+    dup = out.duplicated(["qid", "docid"])
+    if dup.any():
+        first = out[dup].iloc[0]
+        raise DataError(duplicate_pairs(root, int(dup.sum()), first.qid, first.docid))
+    return out
+
+
+def duplicate_pairs(root: Path, n: int, qid: str, docid: str) -> str:
+    return (
+        f"{root}: {n} (qid, docid) pair(s) appear more than once (first: {qid!r}, {docid!r}); re-score with "
+        f"teacher.overwrite=true"
+    )
+
+
+def iter_soft_labels(
+    root: Path, candidates: Path | None = None, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """The soft labels of a finished scoring (or import) run, a row group at a time: memory holds one row group.
+    Before any row is used the run is checked: finished, and with `candidates`, scored on that very file (its
+    content fingerprint; else the soft labels are stale and refused); each part is checked before its rows:
+    listed once, a plain file inside `root`, its bytes those the manifest's sha256 records, its row count the
+    manifest's; each row group's columns and scores are valid. `columns`: the columns to read (qid, docid and
+    score are always read). A pair repeated across row groups is not looked for here: `read_soft_labels` does
+    over all of them, and a reader that streams checks the pairs it uses."""
     manifest = read_manifest(root)
     if manifest is None:
         raise StageNotReadyError(f"{root}/{MANIFEST} not found: run `make teacher-score` first")
@@ -135,24 +166,19 @@ def read_soft_labels(root: Path, candidates: Path | None = None) -> pd.DataFrame
             f"done); re-run `make teacher-score` to complete it"
         )
     check_parts_listed_once(manifest, root)
-    frames = [read_part(root, key, entry) for key, entry in sorted(manifest["shards"].items())]
-    if not frames:
+    if not manifest["shards"]:
         raise DataError(
             f"{root}: the scoring run holds no soft labels (empty candidates?); re-run `make candidates`"
         )
-    out = pd.concat(frames, ignore_index=True)
-    dup = out.duplicated(["qid", "docid"])
-    if dup.any():
-        first = out[dup].iloc[0]
-        raise DataError(
-            f"{root}: {int(dup.sum())} (qid, docid) pair(s) appear in more than one part (first: "
-            f"{first.qid!r}, {first.docid!r}); re-score with teacher.overwrite=true"
-        )
-    return out
+    for key, entry in sorted(manifest["shards"].items()):
+        yield from iter_part(root, key, entry, columns)
 
 
-def read_part(root: Path, key: str, entry: dict[str, Any]) -> pd.DataFrame:
-    """One part listed in the manifest, after checking it is the file the manifest recorded."""
+def iter_part(
+    root: Path, key: str, entry: dict[str, Any], columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """One part listed in the manifest, a row group at a time, after checking it is the file the manifest
+    recorded (name, sha256, row count)."""
     redo = "re-run `make teacher-score` to redo it (or teacher.overwrite=true to start fresh)"
     name = str(entry.get("file", ""))
     f = root / name
@@ -165,12 +191,28 @@ def read_part(root: Path, key: str, entry: dict[str, Any]) -> pd.DataFrame:
     if entry.get("sha256") != sha256_of_file(f):
         raise DataError(f"{f}: its content is not what the manifest recorded (sha256 differs); {redo}")
     try:
-        df = pd.read_parquet(f)
+        pf = pq.ParquetFile(f)
     except Exception as e:  # the checksum matched a file that never was Parquet: a foreign manifest
         raise DataError(f"{f}: not a readable Parquet file ({type(e).__name__}); {redo}") from e
-    if "rows" in entry and len(df) != int(entry["rows"]):
-        raise DataError(f"{f}: {len(df)} rows, the manifest recorded {entry['rows']}; {redo}")
-    return validate_soft_labels(df, str(f))
+    if "rows" in entry and pf.metadata.num_rows != int(entry["rows"]):
+        raise DataError(f"{f}: {pf.metadata.num_rows} rows, the manifest recorded {entry['rows']}; {redo}")
+    have = pf.schema_arrow.names
+    wanted = (
+        None
+        if columns is None
+        else [c for c in dict.fromkeys(["qid", "docid", "score", *columns]) if c in have]
+    )
+    if pf.num_row_groups == 0:
+        yield validate_soft_labels(pf.schema_arrow.empty_table().to_pandas(), str(f))
+    start = 0
+    for i in range(pf.num_row_groups):
+        release_arrow_memory()
+        try:
+            df = pf.read_row_group(i, columns=wanted).to_pandas()
+        except Exception as e:
+            raise DataError(f"{f}: row group {i} is not readable ({type(e).__name__}); {redo}") from e
+        yield validate_soft_labels(df, str(f), first_row=start)
+        start += len(df)
 
 
 def check_parts_listed_once(manifest: dict[str, Any], root: Path) -> None:
@@ -182,7 +224,9 @@ def check_parts_listed_once(manifest: dict[str, Any], root: Path) -> None:
         )
 
 
-def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:
+def validate_soft_labels(df: pd.DataFrame, where: str, first_row: int = 0) -> pd.DataFrame:
+    """`df` with qid and docid as strings, after checking its columns and scores; `first_row`: the position of
+    its first row in the file, so a bad row is named by its row in the file."""
     missing = [c for c in ("qid", "docid", "score") if c not in df]
     if missing:
         raise DataError(f"{where}: missing column(s) {missing}; soft labels need qid, docid, score")
@@ -195,7 +239,7 @@ def validate_soft_labels(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{where}: {int(bad.sum())} non-finite score(s) (NaN/inf), first at row {i + 1} "
+            f"{where}: {int(bad.sum())} non-finite score(s) (NaN/inf), first at row {first_row + i + 1} "
             f"(qid {df.qid.iloc[i]!r}, docid {df.docid.iloc[i]!r}); re-score or drop those rows"
         )
     return df.astype({"qid": "string", "docid": "string"})
