@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from distill.errors import DataError
@@ -19,51 +18,38 @@ from distill.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def covered_queries(
-    soft: pd.DataFrame,
-    cands: pd.DataFrame,
-    qids: set[str],
-    min_share: float,
-    complete: bool,
-    scored: np.ndarray | None = None,
-) -> set[str]:
-    """The queries of `qids` the soft labels cover (`complete`: every candidate pair of the query scored), or a
-    one-line `DataError` when they are fewer than `min_share` of `qids`. `scored` (with `complete`): whether each
-    row of `cands` has a soft label, when the caller has joined them already."""
+def covered_queries(soft: pd.DataFrame, qids: set[str], min_share: float) -> set[str]:
+    """The queries of `qids` with at least one teacher-scored document (a neural student's rule), or a one-line
+    `DataError` when they are fewer than `min_share` of `qids`. (The GBDT's rule, every candidate scored, is
+    counted by `gbdt_data.training_rows` over integer codes and checked by `check_coverage`.)"""
     if not qids:
         raise DataError(
             "no train query to learn from: the candidates have no train split (give the dataset qrels/train.tsv "
             "and re-run `make candidates`)"
         )
-    if complete and scored is not None:
-        mine = cands.qid.isin(qids).to_numpy()
-        covered = set(cands.qid[mine]) - set(cands.qid[mine & ~scored])
-    elif complete:
-        labelled = soft[soft.qid.isin(qids)]
-        rows = cands[cands.qid.isin(qids)][["qid", "docid"]]
-        hit = rows.merge(
-            labelled[["qid", "docid"]].drop_duplicates(), on=["qid", "docid"], how="left", indicator=True
-        )
-        missing = set(hit.qid[hit["_merge"] == "left_only"])
-        covered = set(rows.qid) - missing
-    else:
-        covered = set(soft.qid[soft.qid.isin(qids)])
-    share = len(covered) / len(qids)
-    if share < min_share:
-        need = "teacher scores for every candidate" if complete else "teacher scores"
-        raise DataError(
-            f"soft labels cover {len(covered)} of the {len(qids)} train queries ({share:.1%}; a query needs {need}); "
-            f"student.min_label_coverage={min_share} asks for more: score the rest (`make teacher-score`) or "
-            f"lower student.min_label_coverage"
-        )
-    if len(covered) < len(qids):
-        log.warning(
-            "soft labels cover %d of %d train queries (%.1f%%): the student trains on those only",
-            len(covered),
-            len(qids),
-            100 * share,
-        )
+    covered = set(soft.qid[soft.qid.isin(qids)])
+    check_coverage(len(covered), len(qids), min_share, complete=False)
     return covered
 
 
-__all__ = ["covered_queries"]
+def check_coverage(covered: int, queries: int, min_share: float, complete: bool) -> None:
+    """The rule itself: a one-line `DataError` when `covered` of the `queries` train queries are fewer than
+    `min_share`; a warning when some are left out."""
+    share = covered / queries
+    if share < min_share:
+        need = "teacher scores for every candidate" if complete else "teacher scores"
+        raise DataError(
+            f"soft labels cover {covered} of the {queries} train queries ({share:.1%}; a query needs {need}); "
+            f"student.min_label_coverage={min_share} asks for more: score the rest (`make teacher-score`) or "
+            f"lower student.min_label_coverage"
+        )
+    if covered < queries:
+        log.warning(
+            "soft labels cover %d of %d train queries (%.1f%%): the student trains on those only",
+            covered,
+            queries,
+            100 * share,
+        )
+
+
+__all__ = ["check_coverage", "covered_queries"]

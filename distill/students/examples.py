@@ -123,11 +123,13 @@ def examples_for(opts: Any, ws: Workspace, ds: Dataset) -> tuple[pd.DataFrame, d
     """The training examples of the workspace's train queries, how many positives were skipped (by reason), and
     the train queries the student was offered (their labels were within its reach, whether or not they gave an
     example): what stacking must treat as seen."""
-    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "docid", "split"])
+    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"), columns=["qid", "split"])
     all_train = sorted(set(cands.qid[cands.split == "train"]))
+    del cands
     offered = set(all_train) - stack_holdout(all_train, getattr(opts, "stack_holdout", 0.0))
-    covered = covered_queries(soft, cands, offered, opts.min_label_coverage, complete=False)
+    # the offered queries' labels only, read a row group at a time
+    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates, sorted(offered))
+    covered = covered_queries(soft, offered, opts.min_label_coverage)
     ex, skipped = build_examples(
         soft[soft.qid.isin(covered)], ds.judged("train", "train-student"), ds.queries, opts, ds.corpus.index
     )

@@ -34,102 +34,66 @@ from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError, StageNotReadyError
 from distill.features.build import run as build_features_stage
 from distill.features.build import stale_features
-from distill.ir.split import held_out
 from distill.objectives import Groups, build_objective
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
 from distill.students.base import Context, FunctionScorer, Scorer, student_meta, write_student_json
-from distill.students.coverage import covered_queries
+from distill.students.gbdt_data import FeatureMatrix, RowSource, lightgbm_rows, training_rows, xgboost_batches
 from distill.students.gbdt_params import xgboost_params
 from distill.students.schema import GBDTConfig, LightGBMConfig, XGBoostConfig
 from distill.students.stacking import (
     PREFIX,
     add_student_features,
+    seen_queries,
     stacked_features,
-    unseen_train_rows,
     write_stack,
 )
-from distill.teacher.ensemble import normalise
-from distill.teacher.soft_labels import read_soft_labels
+from distill.teacher.soft_labels import iter_soft_labels
 from distill.tracking import start_run
 from distill.workspace import Workspace, exclusive, read_parquet_where, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
-def training_frame(
-    feats: pd.DataFrame, soft: pd.DataFrame, qrels: pd.DataFrame, alpha: float, min_coverage: float = 1.0
-) -> pd.DataFrame:
-    """The train-split rows of `feats` that learn, grouped by query (stable order by qid): qid, docid, the teacher
-    `score`, the blended `target` and `row`, each row's position in `feats` (the features themselves are not
-    copied: `build_frames` takes them column by column). Only the queries whose every candidate has a teacher
-    score take part (`coverage.covered_queries`)."""
-    is_train = (feats.split == "train").to_numpy()
-    if not is_train.any():
-        raise DataError(
-            "features.parquet has no train-split candidate: the GBDT student learns from train queries; give the "
-            "dataset a train split (qrels/train.tsv) and re-run `make candidates` (retrieval.splits=null: all)"
-        )
-    keys = feats[["qid", "docid"]] if is_train.all() else feats.loc[is_train, ["qid", "docid"]]
-    # the scores joined on the keys alone: a left merge keeps the rows' order
-    score = keys.merge(soft[["qid", "docid", "score"]], on=["qid", "docid"], how="left").score.to_numpy(float)
-    covered = covered_queries(soft, keys, set(keys.qid), min_coverage, complete=True, scored=~np.isnan(score))
-    kept = np.flatnonzero(keys.qid.isin(covered).to_numpy())
-    at = kept[keys.qid.iloc[kept].argsort(kind="stable").to_numpy()]  # positions in `keys`, grouped by qid
-    df = pd.DataFrame(
-        {
-            "qid": keys.qid.iloc[at].reset_index(drop=True),
-            "docid": keys.docid.iloc[at].reset_index(drop=True),
-            "score": score[at],
-            "row": np.flatnonzero(is_train)[at],
-        }
-    )
-    t = normalise(df.score, df.qid, "zscore") if alpha < 1 else df.score
-    if alpha < 1:
-        rel = qrels.set_index(["qid", "docid"]).relevance
-        human = rel.reindex(pd.MultiIndex.from_arrays([df.qid, df.docid])).fillna(0).to_numpy(float)
-        t = alpha * t + (1 - alpha) * normalise(pd.Series(human), df.qid, "zscore")
-    df["target"] = np.asarray(t, dtype=np.float64)
-    return df
-
-
-def _fit_lightgbm(sc: LightGBMConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_lightgbm(sc: LightGBMConfig, f: Frames, obj: Any) -> Any:
+    """LightGBM from `lightgbm.Sequence`s of the rows: bins from a sample, then the rows pushed a batch at a time
+    (`features.chunk_rows`)."""
     import lightgbm as lgb
 
     params: dict[str, Any] = sc.library_params() | {
         "learning_rate": sc.learning_rate,
         "num_threads": sc.threads,
         "seed": sc.seed,
+        "data_random_seed": sc.seed,  # the rows binned come from this seed, whichever way the rows are given
         "deterministic": True,
         "verbose": -1,
         "metric": "ndcg",
         "eval_at": [10],
     }
     params["label_gain"] = [2**i - 1 for i in range(sc.grades)]
-    params["objective"] = "lambdarank" if sc.objective == "lambdarank" else lightgbm_objective(obj, targets=y)
-    dtrain = lgb.Dataset(X, grades, group=sizes, free_raw_data=False)
-    dval = lgb.Dataset(Xv, yv_grades, group=sizes_v, reference=dtrain)
-    callbacks: list[Any] = [lgb.early_stopping(sc.early_stopping, verbose=False)] if len(sizes_v) else []
-    return lgb.train(
-        params,
-        dtrain,
-        num_boost_round=sc.num_trees,
-        valid_sets=[dval] if len(sizes_v) else [],
-        callbacks=callbacks,
+    params["objective"] = (
+        "lambdarank" if sc.objective == "lambdarank" else lightgbm_objective(obj, targets=f.y)
     )
+    dtrain = lgb.Dataset([lightgbm_rows(f.X, f.batch_rows)], f.grades, group=f.sizes, free_raw_data=False)
+    valid: list[Any] = []
+    callbacks: list[Any] = []
+    if len(f.sizes_v):
+        valid = [lgb.Dataset([lightgbm_rows(f.Xv, f.batch_rows)], f.yv, group=f.sizes_v, reference=dtrain)]
+        callbacks = [lgb.early_stopping(sc.early_stopping, verbose=False)]
+    return lgb.train(params, dtrain, num_boost_round=sc.num_trees, valid_sets=valid, callbacks=callbacks)
 
 
-def _fit_xgboost(sc: XGBoostConfig, X, y, grades, sizes, Xv, yv_grades, sizes_v, obj) -> Any:
+def _fit_xgboost(sc: XGBoostConfig, f: Frames, obj: Any) -> Any:
+    """XGBoost from `xgboost.DataIter`s of the rows into `QuantileDMatrix`es, a batch of whole queries at a time
+    (`features.chunk_rows`)."""
     import xgboost as xgb
 
     params = xgboost_params(sc, sc.threads) | {"eval_metric": "ndcg@10"}
-    custom = None if sc.objective == "lambdarank" else xgboost_objective(obj, targets=y)
-    dtrain = xgb.DMatrix(X, label=grades)
-    dtrain.set_group(sizes)
+    custom = None if sc.objective == "lambdarank" else xgboost_objective(obj, targets=f.y)
+    dtrain = xgb.QuantileDMatrix(xgboost_batches(f.X, f.grades, f.sizes, f.batch_rows), nthread=sc.threads)
     evals = []
-    if len(sizes_v):
-        dval = xgb.DMatrix(Xv, label=yv_grades)
-        dval.set_group(sizes_v)
-        evals = [(dval, "val")]
+    if len(f.sizes_v):
+        batches = xgboost_batches(f.Xv, f.yv, f.sizes_v, f.batch_rows)
+        evals = [(xgb.QuantileDMatrix(batches, ref=dtrain, nthread=sc.threads), "val")]
     return xgb.train(
         params,
         dtrain,
@@ -157,30 +121,38 @@ def student_config(node: Any) -> GBDTConfig:
 def load_features(cfg: DictConfig, ws: Workspace, split: str | None = None) -> pd.DataFrame:
     """features.parquet (rebuilt first when missing or stale); with `split`, only that split's rows, filtered as
     the row groups are read (the other splits' rows never reach memory)."""
+    fresh_features(cfg, ws)
+    return read_parquet_where(ws.features, "split", split) if split else pd.read_parquet(ws.features)
+
+
+def fresh_features(cfg: DictConfig, ws: Workspace) -> Path:
+    """features.parquet, rebuilt first when it is missing or stale."""
     changed = stale_features(cfg, ws)
     if changed:
         log.info("features.parquet is missing or stale (changed: %s): rebuilding it", ", ".join(changed))
         build_features_stage(cfg)
-    return read_parquet_where(ws.features, "split", split) if split else pd.read_parquet(ws.features)
+    return ws.features
 
 
 @dataclass
 class Frames:
-    """The training rows split by query into train and validation, as the libraries take them."""
+    """The training rows split by query into train and validation, as the libraries take them: the features as
+    `FeatureMatrix`es read a row group at a time, the labels as arrays."""
 
     names: list[str]  # feature columns
-    X: np.ndarray
+    X: FeatureMatrix
     y: np.ndarray  # blended targets (teacher scores, optionally with qrels)
     grades: (
         np.ndarray
     )  # integer teacher grades per query (ranking metrics and lambdarank need integer labels)
     sizes: np.ndarray
-    Xv: np.ndarray
+    Xv: FeatureMatrix
     yv: np.ndarray  # validation grades
     sizes_v: np.ndarray
     rows: int
     stack: dict[str, dict] | None = None  # the stacked students' facts (features.students)
     name: str = "lightgbm"
+    batch_rows: int = 200_000  # rows handed to the library at a time
 
     @property
     def model_name(self) -> str:
@@ -189,61 +161,67 @@ class Frames:
 
 
 def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
-    """The training rows as the libraries take them. Memory: the train split's feature rows (read filtered, the
-    other splits never reach memory), the soft labels, and the float32 matrices; each intermediate frame is
-    dropped as soon as the next is built, and the dataset is loaded only when the qrels (labels.alpha < 1) or
-    stacked students need it."""
+    """The training rows as the libraries take them (`gbdt_data`). Memory: per training row its position, target
+    and grade, and the libraries' binned features; the feature rows and soft labels are read a row group at a
+    time. Stacked students' scores are computed for every row in memory (evaluation scores the other splits from
+    that cache), and the dataset is loaded only when the qrels (labels.alpha < 1) or stacked students need it."""
     stacked = list(cfg.features.get("students") or [])
-    # training reads the train split's rows only; stacked students' scores are cached for every row
-    # (evaluation scores the other splits from that cache), so stacking reads all
-    feats = load_features(cfg, ws, None if stacked else "train")
-    soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates)
     ds = load_dataset(cfg) if stacked or sc.labels.alpha < 1 else None
     qrels = pd.DataFrame(columns=["qid", "docid", "relevance"])
     if ds is not None:
         qrels = ds.qrels.get("train", qrels)
-    stack = None
+    stack, seen = None, set()
     if stacked:
         assert ds is not None
-        feats, stack = add_student_features(ws, ds, feats, stacked, tuple(cfg.get("student_packages") or ()))
-    names = [c for c in feats.columns if c not in ("qid", "docid", "split")]
-    df = training_frame(feats, soft, qrels, sc.labels.alpha, sc.min_label_coverage)
-    del soft
-    if stack:
-        df = unseen_train_rows(df, stack).reset_index(drop=True)
-    qids = df.qid.unique()
-    is_val = dict(zip(qids, held_out(qids, sc.val_fraction, sc.seed), strict=True))
-    val_mask = df.qid.map(is_val).to_numpy(bool)
-    sizes = df.qid[~val_mask].groupby(df.qid[~val_mask], sort=False).size().to_numpy()
-    sizes_v = df.qid[val_mask].groupby(df.qid[val_mask], sort=False).size().to_numpy()
-    X, Xv = (np.empty((int(m.sum()), len(names)), np.float32) for m in (~val_mask, val_mask))
-    at, at_v = df.row.to_numpy()[~val_mask], df.row.to_numpy()[val_mask]
-    for k, n in enumerate(names):  # a column at a time: never a second copy of every feature
-        col = feats[n].to_numpy(np.float32)
-        X[:, k], Xv[:, k] = col[at], col[at_v]
-    del feats
-    score_v, y, rows = df.score.to_numpy(float)[val_mask], df.target.to_numpy()[~val_mask], len(df)
-    del df
-    yv = (
-        teacher_grades(score_v, Groups.from_sizes(sizes_v), sc.grades, sc.grade_method)
-        if len(score_v)
-        else np.zeros(0)
+        feats, stack = add_student_features(
+            ws, ds, load_features(cfg, ws), stacked, tuple(cfg.get("student_packages") or ())
+        )
+        seen = seen_queries(stack)
+        source = RowSource(feats)
+    else:
+        source = RowSource(fresh_features(cfg, ws))
+    names = [c for c in source.columns if c not in ("qid", "docid", "split")]
+    labels = ws.require(ws.soft_labels, "teacher-score")
+    tr = training_rows(
+        source,
+        iter_soft_labels(labels, ws.candidates, columns=["score"]),
+        qrels,
+        sc.labels.alpha,
+        sc.min_label_coverage,
+        sc.val_fraction,
+        sc.seed,
+        seen,
+        labels,
     )
-    grades = teacher_grades(y, Groups.from_sizes(sizes), sc.grades, sc.grade_method)
-    return Frames(names, X, y, grades, sizes, Xv, yv, sizes_v, rows, stack, sc.name)
+    groups, groups_v = Groups.from_sizes(tr.sizes), Groups.from_sizes(tr.sizes_val)
+    yv = teacher_grades(tr.score_val, groups_v, sc.grades, sc.grade_method) if len(tr.val) else np.zeros(0)
+    return Frames(
+        names,
+        FeatureMatrix(source, names, tr.train),
+        tr.target,
+        teacher_grades(tr.target, groups, sc.grades, sc.grade_method),
+        tr.sizes,
+        FeatureMatrix(source, names, tr.val),
+        yv,
+        tr.sizes_val,
+        tr.rows,
+        stack,
+        sc.name,
+        int(cfg.features.chunk_rows),
+    )
 
 
 def fit(sc: GBDTConfig, f: Frames) -> Any:
     """LightGBM or XGBoost, in this process or on Dask, with the configured objective."""
     obj = None if sc.objective == "lambdarank" else build_objective(sc.objective, temperature=sc.temperature)
     fit_fn: Any
-    if sc.dask.cluster:
+    if sc.dask.cluster:  # Dask partitions arrays: the rows are taken whole
         from distill.students.gbdt_dask import fit_lightgbm_dask, fit_xgboost_dask
 
         fit_fn = fit_lightgbm_dask if sc.LIBRARY == "lightgbm" else fit_xgboost_dask
-    else:
-        fit_fn = _fit_lightgbm if sc.LIBRARY == "lightgbm" else _fit_xgboost
-    return fit_fn(sc, f.X, f.y, f.grades, f.sizes, f.Xv, f.yv, f.sizes_v, obj)
+        return fit_fn(sc, f.X.to_numpy(), f.y, f.grades, f.sizes, f.Xv.to_numpy(), f.yv, f.sizes_v, obj)
+    fit_fn = _fit_lightgbm if sc.LIBRARY == "lightgbm" else _fit_xgboost
+    return fit_fn(sc, f, obj)
 
 
 def save(cfg: DictConfig, sc: GBDTConfig, ws: Workspace, model: Any, f: Frames, t0: float) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from distill.data.beir import Dataset
-from distill.errors import DataError, StageNotReadyError
+from distill.errors import StageNotReadyError
 from distill.ir import fingerprint
 from distill.students.base import Context, find_scorer, trained_queries
 from distill.workspace import Workspace, write_json_atomic, write_parquet_atomic
@@ -79,9 +79,9 @@ def add_student_features(
     return out, facts
 
 
-def unseen_train_rows(df: pd.DataFrame, facts: dict[str, dict]) -> pd.DataFrame:
-    """The training rows of queries no stacked student learned from; a student that does not record its
-    training queries, or leaves none unseen, is a one-line error with the fix."""
+def seen_queries(facts: dict[str, dict]) -> set[str]:
+    """The train queries some stacked student learned from (their rows must not teach the stack); a student that
+    does not record its training queries is a one-line error with the fix."""
     seen: set[str] = set()
     for name, f in facts.items():
         if f["trained_queries"] is None:
@@ -90,13 +90,7 @@ def unseen_train_rows(df: pd.DataFrame, facts: dict[str, dict]) -> pd.DataFrame:
                 f"scores on train queries may have seen their labels; retrain it with student.stack_holdout=0.3"
             )
         seen |= f["trained_queries"]
-    kept = df[~df.qid.isin(seen)]
-    if kept.empty:
-        raise DataError(
-            f"features.students={sorted(facts)}: every train query was seen by a stacked student, so there is "
-            f"nothing leak-free to learn from; retrain them with student.stack_holdout=0.3 (the same share for all)"
-        )
-    return kept
+    return seen
 
 
 def write_stack(folder: Path, facts: dict[str, dict]) -> None:
@@ -128,6 +122,6 @@ __all__ = [
     "PREFIX",
     "add_student_features",
     "stacked_features",
-    "unseen_train_rows",
+    "seen_queries",
     "write_stack",
 ]

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from distill.errors import ConfigError, DataError
+from distill.errors import ConfigError
 from distill.students.base import Context, load_scorers
-from distill.students.gbdt import student_config, train_gbdt, training_frame
+from distill.students.gbdt import student_config, train_gbdt
 from distill.workspace import Workspace
 
 
@@ -51,24 +51,6 @@ def test_same_seed_same_model(gbdt_ws, student, file):
     first = open(out).read().split("feature_importances")[0]
     train_gbdt(cfg)
     assert open(out).read().split("feature_importances")[0] == first
-
-
-def test_training_frame_blends_and_checks():
-    feats = pd.DataFrame(
-        {"qid": ["a", "a", "b"], "docid": ["1", "2", "3"], "split": ["train"] * 3, "f": [1, 2, 3]}
-    )
-    soft = pd.DataFrame({"qid": ["a", "a", "b"], "docid": ["1", "2", "3"], "score": [2.0, 0.0, 1.0]})
-    qrels = pd.DataFrame({"qid": ["a"], "docid": ["2"], "relevance": [1]})
-    assert training_frame(feats, soft, qrels, 1.0).target.tolist() == [2.0, 0.0, 1.0]
-    blended = training_frame(feats, soft, qrels, 0.5).target.to_numpy()
-    np.testing.assert_allclose(blended[:2], [0.5 * 1 + 0.5 * -1, 0.5 * -1 + 0.5 * 1])
-    # query b lacks its label: 1 of 2 train queries covered, below the rule's 0.95
-    with pytest.raises(
-        DataError, match=r"soft labels cover 1 of the 2 train queries \(50.0%.*min_label_coverage"
-    ):
-        training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.95)
-    # a lower threshold trains on the covered query alone
-    assert training_frame(feats, soft.iloc[:2], qrels, 1.0, 0.5).qid.unique().tolist() == ["a"]
 
 
 def test_bad_student_config(make_cfg):
