@@ -1,6 +1,6 @@
 """Import soft labels scored elsewhere into a workspace, in the project's format (`distill.teacher.soft_labels`).
 
-    python -m distill.teacher.importers FORMAT FILE WORKSPACE [--dataset DIR] [--drop-unknown]
+    python -m distill.teacher.importers FORMAT FILE WORKSPACE [--dataset DIR] [--drop-unknown] [--chunk-rows N]
 
 - `flagembedding`: FlagEmbedding's reranker JSONL carries teacher scores as `pos_scores` / `neg_scores`; query
   and passage ids are derived from their texts exactly as `data=flagembedding` does, so the labels join that
@@ -8,7 +8,9 @@
 - `trec-run`: a TREC run file (`qid Q0 docid rank score tag` per line), as any reranker toolkit writes one.
 - `parquet`: a Parquet file with columns qid, docid, score (the fastest at millions of pairs).
 
-Every pair is checked before anything is written, and a refusal names the file and line (row for Parquet):
+The file is read `--chunk-rows` pairs at a time (each chunk one part of the soft labels), so memory holds one
+chunk, the dataset's ids and a few bytes per pair. Every pair is checked, and the soft labels appear only when
+all are (a refusal leaves nothing behind); a refusal names the file and line (row for Parquet):
 scores must be finite numbers within float32's range; a pair given twice with different scores is refused (twice
 with the same score: kept once, counted); ids must be the dataset's own: a query its queries.jsonl lacks or a
 document its corpus.jsonl lacks is refused (a student would learn from empty text), or with `--drop-unknown`
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,16 @@ from distill.teacher.soft_labels import (
     write_manifest,
     write_part,
 )
-from distill.workspace import Workspace
+from distill.workspace import Workspace, staged_dir
 
 F32_MAX = float(np.finfo(np.float32).max)
+CHUNK_ROWS = 1_000_000  # pairs read, checked and written at a time (--chunk-rows)
 
 
-def flagembedding_soft_labels(path: Path) -> pd.DataFrame:
-    rows = []
+def flagembedding_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The pairs of a FlagEmbedding file (whose records, texts included, are read whole: such files are training
+    sets, not runs of millions of pairs), `chunk_rows` at a time."""
+    rows: list[tuple[str, str, float, int]] = []
     for rec in read_flagembedding(path):
         qid, pos, neg = flagembedding_ids(rec)
         for key, ids in (("pos", pos), ("neg", neg)):
@@ -55,44 +61,72 @@ def flagembedding_soft_labels(path: Path) -> pd.DataFrame:
                 if not isinstance(s, (int, float)) or isinstance(s, bool):
                     raise DataError(f"{path}:{rec['_line']}: {key}_scores holds {s!r}, not a number")
                 rows.append((qid, did, float(s), rec["_line"]))
-    return pd.DataFrame(rows, columns=["qid", "docid", "score", "line"])
+        if len(rows) >= chunk_rows:
+            yield pd.DataFrame(rows, columns=["qid", "docid", "score", "line"])
+            rows = []
+    if rows:
+        yield pd.DataFrame(rows, columns=["qid", "docid", "score", "line"])
 
 
-def trec_run_soft_labels(path: Path) -> pd.DataFrame:
-    """A TREC run file's (qid, docid, score); the rank column is ignored (the score orders)."""
+def trec_run_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """A TREC run file's (qid, docid, score), `chunk_rows` lines at a time; the rank column is ignored (the score
+    orders)."""
     names = ["qid", "q0", "docid", "rank", "score", "tag"]
+    start = 0
     try:
-        df = pd.read_csv(
-            path, sep=r"\s+", header=None, names=names, dtype=str, keep_default_na=False, engine="c"
+        reader = pd.read_csv(
+            path,
+            sep=r"\s+",
+            header=None,
+            names=names,
+            dtype=str,
+            keep_default_na=False,
+            engine="c",
+            chunksize=chunk_rows,
         )
+        for df in reader:
+            short = (df["tag"] == "").to_numpy()
+            if short.any():
+                i = int(np.flatnonzero(short)[0])
+                raise DataError(
+                    f"{path}:{start + i + 1}: {(df.iloc[i] != '').sum()} fields; a TREC run line has 6: "
+                    f"{' '.join(names)}"
+                )
+            score = pd.to_numeric(df["score"], errors="coerce")
+            if score.isna().any():
+                i = int(np.flatnonzero(score.isna().to_numpy())[0])
+                raise DataError(
+                    f"{path}:{start + i + 1}: score {df['score'].iloc[i]!r} is not a number (fifth field)"
+                )
+            line = np.arange(start + 1, start + len(df) + 1)
+            start += len(df)
+            yield pd.DataFrame(
+                {"qid": df["qid"], "docid": df["docid"], "score": score.to_numpy(), "line": line}
+            )
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(
             f"{path}: not a TREC run ({' '.join(str(e).split())}); each line needs {' '.join(names)}"
         ) from e
-    short = (df["tag"] == "").to_numpy()
-    if short.any():
-        i = int(np.flatnonzero(short)[0])
-        raise DataError(
-            f"{path}:{i + 1}: {(df.iloc[i] != '').sum()} fields; a TREC run line has 6: {' '.join(names)}"
-        )
-    score = pd.to_numeric(df["score"], errors="coerce")
-    if score.isna().any():
-        i = int(np.flatnonzero(score.isna().to_numpy())[0])
-        raise DataError(f"{path}:{i + 1}: score {df['score'].iloc[i]!r} is not a number (fifth field)")
-    return pd.DataFrame(
-        {"qid": df["qid"], "docid": df["docid"], "score": score, "line": np.arange(1, len(df) + 1)}
-    )
 
 
-def parquet_soft_labels(path: Path) -> pd.DataFrame:
+def parquet_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet file's qid, docid, score, `chunk_rows` rows at a time."""
+    import pyarrow.parquet as pq
+
     try:
-        df = pd.read_parquet(path)
+        pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several kinds for a file that is not Parquet
         raise DataError(
             f"{path}: not a readable Parquet file ({type(e).__name__}); give one with qid, docid, score"
         ) from e
-    df = validate_soft_labels(df, str(path))[["qid", "docid", "score"]]
-    return df.assign(line=np.arange(1, len(df) + 1))
+    columns = [c for c in ("qid", "docid", "score") if c in pf.schema_arrow.names]
+    start = 0
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+        df = validate_soft_labels(batch.to_pandas(), str(path), first_row=start)[["qid", "docid", "score"]]
+        yield df.assign(line=np.arange(start + 1, start + len(df) + 1))
+        start += len(df)
+    if start == 0:  # no row: the columns are still checked
+        validate_soft_labels(pf.schema_arrow.empty_table().to_pandas(), str(path))
 
 
 READERS = {
@@ -138,19 +172,27 @@ def checked_pairs(df: pd.DataFrame, path: Path, fmt: str) -> tuple[pd.DataFrame,
     return df[~repeated].reset_index(drop=True), int(repeated.sum())
 
 
-def dataset_ids(dataset: Path) -> tuple[set[str], set[str]]:
-    """The query and document ids of a BEIR folder (read from its JSONL files' `_id`)."""
+class DatasetIds:
+    """The query and document ids of a BEIR folder (each JSONL file's `_id`, read a line at a time), as indexes:
+    a pair's integer key is its query's position times the number of documents plus its document's."""
 
-    def ids(f: Path) -> set[str]:
+    def __init__(self, dataset: Path) -> None:
+        self.dataset = dataset
+        self.queries = pd.Index(self._ids(dataset / "queries.jsonl"), dtype="str")
+        self.docs = pd.Index(self._ids(dataset / "corpus.jsonl"), dtype="str")
+
+    @staticmethod
+    def _ids(f: Path) -> list[str]:
         if not f.is_file():
             raise DataError(f"{f}: not found; --dataset must be a BEIR folder (corpus.jsonl, queries.jsonl)")
-        return {
-            str(json.loads(line)["_id"])
-            for line in f.read_text(encoding="utf-8-sig").splitlines()
-            if line.strip()
-        }
+        with open(f, encoding="utf-8-sig") as fh:
+            return [str(json.loads(line)["_id"]) for line in fh if line.strip()]
 
-    return ids(dataset / "queries.jsonl"), ids(dataset / "corpus.jsonl")
+    def codes(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's query and document position in the dataset (-1: not there)."""
+        q = self.queries.get_indexer(pd.Index(df.qid, dtype="str"))
+        d = self.docs.get_indexer(pd.Index(df.docid, dtype="str"))
+        return q, d
 
 
 def workspace_dataset(ws: Workspace) -> Path:
@@ -165,29 +207,60 @@ def workspace_dataset(ws: Workspace) -> Path:
 
 
 def known_pairs(
-    df: pd.DataFrame, path: Path, fmt: str, dataset: Path, drop: bool
-) -> tuple[pd.DataFrame, dict]:
-    """The pairs whose query and document the dataset holds; unknown ones refused or (`drop`) counted."""
-    qids, docids = dataset_ids(dataset)
-    unknown = ~df.qid.isin(qids) | ~df.docid.isin(docids)
-    if not unknown.any():
-        return df, {}
-    first = df[unknown].iloc[0]
-    which = f"qid {first.qid!r}" if first.qid not in qids else f"docid {first.docid!r}"
-    if not drop:
-        raise DataError(
-            f"{_at(path, fmt, int(first.line))}: {which} is not in the dataset {dataset} ({int(unknown.sum())} "
-            f"pair(s) name ids it lacks); use the dataset's ids, or --drop-unknown to leave those pairs out"
-        )
-    bad = df[unknown]
-    facts = {
-        "unknown_pairs_dropped": int(unknown.sum()),
-        "unknown_examples": [
-            [str(q), str(d), int(n)]
-            for q, d, n in bad[["qid", "docid", "line"]].head(3).itertuples(index=False)
-        ],
-    }
-    return df[~unknown].reset_index(drop=True), facts
+    df: pd.DataFrame, path: Path, fmt: str, ids: DatasetIds, drop: bool, facts: dict
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pairs whose query and document the dataset holds, and their integer keys; unknown ones refused or
+    (`drop`) counted in `facts` (with the first three)."""
+    q, d = ids.codes(df)
+    unknown = (q < 0) | (d < 0)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        first = df.iloc[i]
+        which = f"qid {first.qid!r}" if q[i] < 0 else f"docid {first.docid!r}"
+        if not drop:
+            raise DataError(
+                f"{_at(path, fmt, int(first.line))}: {which} is not in the dataset {ids.dataset} "
+                f"({int(unknown.sum())} pair(s) name ids it lacks); use the dataset's ids, or --drop-unknown to "
+                f"leave those pairs out"
+            )
+        bad = df[unknown]
+        facts["unknown_pairs_dropped"] = facts.get("unknown_pairs_dropped", 0) + int(unknown.sum())
+        examples = facts.setdefault("unknown_examples", [])
+        for qid, docid, n in bad[["qid", "docid", "line"]].head(3 - len(examples)).itertuples(index=False):
+            examples.append([str(qid), str(docid), int(n)])
+        df = df[~unknown].reset_index(drop=True)
+    known = ~unknown
+    return df, q[known].astype(np.int64) * len(ids.docs) + d[known]
+
+
+class PairLedger:
+    """Every pair imported so far as a sorted integer key, with its score and line: a pair repeated in a later
+    chunk is dropped (the same score) or refused (another score), naming both lines. 20 bytes per pair."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.scores = np.zeros(0, np.float32)
+        self.lines = np.zeros(0, np.int64)
+
+    def add(self, df: pd.DataFrame, keys: np.ndarray, path: Path, fmt: str) -> tuple[pd.DataFrame, int]:
+        """The rows of `df` (pairs once each, keys `keys`) not imported before; the number dropped."""
+        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+        again = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), bool)
+        score = df.score.to_numpy(np.float32)
+        differs = again & (self.scores[at] != score) if len(self.keys) else again
+        if differs.any():
+            i = int(np.flatnonzero(differs)[0])
+            raise DataError(
+                f"{_at(path, fmt, int(df.line.iloc[i]))}: pair ({df.qid.iloc[i]!r}, {df.docid.iloc[i]!r}) already "
+                f"scored differently at line {int(self.lines[at[i]])}; keep one score per pair"
+            )
+        new = ~again
+        keys, order = keys[new], np.argsort(keys[new], kind="stable")
+        where = np.searchsorted(self.keys, keys[order])
+        self.keys = np.insert(self.keys, where, keys[order])
+        self.scores = np.insert(self.scores, where, score[new][order])
+        self.lines = np.insert(self.lines, where, df.line.to_numpy(np.int64)[new][order])
+        return df[new].reset_index(drop=True), int(again.sum())
 
 
 def import_soft_labels(
@@ -196,12 +269,17 @@ def import_soft_labels(
     workspace: str | Path,
     dataset: str | Path | None = None,
     drop_unknown: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> dict[str, Any]:
-    """Read `path` in `fmt` (a key of READERS), check every pair, and write it as a complete one-part scoring
-    run into the workspace's soft_labels/ (which must not hold labels yet)."""
+    """Read `path` in `fmt` (a key of READERS) `chunk_rows` pairs at a time, check every pair, and write each
+    chunk as a part of a complete scoring run in the workspace's soft_labels/ (which must not hold labels yet).
+    The folder appears whole or not at all (`staged_dir`): a refusal at any line leaves nothing behind. Memory:
+    one chunk, the dataset's ids and 20 bytes per pair imported (`PairLedger`)."""
     path, ws = Path(path), Workspace(Path(workspace).resolve())
     if fmt not in READERS:
         raise DistillError(f"import format {fmt!r}: choose one of {sorted(READERS)}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise DistillError(f"--chunk-rows {chunk_rows!r}: give a whole number of pairs >= 1")
     if not path.is_file():
         raise DataError(f"{path}: no such file to import")
     out = ws.soft_labels
@@ -211,12 +289,6 @@ def import_soft_labels(
         )
     if any(out.glob("part-*.parquet")):
         raise DistillError(f"{out} already holds soft labels; delete it or import into another workspace")
-    df, repeats = checked_pairs(READERS[fmt](path), path, fmt)
-    df, unknown = known_pairs(
-        df, path, fmt, Path(dataset) if dataset else workspace_dataset(ws), drop_unknown
-    )
-    if df.empty:
-        raise DataError(f"{path}: no soft label left to import")
     identity: dict[str, Any] = {
         "teachers": [{"id": f"{fmt}:{path.name}", "revision": "sha256:" + fingerprint.of_file(path)}],
         "max_length": None,
@@ -229,19 +301,43 @@ def import_soft_labels(
 
         rows = pq.ParquetFile(ws.candidates).metadata.num_rows
         identity["candidates"] = {"rows": rows, "sha256": fingerprint.of_file(ws.candidates)}
-    out.mkdir(parents=True, exist_ok=True)
-    sha = write_part(df[["qid", "docid", "score"]], out / part_name(0), identity)
-    summary = {"pairs": len(df), "queries": int(df.qid.nunique()), "duplicates_dropped": repeats, **unknown}
-    write_manifest(
-        out,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "identity": identity,
-            "complete": True,
-            "shards": {"00000": {"file": part_name(0), "rows": len(df), "sha256": sha}},
-            "summary": summary,
-        },
-    )
+    ledger, repeats = PairLedger(), 0
+    facts: dict[str, Any] = {}
+    shards: dict[str, dict[str, Any]] = {}
+    ids: DatasetIds | None = None  # read with the first chunk: a file that is not one is refused first
+    with staged_dir(out, "the soft labels") as tmp:
+        for chunk in READERS[fmt](path, chunk_rows):
+            df, within = checked_pairs(chunk, path, fmt)
+            if ids is None:
+                ids = DatasetIds(Path(dataset) if dataset else workspace_dataset(ws))
+                queries = np.zeros(len(ids.queries), bool)
+            df, keys = known_pairs(df, path, fmt, ids, drop_unknown, facts)
+            df, again = ledger.add(df, keys, path, fmt)
+            repeats += within + again
+            if df.empty:
+                continue
+            queries[ids.queries.get_indexer(pd.Index(df.qid, dtype="str"))] = True
+            key = f"{len(shards):05d}"
+            sha = write_part(df[["qid", "docid", "score"]], tmp / part_name(len(shards)), identity)
+            shards[key] = {"file": part_name(len(shards)), "rows": len(df), "sha256": sha}
+        if not shards:
+            raise DataError(f"{path}: no soft label left to import")
+        summary = {
+            "pairs": len(ledger.keys),
+            "queries": int(queries.sum()),
+            "duplicates_dropped": repeats,
+            **facts,
+        }
+        write_manifest(
+            tmp,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "identity": identity,
+                "complete": True,
+                "shards": shards,
+                "summary": summary,
+            },
+        )
     return summary
 
 
@@ -262,10 +358,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--drop-unknown", action="store_true", help="leave out pairs naming ids the dataset lacks"
     )
+    ap.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=CHUNK_ROWS,
+        help=f"pairs read, checked and written at a time (default {CHUNK_ROWS:,}): memory holds one chunk",
+    )
     args = ap.parse_args(argv)
     try:
         Workspace.check_root(args.workspace)
-        s = import_soft_labels(args.format, args.file, args.workspace, args.dataset, args.drop_unknown)
+        s = import_soft_labels(
+            args.format, args.file, args.workspace, args.dataset, args.drop_unknown, args.chunk_rows
+        )
     except DistillError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

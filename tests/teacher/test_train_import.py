@@ -274,3 +274,59 @@ def test_import_cli_one_line_for_a_file_that_is_not_parquet(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {bad}: not a readable Parquet file (ArrowInvalid); give one with qid, docid, score"
     ]
+
+
+def test_import_a_chunk_at_a_time_equals_the_whole_and_checks_across_chunks(tmp_path):
+    """Read 2 lines at a time: the same soft labels as in one chunk; a pair repeated in a later chunk is dropped
+    (same score) or refused naming both lines; a refusal in the last chunk leaves no soft labels behind."""
+    data = _beir(tmp_path / "data")
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n{"_id": "q2", "text": "y"}\n')
+    lines = [
+        "q1 Q0 d1 1 0.9 t",
+        "q2 Q0 d2 1 0.5 t",
+        "q1 Q0 d2 2 0.3 t",
+        "q1 Q0 d404 3 0.1 t",
+        "q1 Q0 d1 1 0.9 t",
+    ]
+    f = tmp_path / "run.txt"
+    f.write_text("\n".join(lines) + "\n")
+    whole = import_soft_labels("trec-run", f, tmp_path / "a", dataset=data, drop_unknown=True, chunk_rows=100)
+    parts = import_soft_labels("trec-run", f, tmp_path / "b", dataset=data, drop_unknown=True, chunk_rows=2)
+    assert (
+        whole
+        == parts
+        == {
+            "pairs": 3,
+            "queries": 2,
+            "duplicates_dropped": 1,
+            "unknown_pairs_dropped": 1,
+            "unknown_examples": [["q1", "d404", 4]],
+        }
+    )
+    manifest = json.loads((tmp_path / "b" / "soft_labels" / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 2  # the last chunk held only a repeat: no part for it
+    pd.testing.assert_frame_equal(
+        read_soft_labels(tmp_path / "a" / "soft_labels"), read_soft_labels(tmp_path / "b" / "soft_labels")
+    )
+    f.write_text("\n".join([*lines[:3], "q2 Q0 d1 2 0.2 t", "q1 Q0 d1 1 0.7 t"]) + "\n")
+    with pytest.raises(
+        DataError, match=r"run.txt:5: pair \('q1', 'd1'\) already scored differently at line 1"
+    ):
+        import_soft_labels("trec-run", f, tmp_path / "c", dataset=data, chunk_rows=2)
+    assert not (tmp_path / "c" / "soft_labels").exists() or not any(
+        (tmp_path / "c" / "soft_labels").iterdir()
+    )
+    with pytest.raises(DistillError, match=r"--chunk-rows 0: give a whole number of pairs >= 1"):
+        import_soft_labels("trec-run", f, tmp_path / "d", dataset=data, chunk_rows=0)
+
+
+def test_parquet_import_read_in_chunks_names_the_row_in_the_file(tmp_path):
+    data = _beir(tmp_path / "data")
+    f = tmp_path / "scores.parquet"
+    pd.DataFrame(
+        {"qid": ["q1"] * 4, "docid": ["d1", "d2", "d1", "d2"], "score": [0.5, 0.25, 0.5, np.nan]}
+    ).to_parquet(f)
+    with pytest.raises(
+        DataError, match=r"scores.parquet: 1 non-finite score\(s\) \(NaN/inf\), first at row 4 "
+    ):
+        import_soft_labels("parquet", f, tmp_path / "ws", dataset=data, chunk_rows=3)
