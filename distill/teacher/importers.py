@@ -9,7 +9,7 @@
 - `parquet`: a Parquet file with columns qid, docid, score (the fastest at millions of pairs).
 
 The file is read `--chunk-rows` pairs at a time (each chunk one part of the soft labels), so memory holds one
-chunk, the dataset's ids and a few bytes per pair. Every pair is checked, and the soft labels appear only when
+chunk, the dataset's ids and 12 bytes per pair. Every pair is checked, and the soft labels appear only when
 all are (a refusal leaves nothing behind); a refusal names the file and line (row for Parquet):
 scores must be finite numbers within float32's range; a pair given twice with different scores is refused (twice
 with the same score: kept once, counted); ids must be the dataset's own: a query its queries.jsonl lacks or a
@@ -43,7 +43,7 @@ from distill.teacher.soft_labels import (
 from distill.workspace import Workspace, staged_dir
 
 F32_MAX = float(np.finfo(np.float32).max)
-CHUNK_ROWS = 1_000_000  # pairs read, checked and written at a time (--chunk-rows)
+CHUNK_ROWS = 250_000  # pairs read, checked and written at a time (--chunk-rows)
 
 
 def flagembedding_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -234,13 +234,13 @@ def known_pairs(
 
 
 class PairLedger:
-    """Every pair imported so far as a sorted integer key, with its score and line: a pair repeated in a later
-    chunk is dropped (the same score) or refused (another score), naming both lines. 20 bytes per pair."""
+    """Every pair imported so far as a sorted integer key, with its score (12 bytes per pair): a pair repeated in a
+    later chunk is dropped (the same score) or refused (another score). The refusal names both lines; the earlier
+    one is found by reading the file again up to it (`first_line`), which only a refusal pays for."""
 
     def __init__(self) -> None:
         self.keys = np.zeros(0, np.int64)
         self.scores = np.zeros(0, np.float32)
-        self.lines = np.zeros(0, np.int64)
 
     def add(self, df: pd.DataFrame, keys: np.ndarray, path: Path, fmt: str) -> tuple[pd.DataFrame, int]:
         """The rows of `df` (pairs once each, keys `keys`) not imported before; the number dropped."""
@@ -250,17 +250,26 @@ class PairLedger:
         differs = again & (self.scores[at] != score) if len(self.keys) else again
         if differs.any():
             i = int(np.flatnonzero(differs)[0])
+            q, d = df.qid.iloc[i], df.docid.iloc[i]
             raise DataError(
-                f"{_at(path, fmt, int(df.line.iloc[i]))}: pair ({df.qid.iloc[i]!r}, {df.docid.iloc[i]!r}) already "
-                f"scored differently at line {int(self.lines[at[i]])}; keep one score per pair"
+                f"{_at(path, fmt, int(df.line.iloc[i]))}: pair ({q!r}, {d!r}) already scored differently at line "
+                f"{first_line(path, fmt, q, d)}; keep one score per pair"
             )
         new = ~again
         keys, order = keys[new], np.argsort(keys[new], kind="stable")
         where = np.searchsorted(self.keys, keys[order])
         self.keys = np.insert(self.keys, where, keys[order])
         self.scores = np.insert(self.scores, where, score[new][order])
-        self.lines = np.insert(self.lines, where, df.line.to_numpy(np.int64)[new][order])
         return df[new].reset_index(drop=True), int(again.sum())
+
+
+def first_line(path: Path, fmt: str, qid: str, docid: str) -> int:
+    """The line (row) where the pair first appears in the file."""
+    for chunk in READERS[fmt](path, CHUNK_ROWS):
+        hit = ((chunk.qid == qid) & (chunk.docid == docid)).to_numpy()
+        if hit.any():
+            return int(chunk.line.iloc[int(np.flatnonzero(hit)[0])])
+    raise AssertionError(f"{path}: pair ({qid!r}, {docid!r}) not found again")  # the caller has just read it
 
 
 def import_soft_labels(
@@ -274,7 +283,7 @@ def import_soft_labels(
     """Read `path` in `fmt` (a key of READERS) `chunk_rows` pairs at a time, check every pair, and write each
     chunk as a part of a complete scoring run in the workspace's soft_labels/ (which must not hold labels yet).
     The folder appears whole or not at all (`staged_dir`): a refusal at any line leaves nothing behind. Memory:
-    one chunk, the dataset's ids and 20 bytes per pair imported (`PairLedger`)."""
+    one chunk, the dataset's ids and 12 bytes per pair imported (`PairLedger`)."""
     path, ws = Path(path), Workspace(Path(workspace).resolve())
     if fmt not in READERS:
         raise DistillError(f"import format {fmt!r}: choose one of {sorted(READERS)}")
