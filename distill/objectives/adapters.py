@@ -31,6 +31,14 @@ class _GroupCache:
         return self.groups
 
 
+def floor_hessian(hess: np.ndarray, min_hess: float) -> np.ndarray:
+    """max(hess, min_hess), in place where the objective's array may be written (no second array of every row)."""
+    hess = np.asarray(hess)
+    if hess.flags.writeable and hess.dtype == np.float64:
+        return np.maximum(hess, min_hess, out=hess)
+    return np.maximum(hess, min_hess)
+
+
 def lightgbm_objective(obj: Any, targets: np.ndarray | None = None, min_hess: float = MIN_HESS) -> Callable:
     """`targets`: the teacher scores, when the Dataset's labels hold something else (e.g. integer grades, which
     LightGBM's ranking metrics require)."""
@@ -40,7 +48,7 @@ def lightgbm_objective(obj: Any, targets: np.ndarray | None = None, min_hess: fl
         groups = cache.get(train_data, lambda: np.asarray(train_data.get_group()))
         t = train_data.get_label() if targets is None else targets
         grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), t, groups)
-        return grad, np.maximum(hess, min_hess)
+        return grad, floor_hessian(hess, min_hess)
 
     return fobj
 
@@ -55,7 +63,7 @@ def lightgbm_sklearn_objective(obj: Any, min_hess: float = MIN_HESS) -> Callable
     ) -> tuple[np.ndarray, np.ndarray]:
         groups = cache.get(group, lambda: np.asarray(group))
         grad, hess = obj.grad_hess(np.asarray(y_pred, dtype=np.float64), np.asarray(y_true), groups)
-        return grad, np.maximum(hess, min_hess)
+        return grad, floor_hessian(hess, min_hess)
 
     return fobj
 
@@ -67,7 +75,7 @@ def xgboost_objective(obj: Any, targets: np.ndarray | None = None, min_hess: flo
         groups = cache.get(dtrain, lambda: np.diff(dtrain.get_uint_info("group_ptr")))
         t = dtrain.get_label() if targets is None else targets
         grad, hess = obj.grad_hess(np.asarray(preds, dtype=np.float64), t, groups)
-        return grad, np.maximum(hess, min_hess)
+        return grad, floor_hessian(hess, min_hess)
 
     return fobj
 
