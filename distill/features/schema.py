@@ -44,7 +44,7 @@ class FeaturesConfig:
     # which features of the families to build; [] = every one of them
     names: list[str] = field(default_factory=list)
     # candidate pairs (whole queries) computed and written (one Parquet row group) at a time; also the click
-    # log's rows read at a time by the behaviour family
+    # log's rows read at a time by the behaviour family, and the rows a GBDT student hands its library at a time
     chunk_rows: int = 200_000
     # compute the chunks on a Dask cluster (null: here; local: a LocalCluster; tcp://host:8786)
     dask: DaskConfig = field(default_factory=DaskConfig)
