@@ -35,8 +35,12 @@ class LexicalFeatures(FeatureFamily):
                 (np.ones(len(rows), dtype=np.float32), (rows, corpus.flat)),
                 shape=(len(lengths), len(self.vocab)),
             )
-            docs.data[:] = 1.0  # a term's repeats were summed: whether the document holds it
-            self.docs = docs
+            # whether the document holds the term (its repeats were summed), one byte per entry: the matrix is
+            # the family's state for the whole corpus, and float32 ones would take four
+            self.docs = sp.csr_matrix(
+                (np.ones(docs.nnz, dtype=np.int8), docs.indices, docs.indptr), shape=docs.shape
+            )
+            del docs
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         qids = pd.Index(rows.qid.unique())
