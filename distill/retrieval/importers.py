@@ -29,8 +29,9 @@ NAMES = ["qid", "q0", "docid", "rank", "score", "tag"]
 CHUNK_LINES = 500_000
 
 
-def read_run(path: Path, chunk: int = CHUNK_LINES) -> Any:
-    """The run's lines in chunks, each a frame of qid, docid, score and the 1-based line number, checked."""
+def read_run(path: Path, chunk: int = CHUNK_LINES, finite: bool = True) -> Any:
+    """The run's lines in chunks, each a frame of qid, docid, score and the 1-based line number, checked: six
+    fields, a numeric score, finite unless `finite` is false (for a caller that checks the scores' range itself)."""
     if not path.is_file():
         raise DataError(f"{path}: no such run file")
     first = 1
@@ -47,11 +48,12 @@ def read_run(path: Path, chunk: int = CHUNK_LINES) -> Any:
                 n = int((df.iloc[i] != "").sum())
                 raise DataError(f"{path}:{line[i]}: {n} fields; a TREC run line has 6: {' '.join(NAMES)}")
             score = pd.to_numeric(df["score"], errors="coerce").to_numpy(np.float64)
-            bad = ~np.isfinite(score)
+            bad = ~np.isfinite(score) if finite else np.isnan(score)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
+                what = "a finite number" if finite else "a number"
                 raise DataError(
-                    f"{path}:{line[i]}: score {df['score'].iloc[i]!r} is not a finite number (fifth field)"
+                    f"{path}:{line[i]}: score {df['score'].iloc[i]!r} is not {what} (fifth field)"
                 )
             yield pd.DataFrame(
                 {"qid": df["qid"].to_numpy(), "docid": df["docid"].to_numpy(), "score": score, "line": line}

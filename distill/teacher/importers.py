@@ -33,6 +33,7 @@ import pandas as pd
 from distill.data.convert import flagembedding_ids, read_flagembedding
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.ir import fingerprint
+from distill.retrieval.importers import read_run
 from distill.teacher.soft_labels import (
     SCHEMA_VERSION,
     part_name,
@@ -69,44 +70,9 @@ def flagembedding_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFr
 
 
 def trec_run_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """A TREC run file's (qid, docid, score), `chunk_rows` lines at a time; the rank column is ignored (the score
-    orders)."""
-    names = ["qid", "q0", "docid", "rank", "score", "tag"]
-    start = 0
-    try:
-        reader = pd.read_csv(
-            path,
-            sep=r"\s+",
-            header=None,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            engine="c",
-            chunksize=chunk_rows,
-        )
-        for df in reader:
-            short = (df["tag"] == "").to_numpy()
-            if short.any():
-                i = int(np.flatnonzero(short)[0])
-                raise DataError(
-                    f"{path}:{start + i + 1}: {(df.iloc[i] != '').sum()} fields; a TREC run line has 6: "
-                    f"{' '.join(names)}"
-                )
-            score = pd.to_numeric(df["score"], errors="coerce")
-            if score.isna().any():
-                i = int(np.flatnonzero(score.isna().to_numpy())[0])
-                raise DataError(
-                    f"{path}:{start + i + 1}: score {df['score'].iloc[i]!r} is not a number (fifth field)"
-                )
-            line = np.arange(start + 1, start + len(df) + 1)
-            start += len(df)
-            yield pd.DataFrame(
-                {"qid": df["qid"], "docid": df["docid"], "score": score.to_numpy(), "line": line}
-            )
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(
-            f"{path}: not a TREC run ({' '.join(str(e).split())}); each line needs {' '.join(names)}"
-        ) from e
+    """A TREC run file's (qid, docid, score), `chunk_rows` lines at a time (the candidates importer's reader; the
+    scores' range is checked with the other formats'); the rank column is ignored (the score orders)."""
+    return read_run(path, chunk_rows, finite=False)
 
 
 def parquet_soft_labels(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
