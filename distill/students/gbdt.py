@@ -37,7 +37,14 @@ from distill.features.build import stale_features
 from distill.objectives import Groups, build_objective
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
 from distill.students.base import Context, FunctionScorer, Scorer, student_meta, write_student_json
-from distill.students.gbdt_data import FeatureMatrix, RowSource, lightgbm_rows, training_rows, xgboost_batches
+from distill.students.gbdt_data import (
+    ID_COLUMNS,
+    FeatureMatrix,
+    RowSource,
+    lightgbm_rows,
+    training_rows,
+    xgboost_batches,
+)
 from distill.students.gbdt_params import xgboost_params
 from distill.students.schema import GBDTConfig, LightGBMConfig, XGBoostConfig
 from distill.students.stacking import (
@@ -180,7 +187,7 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
         source = RowSource(feats)
     else:
         source = RowSource(fresh_features(cfg, ws))
-    names = [c for c in source.columns if c not in ("qid", "docid", "split")]
+    names = [c for c in source.columns if c not in ID_COLUMNS]
     labels = ws.require(ws.soft_labels, "teacher-score")
     tr = training_rows(
         source,

@@ -52,9 +52,7 @@ class Codes:
 
     def get(self, values: Any) -> np.ndarray:
         """The codes of `values`, -1 for an id never added."""
-        return self.index.get_indexer(pd.Index(np.asarray(values, dtype=object), dtype="str")).astype(
-            np.int64
-        )
+        return self.index.get_indexer(pd.Index(values, dtype="str")).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -78,9 +76,6 @@ class RowSource:
             self.columns = list(self.file.schema_arrow.names)
         self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
     @property
     def blocks(self) -> int:
         return len(self.starts) - 1
@@ -102,10 +97,6 @@ class FeatureMatrix:
 
     def __len__(self) -> int:
         return len(self.positions)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self), len(self.names)
 
     def _block(self, i: int) -> np.ndarray:
         if self._cached is None or self._cached[0] != i:
@@ -148,7 +139,7 @@ class TrainingRows:
     train: np.ndarray  # positions in the source of the train side's rows
     val: np.ndarray  # ... and of the validation side's
     target: np.ndarray  # float64, the train side's blended targets
-    score_val: np.ndarray  # ... and of the validation side
+    score_val: np.ndarray  # float64, the validation side's teacher scores
     sizes: np.ndarray  # rows per train query, in order
     sizes_val: np.ndarray
 
@@ -160,9 +151,10 @@ class TrainingRows:
 def scored_rows(
     source: RowSource, soft: Iterable[pd.DataFrame], where: Path | str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Codes, Codes]:
-    """The train-split rows of `source`: (positions, query codes, teacher scores with NaN where a row has none,
-    query codes, document codes). The soft labels are read a row group at a time; of them only the pairs of
-    train rows are kept, as integer keys; a pair given twice is refused."""
+    """The train-split rows of `source`: (positions, pair keys (query code x the number of documents + document
+    code), teacher scores with NaN where a row has none, the queries' codes, the documents' codes). The soft labels
+    are read a row group at a time; of them only the pairs of train rows are kept, as integer keys; a pair given
+    twice is refused."""
     queries, docs = Codes(), Codes()
     pos, qc, dc = [], [], []
     for i in range(source.blocks):
@@ -198,13 +190,13 @@ def scored_rows(
         )
     positions, qcodes, dcodes = np.concatenate(pos), np.concatenate(qc), np.concatenate(dc)
     want = qcodes * n_docs + dcodes
-    del dcodes
+    del qcodes, dcodes
     score = np.full(len(want), np.nan)
     if len(keys):
         at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
         found = keys[at] == want
         score[found] = scores[at[found]]
-    return positions, qcodes, score, queries, docs
+    return positions, want, score, queries, docs
 
 
 def training_rows(
@@ -222,7 +214,9 @@ def training_rows(
     (`coverage.check_coverage`) and that no stacked student saw (`seen`), grouped by query, split query-wise into
     train and validation (`held_out`), with the target alpha * teacher + (1 - alpha) * human grade, each z-scored
     per query when alpha < 1."""
-    positions, qcodes, score, queries, docs = scored_rows(source, soft, where)
+    positions, keys, score, queries, docs = scored_rows(source, soft, where)
+    n_docs = max(len(docs), 1)
+    qcodes = keys // n_docs
     unscored = np.bincount(qcodes[np.isnan(score)], minlength=len(queries)) > 0
     check_coverage(int((~unscored).sum()), len(queries), min_coverage, complete=True)
     keep = ~unscored
@@ -236,7 +230,7 @@ def training_rows(
             )
     kept = np.flatnonzero(keep[qcodes])
     kept = kept[np.argsort(qcodes[kept], kind="stable")]  # grouped by query; file order when already grouped
-    positions, qcodes, score = positions[kept], qcodes[kept], score[kept]
+    positions, keys, qcodes, score = positions[kept], keys[kept], qcodes[kept], score[kept]
     del kept
     target = score
     if alpha < 1:
@@ -246,10 +240,8 @@ def training_rows(
         if len(qrels):
             qk, dk = queries.get(qrels.qid.to_numpy()), docs.get(qrels.docid.to_numpy())
             ok = (qk >= 0) & (dk >= 0)
-            n_docs = max(len(docs), 1)
             rel = pd.Series(qrels.relevance.to_numpy(float)[ok], index=qk[ok] * n_docs + dk[ok])
-            dcodes = docs.get(_doc_ids(source, positions))
-            human = rel.reindex(qcodes * n_docs + dcodes).fillna(0).to_numpy(float)
+            human = rel.reindex(keys).fillna(0).to_numpy(float)
         target = np.asarray(
             alpha * t + (1 - alpha) * normalise(pd.Series(human), q, "zscore"), dtype=np.float64
         )
@@ -264,16 +256,6 @@ def training_rows(
         sizes=sizes,
         sizes_val=sizes_val,
     )
-
-
-def _doc_ids(source: RowSource, positions: np.ndarray) -> np.ndarray:
-    """The docid of each row at `positions` (read a block at a time)."""
-    out = np.empty(len(positions), dtype=object)
-    block = np.searchsorted(source.starts, positions, side="right") - 1
-    for i in np.unique(block):
-        mine = block == i
-        out[mine] = source.block(int(i), ["docid"]).docid.to_numpy()[positions[mine] - source.starts[i]]
-    return out
 
 
 def lightgbm_rows(matrix: FeatureMatrix, batch_rows: int) -> Any:
@@ -303,14 +285,11 @@ def xgboost_batches(matrix: FeatureMatrix, label: np.ndarray, sizes: np.ndarray,
     0, 1, ... in order), for a `QuantileDMatrix`."""
     import xgboost as xgb
 
-    ends = np.cumsum(sizes)
-    cuts = [0]
-    for e in ends:  # whole queries per batch
-        if e - cuts[-1] >= batch_rows:
-            cuts.append(int(e))
-    if cuts[-1] != len(matrix):
-        cuts.append(len(matrix))
-    qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    ends = np.concatenate([[0], np.cumsum(sizes)])
+    cuts = [0]  # query positions where a batch starts: whole queries per batch
+    for q in range(1, len(sizes) + 1):
+        if ends[q] - ends[cuts[-1]] >= batch_rows or q == len(sizes):
+            cuts.append(q)
 
     class Batches(xgb.DataIter):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -320,8 +299,10 @@ def xgboost_batches(matrix: FeatureMatrix, label: np.ndarray, sizes: np.ndarray,
         def next(self, input_data: Any) -> bool:
             if self.at + 1 >= len(cuts):
                 return False
-            a, b = cuts[self.at], cuts[self.at + 1]
-            input_data(data=matrix.rows(a, b), label=label[a:b], qid=qid[a:b])
+            q0, q1 = cuts[self.at], cuts[self.at + 1]
+            a, b = int(ends[q0]), int(ends[q1])
+            qid = np.repeat(np.arange(q0, q1, dtype=np.int64), sizes[q0:q1])
+            input_data(data=matrix.rows(a, b), label=label[a:b], qid=qid)
             self.at += 1
             return True
 
