@@ -169,24 +169,6 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path, **kwargs: Any) -> None:
         df.to_parquet(tmp, index=False, **kwargs)
 
 
-def read_parquet_where(path: Path, column: str, value: Any) -> pd.DataFrame:
-    """The rows of a Parquet file whose `column` equals `value`, read a row group at a time: memory holds the
-    rows kept and one row group (pandas' `filters=` materialises the whole file's table first)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    parts = []
-    for i in range(pf.num_row_groups):
-        t = pf.read_row_group(i)
-        parts.append(t.filter(pc.equal(t.column(column), value)).to_pandas())
-        del t
-    out = pd.concat(parts, ignore_index=True) if parts else pf.schema_arrow.empty_table().to_pandas()
-    del parts
-    release_arrow_memory()  # the row groups' buffers
-    return out
-
-
 def release_arrow_memory() -> None:
     """Hand the Arrow memory pool's freed buffers back to the system: a reader that goes through a file a row group
     at a time would otherwise keep the pool's high-water mark (the allocator holds what it freed)."""

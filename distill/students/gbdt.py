@@ -56,7 +56,7 @@ from distill.students.stacking import (
 )
 from distill.teacher.soft_labels import iter_soft_labels
 from distill.tracking import start_run
-from distill.workspace import Workspace, exclusive, read_parquet_where, staged_dir, write_json_atomic
+from distill.workspace import Workspace, exclusive, staged_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,9 @@ def student_config(node: Any) -> GBDTConfig:
     return sc
 
 
-def load_features(cfg: DictConfig, ws: Workspace, split: str | None = None) -> pd.DataFrame:
-    """features.parquet (rebuilt first when missing or stale); with `split`, only that split's rows, filtered as
-    the row groups are read (the other splits' rows never reach memory)."""
-    fresh_features(cfg, ws)
-    return read_parquet_where(ws.features, "split", split) if split else pd.read_parquet(ws.features)
+def load_features(cfg: DictConfig, ws: Workspace) -> pd.DataFrame:
+    """features.parquet whole (rebuilt first when missing or stale): what stacking scores its students on."""
+    return pd.read_parquet(fresh_features(cfg, ws))
 
 
 def fresh_features(cfg: DictConfig, ws: Workspace) -> Path:
