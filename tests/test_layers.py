@@ -12,7 +12,7 @@ from distill.config import PROJECT_ROOT
 LAYERS = [
     ["errors", "faults"],
     ["ir", "config"],
-    ["workspace", "distributed", "tracking", "hf_training", "stamps"],
+    ["workspace", "distributed", "tracking", "hf_training", "stamps", "graphs"],
     ["data"],
     ["retrieval"],
     ["teacher"],

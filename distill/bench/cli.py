@@ -36,6 +36,7 @@ from distill.bench.teacher import (
     teacher_setting,
 )
 from distill.ir.timing import machine
+from distill.teacher.schema import TeacherConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_TEACHER = ("gbdt", "objectives", "scale", "precision", "export")
@@ -87,6 +88,19 @@ def main(argv: list[str] | None = None) -> None:
         help="MiniLM-L6 with random weights and/or real (fine-tuned) weights",
     )
     ap.add_argument("--threads", type=int, default=None)
+    bar = TeacherConfig()
+    ap.add_argument(
+        "--min-spearman",
+        type=float,
+        default=bar.min_spearman,
+        help="the int8 setting: the Spearman its calibration must keep (teacher.min_spearman)",
+    )
+    ap.add_argument(
+        "--min-kendall",
+        type=float,
+        default=bar.min_kendall,
+        help="the int8 setting: the mean per-query Kendall its calibration must keep (teacher.min_kendall)",
+    )
     ap.add_argument(
         "--engine", default="bm25s", help="for the scale setting: retrieval.engine (bm25s or tantivy)"
     )

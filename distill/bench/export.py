@@ -24,8 +24,8 @@ import torch
 from scipy.stats import spearmanr
 
 from distill.bench.teacher import SHARED, build_real_bench_model, grouped_pairs
-from distill.export import graph
-from distill.export.neural import GraphForward, Recorder, trace
+from distill.graphs import runtime as graph
+from distill.graphs.forward import GraphForward, Recorder, trace
 from distill.ir.metrics import kendall_per_query
 from distill.ir.timing import best_of
 

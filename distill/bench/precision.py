@@ -1,9 +1,12 @@
 """`make bench ARGS="--settings precision --workspace outputs/cranfield --data cranfield"`: which engine precision
-keeps a workspace teacher's ranking on this machine: fp32, bf16 and int8 scores of the same test candidate pairs,
-each one's speed against fp32 (measured in one run), Spearman and mean per-query Kendall tau against fp32, and
-test nDCG@10. One record per precision."""
+keeps a workspace teacher's ranking on this machine: fp32, bf16 and int8 (calibrated on train pairs) scores of the
+same test candidate pairs, each one's speed against fp32 (measured in one run), Spearman and mean per-query Kendall
+tau against fp32, and test nDCG@10. One record per precision."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,15 +15,38 @@ from scipy.stats import spearmanr
 from distill.data.beir import Dataset
 from distill.ir.metrics import evaluate, kendall_per_query
 from distill.ir.timing import best_of
+from distill.teacher.calibration import int8_teacher
 from distill.teacher.engine import ScoringEngine
-from distill.teacher.model import load_teacher
+from distill.teacher.model import TeacherModel, load_teacher
+from distill.teacher.schema import TeacherConfig
 
 
-def compare(model_dir: str, ds: Dataset, cands: pd.DataFrame, repeats: int = 2) -> list[dict]:
+def teacher_in(model_dir: str, dtype: str, ds: Dataset, calib: pd.DataFrame, workdir: Path) -> TeacherModel:
+    """The workspace teacher in `dtype` on the CPU; int8 calibrated on the `calib` pairs at the default bar."""
+    m = load_teacher(model_dir, dtype=dtype, device="cpu")
+    if m.dtype != "int8":
+        return m
+    bar = TeacherConfig()
+    m, _ = int8_teacher(
+        m,
+        calib,
+        ds.queries.loc[calib.qid, "text"].tolist(),
+        ds.doc_texts(calib.docid),
+        workdir,
+        min_spearman=bar.min_spearman,
+        min_kendall=bar.min_kendall,
+    )
+    return m
+
+
+def compare(
+    model_dir: str, ds: Dataset, cands: pd.DataFrame, calib: pd.DataFrame, workdir: Path, repeats: int = 2
+) -> list[dict]:
+    """The records of each precision on `cands` (int8 calibrated on the `calib` pairs, its graphs in `workdir`)."""
     queries, docs = ds.queries.loc[cands.qid, "text"].tolist(), ds.doc_texts(cands.docid)
     runs = {}
     for dtype in ("fp32", "bf16", "int8"):
-        engine = ScoringEngine(load_teacher(model_dir, dtype=dtype, device="cpu"))
+        engine = ScoringEngine(teacher_in(model_dir, dtype, ds, calib, workdir / dtype))
         engine.score(queries[:64], docs[:64])  # warm-up
 
         def score(e: ScoringEngine = engine) -> np.ndarray:
@@ -66,8 +92,11 @@ def precision_setting(workspace: str, data: str, pairs: int) -> list[dict]:
         cfg = compose("config", overrides=[f"data={data}", f"paths.workspace={workspace}", "logger=none"])
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
-    cands = cands[cands.split == "test"]
+    every = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    cands = every[every.split == "test"]
     per_query = max(1, int(cands.groupby("qid").size().mean()))
     cands = cands[cands.qid.isin(cands.qid.unique()[: max(1, pairs // per_query)])].reset_index(drop=True)
-    return compare(str(ws.model("teacher")), ds, cands)
+    train = every[every.split == "train"]  # int8 calibrates on train pairs, as a job calibrates on its own
+    calib = train[train.qid.isin(train.qid.unique()[: max(1, 512 // per_query)])].reset_index(drop=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        return compare(str(ws.model("teacher")), ds, cands, calib, Path(tmp))

@@ -90,7 +90,7 @@ def served_scoring(booster: Any, X: np.ndarray, repeats: int = 200) -> list[dict
     from pathlib import Path
 
     from distill.export import gbdt
-    from distill.export.graph import OnnxRunner
+    from distill.graphs.runtime import OnnxRunner
 
     ref = booster.predict(X, num_threads=1)
     runners: dict[str, Any] = {"lightgbm Booster.predict": lambda: booster.predict(X, num_threads=1)}

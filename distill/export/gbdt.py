@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.export import graph
+from distill.graphs import runtime as graph
 from distill.workspace import write_json_atomic, write_text_atomic
 
 INPUT = "input"

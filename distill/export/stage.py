@@ -5,7 +5,7 @@
 writes `<workspace>/exports/<student>-<tag>/` as a whole (tag: onnx, onnx-int8, openvino, openvino-int8):
 
 - a neural student (bi-encoder, cross-encoder, multi-vector, sparse): `model.onnx` or OpenVINO's `model.xml` +
-  `model.bin`: the sentence-transformers model's forward (distill/export/neural.py), checked against the model on
+  `model.bin`: the sentence-transformers model's forward (distill/graphs/forward.py), checked against the model on
   the calibration rows; int8 is static (weights and activations), calibrated on the workspace's own train queries
   and their candidates; beside it the student folder's tokenizer and module configs (not its weights);
 - a GBDT student: `model.onnx`, the library's own files and `features.json` (distill/export/gbdt.py); a
@@ -36,8 +36,10 @@ from omegaconf import DictConfig
 from distill.config import load_callable, typed
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, DataError, StageNotReadyError
-from distill.export import gbdt, graph, neural
+from distill.export import gbdt
 from distill.export.schema import TAGS, ExportConfig, tag
+from distill.graphs import forward as neural
+from distill.graphs import runtime as graph
 from distill.ir import fingerprint
 from distill.ir.metrics import kendall_per_query, quality
 from distill.ir.timing import machine, median_ms, query_groups

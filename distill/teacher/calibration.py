@@ -2,8 +2,9 @@
 pairs (`teacher.calibration_pairs`, whole queries spread over the candidates) is scored in fp32 and in that
 precision. The ranking must hold: Spearman >= `teacher.min_spearman` over the sample and mean per-query Kendall
 tau >= `teacher.min_kendall`. `teacher.dtype=auto` keeps its faster precision only when it passes and otherwise
-falls back to fp32, saying so in one line; an explicit precision below the bar is kept with a warning. The
-figures go into the soft-label manifest (`calibration`).
+falls back to fp32, saying so in one line; an explicit precision below the bar is kept with a warning. int8 is
+first calibrated on the same sample (distill/teacher/int8.py), and `auto` keeps it only if it also scored the
+sample faster than fp32. The figures go into the soft-label manifest (`calibration`).
 
 Written here because the check needs the job's own pairs and the engine's own batching: the libraries' mixed
 precision has no notion of a ranking to preserve.
@@ -12,6 +13,7 @@ precision has no notion of a ranking to preserve.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from scipy.stats import spearmanr
 
 from distill.data.beir import Dataset
 from distill.ir.metrics import kendall_per_query
+from distill.teacher import int8
 from distill.teacher.engine import engine_for
 from distill.teacher.model import TeacherModel
 
@@ -58,54 +61,118 @@ def ranking_agreement(sample: pd.DataFrame, ref: np.ndarray, got: np.ndarray) ->
     return {"spearman": float(rho), "kendall_per_query": float("nan") if tau is None else tau}
 
 
+def ranking_bar(
+    sample: pd.DataFrame, min_spearman: float, min_kendall: float
+) -> Callable[[np.ndarray, np.ndarray], tuple[dict[str, float | None], bool]]:
+    """The check a precision must pass on `sample`'s pairs (a frame with their qids): `agree(fp32 scores, its
+    scores)` -> (Spearman and mean per-query Kendall, rounded; None where undefined, as when a precision too
+    coarse for the scores makes them constant), whether both reach the bar)."""
+    sample = sample.reset_index(drop=True)
+
+    def agree(ref: np.ndarray, got: np.ndarray) -> tuple[dict[str, float | None], bool]:
+        a = ranking_agreement(sample, ref, got)
+        ok = bool(a["spearman"] >= min_spearman and a["kendall_per_query"] >= min_kendall)
+        return {k: (round(v, 6) if np.isfinite(v) else None) for k, v in a.items()}, ok
+
+    return agree
+
+
+def int8_teacher(
+    teacher: TeacherModel,
+    sample: pd.DataFrame,
+    queries: list[str],
+    docs: list[str],
+    workdir: Path,
+    *,
+    min_spearman: float,
+    min_kendall: float,
+    batch_tokens: int = 16384,
+) -> tuple[TeacherModel, dict[str, Any]]:
+    """`teacher` (loaded with teacher.dtype=int8) calibrated on the pairs of `sample` (their `queries` and `docs`)
+    against the bar: distill/teacher/int8.py."""
+    agree = ranking_bar(sample, min_spearman, min_kendall)
+    return int8.calibrate(teacher, queries, docs, agree=agree, workdir=workdir, batch_tokens=batch_tokens)
+
+
 def check_precision(
-    models: list[TeacherModel], ds: Dataset, sample: pd.DataFrame, t: Any, load_fp32: Any, requested: str
+    models: list[TeacherModel],
+    ds: Dataset,
+    sample: pd.DataFrame,
+    t: Any,
+    load_fp32: Any,
+    requested: str,
+    workdir: Path | None = None,
 ) -> tuple[list[TeacherModel], dict[str, Any]]:
     """The teachers to score with and the calibration facts: each teacher in a precision other than fp32 is
-    compared with itself in fp32 on `sample`; `requested`=auto falls back to fp32 below the bar."""
+    compared with itself in fp32 on `sample`; `requested`=auto falls back to fp32 below the bar. An int8 teacher
+    is first calibrated on `sample` (distill/teacher/int8.py, its files in `workdir`); under auto it is kept only
+    if it also scored the sample faster than fp32."""
     if sample.empty:
         return models, {}
+    sample = sample.reset_index(drop=True)
     queries = ds.queries.loc[sample.qid, "text"].tolist()
     docs = ds.doc_texts(sample.docid)
+    agree = ranking_bar(sample, t.min_spearman, t.min_kendall)
+
     out, facts = [], {}
     for m in models:
         if m.dtype == "fp32":
             out.append(m)
             continue
-        fp32 = load_fp32(m.name)
-        ref = engine_for(fp32, t).score(queries, docs)
-        got = engine_for(m, t).score(queries, docs)
-        agree = ranking_agreement(sample.reset_index(drop=True), ref, got)
-        ok = agree["spearman"] >= t.min_spearman and agree["kendall_per_query"] >= t.min_kendall
-        kept = ok or requested != "auto"
+        slower = False
+        if m.dtype == "int8":
+            if workdir is None:
+                raise ValueError("an int8 teacher needs a folder for its graphs")
+            m, found = int8_teacher(
+                m,
+                sample,
+                queries,
+                docs,
+                workdir / f"teacher-{len(out)}",
+                min_spearman=t.min_spearman,
+                min_kendall=t.min_kendall,
+                batch_tokens=int(t.batch_tokens),
+            )
+            figures = {k: found["agreement"].get(k) for k in ("spearman", "kendall_per_query")}
+            ok = found["passed"]
+            slower = requested == "auto" and found["int8_seconds"] >= found["fp32_seconds"]
+            extra: dict[str, Any] = {"int8": found}
+        else:
+            fp32 = load_fp32(m.name)
+            figures, ok = agree(
+                engine_for(fp32, t).score(queries, docs), engine_for(m, t).score(queries, docs)
+            )
+            extra = {}
+
+        kept = (ok and not slower) or requested != "auto"
         facts[m.name] = {
             "dtype": m.dtype,
             "pairs": len(sample),
             "queries": int(sample.qid.nunique()),
-            # None: undefined (the scores are constant on one side, as a precision too coarse for them makes them)
-            **{k: (round(v, 6) if np.isfinite(v) else None) for k, v in agree.items()},
+            **figures,
             "passed": bool(ok),
             "scored_in": m.dtype if kept else "fp32",
+            **extra,
         }
+        show = {k: float("nan") if v is None else v for k, v in figures.items()}
         line = (
             f"teacher.dtype={requested} ({m.dtype}) on {len(sample)} of the job's pairs against fp32: Spearman "
-            f"{agree['spearman']:.5f} (>= {t.min_spearman}), per-query Kendall {agree['kendall_per_query']:.4f} "
+            f"{show['spearman']:.5f} (>= {t.min_spearman}), per-query Kendall {show['kendall_per_query']:.4f} "
             f"(>= {t.min_kendall}; nan: its scores do not vary)"
         )
-        if ok:
+        if kept and ok:
             log.info("%s: kept", line)
             out.append(m)
         elif requested == "auto":
-            print(f"{line}: below the bar, scoring in fp32 instead", flush=True)
-            out.append(fp32)
+            why = "not faster than fp32 on them" if ok else "below the bar"
+            print(f"{line}: {why}, scoring in fp32 instead", flush=True)
+            out.append(int8.detach(m) if m.dtype == "int8" else fp32)
         else:
             log.warning(
                 "%s: below the bar; scoring in %s as asked (teacher.dtype=auto would use fp32)", line, m.dtype
             )
             out.append(m)
-        if out[-1] is not fp32:
-            del fp32
     return out, facts
 
 
-__all__ = ["calibration_sample", "check_precision", "ranking_agreement"]
+__all__ = ["calibration_sample", "check_precision", "int8_teacher", "ranking_agreement", "ranking_bar"]

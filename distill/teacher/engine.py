@@ -9,8 +9,9 @@ and truncation are the folder's; its own modules compute the scores):
   token budget (`batch_tokens` = rows x padded length), so short pairs travel in large batches; a pair joins a
   batch only if it needs little padding (`MAX_PADDING`, on CPU), so padding stays small even for few pairs;
 - batches are collated with numpy (padded on the tokenizer's side: left for causal-LM rerankers, so the last
-  position is a real token), run under `torch.inference_mode`, optionally in bf16/fp16 or with dynamically
-  quantised int8 linear layers (CPU); scores are returned in fp32 in the caller's order.
+  position is a real token), run under `torch.inference_mode`, optionally in bf16/fp16, or through a static int8
+  OpenVINO graph in place of the model's forward (CPU, distill/teacher/int8.py); scores are returned in fp32 in
+  the caller's order.
 
 If a batch runs out of memory, the token budget is halved and the batch retried: no pair is lost.
 """
@@ -113,6 +114,12 @@ class ScoringEngine:
     ):
         if batch_tokens < 1:
             raise ConfigError(f"teacher.batch_tokens={batch_tokens} must be at least 1")
+        if teacher.dtype == "int8" and teacher.graph is None:
+            # an int8 teacher is loaded with fp32 weights: scoring before calibration would label fp32 as int8
+            raise ConfigError(
+                f"{teacher.name}: teacher.dtype=int8 is calibrated on the job's own pairs before it scores "
+                f"(distill.teacher.int8.calibrate); none were given"
+            )
         self.teacher = teacher
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size

@@ -80,8 +80,20 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+# what `teacher.dtype=int8` (distill/teacher/int8.py: OpenVINO with NNCF) needs: the `export` extra
+INT8_MODULES = ("onnx", "openvino", "nncf")
+
+
+def static_int8_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in INT8_MODULES)
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto` is fp16 on a GPU, bf16 on a CPU with native bf16 matrix units, fp32 elsewhere.
+    """`auto` is fp16 on a GPU, bf16 on a CPU with native bf16 matrix units; on other CPUs static int8 where
+    OpenVINO is installed (kept only if it ranks the job's own pairs as fp32 does and is faster:
+    distill/teacher/calibration.py), fp32 elsewhere.
 
     fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits, so it
     ranks like fp32 where bf16 reorders close scores. An fp16 overflow is caught (non-finite scores) with a hint to
@@ -90,12 +102,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     if dtype == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+        if device.type != "cpu":
+            return "fp32"
+        if cpu_has_native_bf16():
+            return "bf16"
+        return "int8" if static_int8_available() else "fp32"
     if dtype not in DTYPES:
         raise ConfigError(f"teacher.dtype={dtype!r}: use one of auto, {', '.join(DTYPES)}")
     if dtype == "int8" and device.type != "cpu":
         raise ConfigError(
-            "teacher.dtype=int8 (dynamic quantisation) runs on CPU only; use fp16 or bf16 on a GPU"
+            "teacher.dtype=int8 (static int8 through OpenVINO) runs on CPU only; use fp16 or bf16 on a GPU"
         )
     return dtype
 
@@ -121,6 +137,8 @@ class TeacherModel:
     prompt: str | None
     trust_remote_code: bool = False
     untrained_head: bool = False
+    # int8: the calibrated graph standing in for the CrossEncoder's forward (distill/teacher/int8.py)
+    graph: Any = None
 
     @property
     def tokenizer(self) -> Any:
@@ -248,37 +266,6 @@ def head_problem(ce: Any, reports: list[Any]) -> str | None:
     return None
 
 
-# Linear layers that write into the residual stream, and scoring heads: kept in fp32 by `quantize_int8`.
-INT8_KEPT = (
-    "output.dense",
-    "o_proj",
-    "down_proj",
-    "out_proj",
-    "fc2",
-    "classifier",
-    "pooler.dense",
-    "lm_head",
-    "score",
-)
-
-
-def quantize_int8(model: torch.nn.Module) -> None:
-    """Dynamic int8 (CPU) of the linear layers that read the residual stream (attention Q/K/V, the FFN's first
-    projection), per output channel; the layers that write into it and the head stay fp32.
-
-    On the real-weights bench model (400 MS MARCO pairs) this ranks at Spearman 0.982 against fp32 where
-    quantising every layer per tensor gave 0.924, at the same speed (docs/results.md); still short of what
-    `auto` requires, so int8 is never chosen by default."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    spec = {
-        name: per_channel_dynamic_qconfig
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and not name.endswith(INT8_KEPT)
-    }
-    quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-
-
 def _open_cross_encoder(
     name: str, source: str, revision: str | None, device: str, dt: str, trust_remote_code: bool
 ) -> tuple[Any, Any]:
@@ -390,8 +377,13 @@ def load_teacher(
     length = _max_length(ce, name, max_length)
     ce.max_seq_length = length
     ce.eval()
-    if dt == "int8":
-        quantize_int8(ce.model)
+    if dt == "int8" and family != "encoder":
+        if dtype != "auto":
+            raise ConfigError(
+                f"teacher.dtype=int8 is static int8 for encoder cross-encoders; {name} is a causal-LM reranker: "
+                f"use teacher.dtype=bf16 or fp32"
+            )
+        dt = "fp32"
     if compile:
         ce.model.compile(dynamic=True)
     rev = (

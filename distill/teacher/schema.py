@@ -7,7 +7,8 @@ from typing import Any
 
 from distill.config import check, check_choice, check_fraction, check_positive, from_plain, to_container
 
-# teacher.dtype: auto = fp16 on CUDA, bf16 on a CPU with native bf16 (checked on the job's own pairs), else fp32
+# teacher.dtype: auto = fp16 on CUDA, bf16 on a CPU with native bf16, else static int8 or fp32 (checked on the
+# job's own pairs)
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
 
 TEACHER_LOSSES = ("bce", "listnet", "ranknet", "lambdaloss")
@@ -102,7 +103,9 @@ class TeacherConfig:
     trust_remote_code: bool = False
     # Score with a checkpoint whose head would be newly initialised (random scores): benchmarks only.
     allow_untrained_head: bool = False
-    # auto | fp32 | bf16 | fp16 | int8 (auto: fp16 on CUDA, bf16 on a CPU with native bf16, fp32 otherwise)
+    # auto | fp32 | bf16 | fp16 | int8 (auto: fp16 on CUDA, bf16 on a CPU with native bf16, else static int8
+    # where OpenVINO is installed and it passes the check below and is faster, else fp32). int8: OpenVINO + NNCF,
+    # calibrated on the job's own pairs, encoder cross-encoders on CPU (distill/teacher/int8.py)
     dtype: str = "auto"
     # Padded tokens per batch (batches are cut by a token budget, not a fixed count).
     batch_tokens: int = 16384
@@ -142,6 +145,12 @@ class TeacherConfig:
             "teacher.calibration_pairs",
             self.calibration_pairs,
             "must be >= 0 (0: no check)",
+        )
+        check(
+            self.dtype != "int8" or self.calibration_pairs > 0,
+            "teacher.calibration_pairs",
+            self.calibration_pairs,
+            "teacher.dtype=int8 is calibrated on the job's own pairs: give at least 1 (512 by default)",
         )
         check(
             bool(str(self.model).strip()), "teacher.model", self.model, "name a model id, a folder or trained"

@@ -10,9 +10,12 @@ uninterrupted run. Resuming with another teacher, revision, max_length or dtype 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -284,43 +287,51 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
     """Score every candidate pair not yet done. Under `accelerate launch` / `torchrun` with N processes, rank r
     scores shards r, r+N, r+2N, ... and all ranks record into the one manifest; rank 0 prepares the folder
     first and finishes it last (stray parts removed, `complete`, summary over all ranks)."""
-    ranks = process_ranks()
-    cand_path = ws.require(ws.candidates, "candidates")
-    models = load_teachers(cfg, ws, ranks.device(cfg.teacher.device))
-    if cfg.teacher.num_threads:
-        import torch
+    with contextlib.ExitStack() as stack:
+        ranks = process_ranks()
+        cand_path = ws.require(ws.candidates, "candidates")
+        models = load_teachers(cfg, ws, ranks.device(cfg.teacher.device))
+        if cfg.teacher.num_threads:
+            import torch
 
-        torch.set_num_threads(int(cfg.teacher.num_threads))
-    calibration: dict[str, Any] = {}
-    if cfg.teacher.calibration_pairs and any(m.dtype != "fp32" for m in models):
-        sample = calibration_sample(cand_path, int(cfg.teacher.calibration_pairs))
-        dev = ranks.device(cfg.teacher.device)
-        models, calibration = check_precision(
-            models,
-            ds,
-            sample,
-            cfg.teacher,
-            lambda n: load_configured_teacher(cfg, n, dev, "fp32"),
-            cfg.teacher.dtype,
+            torch.set_num_threads(int(cfg.teacher.num_threads))
+        calibration: dict[str, Any] = {}
+        if (
+            not cfg.teacher.calibration_pairs
+        ):  # nothing to calibrate int8 on (an explicit int8 is refused at start)
+            models = [replace(m, dtype="fp32") if m.dtype == "int8" else m for m in models]
+        if cfg.teacher.calibration_pairs and any(m.dtype != "fp32" for m in models):
+            sample = calibration_sample(cand_path, int(cfg.teacher.calibration_pairs))
+            dev = ranks.device(cfg.teacher.device)
+            # int8 graphs live in the workspace while the job runs (OpenVINO maps their weights)
+            graphs = stack.enter_context(tempfile.TemporaryDirectory(prefix=".teacher-int8-", dir=ws.root))
+            models, calibration = check_precision(
+                models,
+                ds,
+                sample,
+                cfg.teacher,
+                lambda n: load_configured_teacher(cfg, n, dev, "fp32"),
+                cfg.teacher.dtype,
+                Path(graphs),
+            )
+        identity = identity_of(cfg, models, cand_path)
+        manifest = open_manifest(ws.soft_labels, identity, bool(cfg.teacher.overwrite), ranks)
+        if calibration and ranks.is_main:
+            update_manifest(ws.soft_labels, lambda m: m.__setitem__("calibration", calibration), manifest)
+        t0 = time.perf_counter()
+        scorer = TeacherScorer(models, cfg)
+        mine, keep = score_my_shards(
+            scorer, cfg, ds, cand_path, ws.soft_labels, manifest, identity, ranks, tracker
         )
-    identity = identity_of(cfg, models, cand_path)
-    manifest = open_manifest(ws.soft_labels, identity, bool(cfg.teacher.overwrite), ranks)
-    if calibration and ranks.is_main:
-        update_manifest(ws.soft_labels, lambda m: m.__setitem__("calibration", calibration), manifest)
-    t0 = time.perf_counter()
-    scorer = TeacherScorer(models, cfg)
-    mine, keep = score_my_shards(
-        scorer, cfg, ds, cand_path, ws.soft_labels, manifest, identity, ranks, tracker
-    )
-    mine["seconds"] = round(time.perf_counter() - t0, 2)
-    update_manifest(
-        ws.soft_labels, lambda m: m.setdefault("ranks", {}).__setitem__(str(ranks.rank), mine), manifest
-    )
-    ranks.barrier()
-    if not ranks.is_main:
-        return {"rank": ranks.rank, **mine}
-    total = identity["candidates"]["rows"]
-    return finish_run(ws.soft_labels, manifest, keep, total, time.perf_counter() - t0, ranks.world)
+        mine["seconds"] = round(time.perf_counter() - t0, 2)
+        update_manifest(
+            ws.soft_labels, lambda m: m.setdefault("ranks", {}).__setitem__(str(ranks.rank), mine), manifest
+        )
+        ranks.barrier()
+        if not ranks.is_main:
+            return {"rank": ranks.rank, **mine}
+        total = identity["candidates"]["rows"]
+        return finish_run(ws.soft_labels, manifest, keep, total, time.perf_counter() - t0, ranks.world)
 
 
 def open_manifest(root: Path, identity: dict[str, Any], overwrite: bool, ranks: Any) -> dict[str, Any]:

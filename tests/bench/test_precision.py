@@ -9,28 +9,31 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from distill.bench.precision import compare
+from distill.bench.precision import compare, teacher_in
 from distill.data.prepare import load_dataset
 from distill.evaluation.stage import kendall_per_query
 from distill.ir.metrics import evaluate
 from distill.teacher.engine import ScoringEngine
-from distill.teacher.model import load_teacher
 from distill.workspace import Workspace
 
 
-def test_each_precisions_figures_match_its_scores(gbdt_ws, tiny_model_dir):
+def test_each_precisions_figures_match_its_scores(gbdt_ws, tiny_model_dir, tmp_path):
     cfg = gbdt_ws()
     ws, ds = Workspace.from_cfg(cfg), load_dataset(cfg)
     cands = pd.read_parquet(ws.candidates)
     cands = cands[cands.qid.isin(cands[cands.split == "test"].qid.unique()[:3])].reset_index(drop=True)
-    by = {r["engine_dtype"]: r for r in compare(str(tiny_model_dir), ds, cands, repeats=1)}
+    every = pd.read_parquet(ws.candidates)
+    calib = every[every.qid.isin(every[every.split == "train"].qid.unique()[:4])].reset_index(drop=True)
+    by = {
+        r["engine_dtype"]: r
+        for r in compare(str(tiny_model_dir), ds, cands, calib, tmp_path / "records", repeats=1)
+    }
     assert set(by) == {"fp32", "bf16", "int8"} and all(r["pairs"] == len(cands) for r in by.values())
     queries, docs = ds.queries.loc[cands.qid, "text"].tolist(), ds.doc_texts(cands.docid)
 
     def scores(dtype: str) -> np.ndarray:
-        return np.asarray(
-            ScoringEngine(load_teacher(str(tiny_model_dir), dtype=dtype, device="cpu")).score(queries, docs)
-        )
+        teacher = teacher_in(str(tiny_model_dir), dtype, ds, calib, tmp_path / "again" / dtype)
+        return np.asarray(ScoringEngine(teacher).score(queries, docs))
 
     ref = scores("fp32")
     qrels = ds.qrels["test"][ds.qrels["test"].qid.isin(cands.qid)]

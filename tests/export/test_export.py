@@ -15,9 +15,9 @@ import pytest
 from distill.config import PROJECT_ROOT
 from distill.data.prepare import load_dataset
 from distill.errors import ConfigError, StageNotReadyError
-from distill.export import graph
 from distill.export.stage import export_scorers, find_ranker, find_student, load_export
 from distill.export.stage import run as run_export
+from distill.graphs import runtime as graph
 from distill.ir.metrics import kendall_per_query
 from distill.retrieval.candidates import run as run_candidates
 from distill.students.base import Context, load_scorers

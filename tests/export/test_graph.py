@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from distill.errors import DataError
-from distill.export import graph
-from distill.export.neural import GraphForward, Recorder, check, trace
+from distill.graphs import runtime as graph
+from distill.graphs.forward import GraphForward, Recorder, check, trace
 from distill.ir.metrics import kendall_per_query
 
 
@@ -120,3 +120,21 @@ def test_agreement_of_scores_is_their_order_within_a_call():
     found = graph.agreement([{"v": vec}], [{"v": turned}])
     assert found["kendall"] is None and found["cosine"] == pytest.approx(1 / np.sqrt(1.04))
     assert not graph.agrees(found)
+
+
+def test_tracing_leaves_the_model_in_eval_mode(tmp_path):
+    """torch.onnx.export puts the module it exports back into the mode it found it in: the wrapper's, which a new
+    module has in training mode; the model then came back with its dropout on."""
+    layer = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5))
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = layer
+
+        def forward(self, features: dict) -> dict:
+            return {**features, "out": self.body(features["x"])}
+
+    model = Model().eval()
+    graph.to_onnx(model, {"x": torch.ones(2, 4)}, ["out"], tmp_path / "m.onnx")
+    assert not model.training and not layer[1].training

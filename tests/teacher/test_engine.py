@@ -126,6 +126,9 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(m, "cpu_has_native_bf16", lambda: True)
     assert m.resolve_dtype("auto", torch.device("cpu")) == "bf16"
     monkeypatch.setattr(m, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(m, "static_int8_available", lambda: True)
+    assert m.resolve_dtype("auto", torch.device("cpu")) == "int8"  # tried first; checked on the job's pairs
+    monkeypatch.setattr(m, "static_int8_available", lambda: False)
     assert m.resolve_dtype("auto", torch.device("cpu")) == "fp32"
     assert m.resolve_dtype("fp32", torch.device("cpu")) == "fp32"
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from distill.errors import DataError
-from distill.export import graph
+from distill.graphs import runtime as graph
 
 
 @dataclass

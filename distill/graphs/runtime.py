@@ -27,14 +27,14 @@ from distill.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _need(module: str, extra: str = "export") -> Any:
+def _need(module: str, extra: str = "export", purpose: str = "exporting") -> Any:
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as e:
         raise ConfigError(
-            f"exporting needs {module}: pip install -e '.[{extra}]' (or `make export`, which installs it)"
+            f"{purpose} needs {module}: pip install -e '.[{extra}]' (or `make export`, which installs it)"
         ) from e
 
 
@@ -67,7 +67,9 @@ def to_onnx(
     dynamic) to `path`, with the forward's outputs `outputs` (named by `output_name`)."""
     _need("onnx")
     names = list(example)
-    wrapper = _Forward(model.eval().cpu(), names, outputs, dict(kwargs or {}))
+    # the wrapper in eval mode too: torch.onnx.export puts the module it exports back into the mode it found it in,
+    # recursively, and a new module is in training mode (the model would come back with its dropout on)
+    wrapper = _Forward(model.eval().cpu(), names, outputs, dict(kwargs or {})).eval()
     out_names = [output_name(k, names) for k in outputs]
     dynamic: dict[str, dict[int, str]] = {
         n: {i: f"{n}_{i}" for i in range(t.dim())} for n, t in example.items()
@@ -231,31 +233,47 @@ def outlier_order(path: Path, samples: list[dict[str, np.ndarray]]) -> list[str]
     return sorted(ratio, key=lambda n: -ratio[n])
 
 
-def fewest_fp32(
-    order: list[str],
+Runner = Callable[[dict[str, Any]], dict[str, np.ndarray]]
+# judges a candidate int8 graph: (what was measured, whether it passes)
+Judge = Callable[[Runner], tuple[dict[str, Any], bool]]
+
+
+def output_judge(
     reference: list[dict[str, np.ndarray]],
     data: list[dict[str, np.ndarray]],
-    quantize: Callable[[int], Callable[[dict[str, Any]], dict[str, np.ndarray]]],
-    min_cosine: float,
-    min_kendall: float,
+    min_cosine: float = MIN_COSINE,
+    min_kendall: float = MIN_KENDALL,
+) -> Judge:
+    """A graph passes when its outputs on `data` agree with `reference` (`agreement`, `agrees`)."""
+
+    def judge(runner: Runner) -> tuple[dict[str, Any], bool]:
+        found = agreement(reference, [runner(s) for s in data])
+        return found, agrees(found, min_cosine, min_kendall)
+
+    return judge
+
+
+def fewest_fp32(
+    order: list[str], quantize: Callable[[int], Runner], judge: Judge, max_fp32_share: float = 1.0
 ) -> dict[str, Any]:
     """The search both int8 paths make: `quantize(k)` builds the int8 graph with the first k products of `order`
-    kept fp32 and returns its runner; k steps through 0, 1/8, 1/4, 1/2, 3/4 and all of them until the graph
-    agrees with `reference` on `data`. What was found, and every step tried."""
+    kept fp32 and returns its runner; k steps through 0, 1/8, 1/4, 1/2, 3/4 and all of them (those up to
+    `max_fp32_share` of them) until `judge` passes the graph. What was found (`passed` false: not even all of them kept fp32 passed), and every step
+    tried."""
     n = len(order)
     tried: list[dict[str, Any]] = []
-    for k in sorted({0, n // 8, n // 4, n // 2, (3 * n) // 4, n}):
-        runner = quantize(k)
-        found = agreement(reference, [runner(s) for s in data])
+    passed = False
+    for k in sorted(k for k in {0, n // 8, n // 4, n // 2, (3 * n) // 4, n} if k <= n * max_fp32_share):
+        found, passed = judge(quantize(k))
         tried.append({"fp32_products": k, "agreement": found})
-        if agrees(found, min_cosine, min_kendall):
+        if passed:
             break
     return {
         "products": n,
         "fp32_products": tried[-1]["fp32_products"],
         "fp32_nodes": order[: tried[-1]["fp32_products"]],
         "agreement": tried[-1]["agreement"],
-        "min_agreement": {"cosine": min_cosine, "kendall": min_kendall},
+        "passed": passed,
         "tried": tried,
     }
 
@@ -325,7 +343,8 @@ def quantize_onnx(
             )
         return OnnxRunner(out_path)
 
-    found = fewest_fp32(order, reference, data, build, min_cosine, min_kendall)
+    found = fewest_fp32(order, build, output_judge(reference, data, min_cosine, min_kendall))
+    found["min_agreement"] = {"cosine": min_cosine, "kendall": min_kendall}
     prepared.unlink()
     return found
 
@@ -337,6 +356,9 @@ def quantize_openvino(
     onnx_path: Path | None = None,
     min_cosine: float = MIN_COSINE,
     min_kendall: float = MIN_KENDALL,
+    judge: Judge | None = None,
+    threads: int = 0,
+    max_fp32_share: float = 1.0,
 ) -> tuple[Path, dict[str, Any]]:
     """Static int8 with OpenVINO's NNCF (the transformer preset), calibrated on `samples`; the path of the
     int8 IR and what the search found.
@@ -346,7 +368,8 @@ def quantize_openvino(
     quantisation (NNCF's ignored scope; OpenVINO keeps the ONNX node names), the fewest for which the int8 IR
     (run in f32 elsewhere, so the figure does not depend on the CPU's bf16) agrees with the f32 IR on `samples`.
     NNCF's own accuracy-controlled quantisation needs a validation metric per model; this is the same check the
-    ONNX path makes."""
+    ONNX path makes, unless the caller gives its own `judge` (the teacher's: the ranking of its own pairs).
+    The candidates run on `threads` threads (0: OpenVINO's default)."""
     ov = _need("openvino")
     nncf = _need("nncf")
     model = ov.Core().read_model(str(ir_path))
@@ -366,7 +389,10 @@ def quantize_openvino(
         if onnx_path is not None
         else []
     )
-    reference = [OpenVinoRunner(ir_path, precision="f32")(s) for s in data]
+    own_judge = judge is None
+    if judge is None:
+        reference = [OpenVinoRunner(ir_path, threads, precision="f32")(s) for s in data]
+        judge = output_judge(reference, data, min_cosine, min_kendall)
     n = len(order)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -386,9 +412,12 @@ def quantize_openvino(
             )
         )
         ov.save_model(quantized, str(out / "model.xml"))
-        return OpenVinoRunner(out / "model.xml", precision="f32")
+        return OpenVinoRunner(out / "model.xml", threads, precision="f32")
 
-    return out / "model.xml", fewest_fp32(order, reference, data, build, min_cosine, min_kendall)
+    found = fewest_fp32(order, build, judge, max_fp32_share)
+    if own_judge:
+        found["min_agreement"] = {"cosine": min_cosine, "kendall": min_kendall}
+    return out / "model.xml", found
 
 
 __all__ = [
@@ -397,6 +426,7 @@ __all__ = [
     "agreement",
     "agrees",
     "fewest_fp32",
+    "output_judge",
     "outlier_order",
     "output_name",
     "quantize_onnx",
