@@ -203,7 +203,7 @@ def bench_setting(
             "prefix_cache": prefix_cache,
         }
         if int8_facts is not None:
-            res["int8"] = {k: v for k, v in int8_facts.items() if k != "tried"} | {"bar": list(bar)}
+            res["int8"] = int8_facts | {"bar": list(bar)}
         if (
             engine.stats.prefix_tokens_saved
         ):  # the share of all pairs' tokens that shared prefixes did not recompute

@@ -60,8 +60,7 @@ log = logging.getLogger(__name__)
 EXPORT_FILE = "export.json"
 # what an export should keep of the original (per-query Kendall tau, nDCG@10 difference): below, a warning
 MIN_KENDALL, MAX_NDCG_DROP = 0.95, 0.005
-GRAPH_CHECK = 1e-3
-GBDT_CHECK = 1e-5  # the largest difference a GBDT graph may have from the booster's raw score  # the fp32 graph against the model: largest difference relative to each output's magnitude
+GBDT_CHECK = 1e-5  # the largest difference a GBDT graph may have from the booster's raw score
 WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # not copied beside a graph
 
 
@@ -247,7 +246,7 @@ def export_neural(model_dir: Path, ctx: Context, ec: ExportConfig, out: Path, wh
     work = out / ".work"
     onnx_path, outputs = neural.trace(model, rec.calls, work / "model.onnx", where)
     fp32 = graph.OnnxRunner(onnx_path)
-    worst = neural.check(fp32, outputs, rec.calls, where, GRAPH_CHECK)
+    worst = neural.check(fp32, outputs, rec.calls, where, neural.GRAPH_CHECK)
     samples = [c.inputs for c in rec.calls]
     search: dict[str, Any] = {}
     if ec.format == "onnx":
