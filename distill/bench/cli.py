@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--llm-pairs", type=int, default=16, help="pairs for the llm settings (CPU: few)")
     ap.add_argument(
+        "--llm-per-query",
+        type=int,
+        default=8,
+        help="the llm settings' pairs per query (a job scores a query's top-k together; MS MARCO's have 26)",
+    )
+    ap.add_argument(
         "--settings",
         default="fp32,bf16,int8,default,gbdt",
         help="also: job, objectives, scale, export, llm, llm-bf16, llm-fp16, fp16, NAME+compile",

@@ -299,7 +299,7 @@ def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None)
     dtype = s.split("-")[1] if "-" in s else "fp32"
     if dtype == "fp16" and device == "cpu":
         return None
-    few = grouped_pairs(args.llm_pairs)
+    few = grouped_pairs(args.llm_pairs, args.llm_per_query)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_llm_reranker(Path(tmp) / "qwen3_reranker_shape", pairs)  # tokenizer: every text
@@ -317,7 +317,13 @@ def llm_setting(s: str, pairs: list, args: Any, device: str, peak: float | None)
                 peak=peak,
                 prefix_cache=prefix,
             )
-            out.append(line | {"model": "Qwen3-Reranker-0.6B shape (random weights)", "pairs_per_query": 8})
+            out.append(
+                line
+                | {
+                    "model": "Qwen3-Reranker-0.6B shape (random weights)",
+                    "pairs_per_query": args.llm_per_query,
+                }
+            )
     return out
 
 

@@ -4,7 +4,8 @@ What makes it faster than scoring fixed-size batches of pairs (sentence-transfor
 while computing the same thing (the CrossEncoder's own `preprocess` makes the token ids: prompts, chat templates
 and truncation are the folder's; its own modules compute the scores):
 
-- pairs are tokenised once, in chunks, on a background thread while the model scores the previous chunk;
+- pairs are tokenised once, in chunks, on a background thread while the model scores the previous chunk (the
+  first chunk is small, so the model starts early);
 - within a chunk, pairs are sorted by their real token length (not character length) and cut into batches by a
   token budget (`batch_tokens` = rows x padded length), so short pairs travel in large batches; a pair joins a
   batch only if it needs little padding (`MAX_PADDING`, on CPU), so padding stays small even for few pairs;
@@ -100,6 +101,9 @@ def engine_for(teacher: TeacherModel, t: Any) -> ScoringEngine:
 class ScoringEngine:
     # Pairs handed to the CrossEncoder's `preprocess` at once (it pads them to a common width).
     PREPROCESS_PAIRS = 512
+    # The first chunk's pairs: the model waits for them to be tokenised (on the H200 a whole first chunk of
+    # 4,000 pairs was tokenised before the GPU started: docs/results.md), the later chunks overlap the model.
+    FIRST_CHUNK = 1024
 
     def __init__(
         self,
@@ -169,20 +173,25 @@ class ScoringEngine:
                 types = (types or []) + np.split(feats["token_type_ids"].numpy()[mask], cuts)
         return ids, types
 
+    def chunk_starts(self, n: int) -> list[int]:
+        """Where the chunks of `n` pairs start: the first is FIRST_CHUNK pairs at most, so the model starts after
+        tokenising that many rather than a whole chunk; the others `chunk_pairs` each."""
+        first = min(self.chunk_pairs, self.FIRST_CHUNK)
+        return [0, *range(first, n, self.chunk_pairs)] if n else []
+
     def _chunks(self, queries: Sequence[str], docs: Sequence[str]) -> Iterator[tuple[int, tuple]]:
         """Tokenised chunks; the next chunk is tokenised on a worker thread while the caller scores this one."""
-        starts = list(range(0, len(queries), self.chunk_pairs))
+        starts = self.chunk_starts(len(queries))
         if not starts:
             return
+        ends = [*starts[1:], len(queries)]
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(self._tokenize, queries[0 : self.chunk_pairs], docs[0 : self.chunk_pairs])
+            fut = pool.submit(self._tokenize, queries[0 : ends[0]], docs[0 : ends[0]])
             for i, s in enumerate(starts):
                 enc = fut.result()
                 if i + 1 < len(starts):
-                    n = starts[i + 1]
-                    fut = pool.submit(
-                        self._tokenize, queries[n : n + self.chunk_pairs], docs[n : n + self.chunk_pairs]
-                    )
+                    a, b = starts[i + 1], ends[i + 1]
+                    fut = pool.submit(self._tokenize, queries[a:b], docs[a:b])
                 yield s, enc
 
     # ------------------------------------------------------------------------------------------- scoring

@@ -143,3 +143,15 @@ def test_native_bf16_detection_agrees_with_the_kernel_flags():
         pytest.skip("no /proc/cpuinfo on this system")
     flags = set(cpuinfo.read_text().split())
     assert cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def test_the_first_chunk_is_small_and_the_chunks_cover_every_pair_once(tiny_model_dir, monkeypatch):
+    ce = load_teacher(str(tiny_model_dir), max_length=64, device="cpu")
+    engine = ScoringEngine(ce, chunk_pairs=10_000)
+    assert engine.chunk_starts(0) == [] and engine.chunk_starts(5) == [0]
+    assert engine.chunk_starts(30_000) == [0, 1024, 11_024, 21_024]  # the model starts after 1,024 pairs
+    base = ScoringEngine(ce, batch_tokens=4096).score(Q, D)
+    monkeypatch.setattr(ScoringEngine, "FIRST_CHUNK", 3)
+    small = ScoringEngine(ce, batch_tokens=4096, chunk_pairs=7)
+    assert small.chunk_starts(len(Q))[:3] == [0, 3, 10]
+    np.testing.assert_allclose(small.score(Q, D), base, atol=1e-5)
