@@ -166,3 +166,33 @@ def test_lazy_document_texts_are_the_documents_texts(tiny_beir):
     ds = load_beir(tiny_beir())
     lazy, whole = ds.lazy_doc_texts(["title", "text"]), ds.doc_texts(ds.corpus.index, ["title", "text"])
     assert len(lazy) == len(whole) and list(lazy) == whole and lazy[1:3] == whole[1:3] and lazy[2] == whole[2]
+
+
+def test_whole_file_checks_report_the_lines_in_order_across_frames(tiny_beir, monkeypatch):
+    """Repeated ids and the qrels' known-id and repeated-pair checks run on the whole frame (memory): each
+    offending line is still named, in the file's order, with the line of the first occurrence, also when the
+    first and the repeat were parsed into different frames."""
+    from distill.data import beir
+
+    qrels = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq9\td1\t1\nq1\td9\t1\nq1\td1\t0\nq2\td3\t-2\n"
+    root = tiny_beir(qrels=qrels)
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "d5", "text": "new"}\n{"_id": "d2", "text": "again"}\n')
+    monkeypatch.setattr(beir, "RECORDS_PER_FRAME", 2)
+    monkeypatch.setattr(beir, "QRELS_PER_FRAME", 2)
+    ds = load_beir(root, on_error="drop")
+    assert [(r["file"], r["line"], r["detail"]) for r in ds.quarantine.rows] == [
+        ("corpus.jsonl", 6, "duplicate _id 'd2' (first seen on line 2)"),
+        ("qrels/test.tsv", 4, "query-id 'q9' is not in queries.jsonl"),
+        ("qrels/test.tsv", 5, "corpus-id 'd9' is not in corpus.jsonl"),
+        ("qrels/test.tsv", 6, "duplicate judgement for ('q1', 'd1') (first on line 2)"),
+    ]
+    assert ds.corpus.loc["d2", "text"] != "again" and "d5" in ds.corpus.index
+    got = ds.qrels["test"]
+    assert list(zip(got.qid, got.docid, got.relevance, strict=True)) == [
+        ("q1", "d1", 2),
+        ("q1", "d2", 1),
+        ("q2", "d3", 0),  # a negative grade reads as 0
+    ]
+    with pytest.raises(DataError, match=r"qrels/test.tsv:4: query-id 'q9' is not in queries.jsonl"):
+        load_beir(tiny_beir(qrels=qrels))  # raise mode: the first offending qrels line
