@@ -118,12 +118,12 @@ def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
 
     try:
         ce = load_configured_teacher(cfg, resolve_teacher(cfg.teacher.model, ws), cfg.teacher.device)
-    except Exception as e:  # the soft labels may come from a teacher that is not available here
+        engine = engine_for(ce, cfg.teacher)
+    except Exception as e:  # the soft labels may come from a teacher that is not available here (or int8)
         import logging
 
         logging.getLogger(__name__).warning("teacher latency not measured: %s", e)
         return None
-    engine = engine_for(ce, cfg.teacher)
     qtext = ds.queries["text"]
 
     def probe(rows: pd.DataFrame) -> object:

@@ -121,8 +121,9 @@ class ScoringEngine:
         if teacher.dtype == "int8" and teacher.graph is None:
             # an int8 teacher is loaded with fp32 weights: scoring before calibration would label fp32 as int8
             raise ConfigError(
-                f"{teacher.name}: teacher.dtype=int8 is calibrated on the job's own pairs before it scores "
-                f"(distill.teacher.int8.calibrate); none were given"
+                f"{teacher.name}: teacher.dtype=int8 is calibrated on a scoring job's own pairs before it scores "
+                f"(`make teacher-score` does it; distill.teacher.int8.calibrate); here use teacher.dtype=fp32 or "
+                f"bf16"
             )
         self.teacher = teacher
         self.batch_tokens = batch_tokens

@@ -90,10 +90,10 @@ def static_int8_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in INT8_MODULES)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto` is fp16 on a GPU, bf16 on a CPU with native bf16 matrix units; on other CPUs static int8 where
-    OpenVINO is installed (kept only if it ranks the job's own pairs as fp32 does and is faster:
-    distill/teacher/calibration.py), fp32 elsewhere.
+def resolve_dtype(dtype: str, device: torch.device, calibrated: bool = False) -> str:
+    """`auto` is fp16 on a GPU, bf16 on a CPU with native bf16 matrix units; on other CPUs static int8 where the
+    caller calibrates it (`calibrated`: the scoring job, which keeps it only if it ranks the job's own pairs as
+    fp32 does and is faster: distill/teacher/calibration.py) and OpenVINO is installed, fp32 elsewhere.
 
     fp16 rather than bf16 on a GPU: both run at the tensor cores' rate, but fp16 keeps 3 more mantissa bits, so it
     ranks like fp32 where bf16 reorders close scores. An fp16 overflow is caught (non-finite scores) with a hint to
@@ -106,7 +106,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
             return "fp32"
         if cpu_has_native_bf16():
             return "bf16"
-        return "int8" if static_int8_available() else "fp32"
+        return "int8" if calibrated and static_int8_available() else "fp32"
     if dtype not in DTYPES:
         raise ConfigError(f"teacher.dtype={dtype!r}: use one of auto, {', '.join(DTYPES)}")
     if dtype == "int8" and device.type != "cpu":
@@ -350,6 +350,7 @@ def load_teacher(
     prompt: str | None = None,
     trust_remote_code: bool = False,
     allow_untrained_head: bool = False,
+    calibrated: bool = False,
 ) -> TeacherModel:
     """Load a reranker by hub id or local folder, in eval mode, on `device`, in `dtype`.
 
@@ -360,7 +361,7 @@ def load_teacher(
 
     hf_logging.disable_progress_bar()
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, dev, calibrated)
     local = Path(name).expanduser()
     if local.is_dir() and (kind := local_folder_kind(local)) not in (None, "cross-encoder"):
         what = f"it is {kind}, not a cross-encoder; its scoring head would be newly initialised"

@@ -15,7 +15,6 @@ import logging
 import re
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +261,10 @@ def configured_prompt(t: Any) -> str | None:
 
 
 def load_configured_teacher(
-    cfg: DictConfig, name: str, device: str, dtype: str | None = None
+    cfg: DictConfig, name: str, device: str, dtype: str | None = None, calibrated: bool = False
 ) -> TeacherModel:
-    """`load_teacher` with the `teacher.*` options of `cfg` (`dtype` overrides teacher.dtype)."""
+    """`load_teacher` with the `teacher.*` options of `cfg` (`dtype` overrides teacher.dtype; `calibrated`: the
+    caller calibrates an int8 teacher on its pairs, so `auto` may choose it)."""
     t = cfg.teacher
     return load_teacher(
         name,
@@ -276,11 +276,16 @@ def load_configured_teacher(
         prompt=configured_prompt(t),
         trust_remote_code=bool(t.trust_remote_code),
         allow_untrained_head=bool(t.allow_untrained_head),
+        calibrated=calibrated,
     )
 
 
 def load_teachers(cfg: DictConfig, ws: Workspace, device: str) -> list[TeacherModel]:
-    return [load_configured_teacher(cfg, resolve_teacher(n, ws), device) for n in teacher_names(cfg)]
+    calibrated = bool(cfg.teacher.calibration_pairs)  # the job calibrates int8 on its own pairs
+    return [
+        load_configured_teacher(cfg, resolve_teacher(n, ws), device, calibrated=calibrated)
+        for n in teacher_names(cfg)
+    ]
 
 
 def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) -> dict[str, Any]:
@@ -296,10 +301,6 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
 
             torch.set_num_threads(int(cfg.teacher.num_threads))
         calibration: dict[str, Any] = {}
-        if (
-            not cfg.teacher.calibration_pairs
-        ):  # nothing to calibrate int8 on (an explicit int8 is refused at start)
-            models = [replace(m, dtype="fp32") if m.dtype == "int8" else m for m in models]
         if cfg.teacher.calibration_pairs and any(m.dtype != "fp32" for m in models):
             sample = calibration_sample(cand_path, int(cfg.teacher.calibration_pairs))
             dev = ranks.device(cfg.teacher.device)

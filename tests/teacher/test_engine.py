@@ -127,9 +127,11 @@ def test_auto_dtype_follows_the_hardware(monkeypatch):
     assert m.resolve_dtype("auto", torch.device("cpu")) == "bf16"
     monkeypatch.setattr(m, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(m, "static_int8_available", lambda: True)
-    assert m.resolve_dtype("auto", torch.device("cpu")) == "int8"  # tried first; checked on the job's pairs
-    monkeypatch.setattr(m, "static_int8_available", lambda: False)
+    # int8 is tried first by a caller that calibrates it on its pairs (the scoring job), never by the others
+    assert m.resolve_dtype("auto", torch.device("cpu"), calibrated=True) == "int8"
     assert m.resolve_dtype("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(m, "static_int8_available", lambda: False)
+    assert m.resolve_dtype("auto", torch.device("cpu"), calibrated=True) == "fp32"
     assert m.resolve_dtype("fp32", torch.device("cpu")) == "fp32"
 
 

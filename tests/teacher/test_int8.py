@@ -93,7 +93,7 @@ def test_a_bar_no_layout_reaches_is_reported_not_passed(tiny_model_dir, tmp_path
 
 
 def test_int8_scores_nothing_before_calibration_and_refuses_causal_lms(tiny_model_dir, tmp_path):
-    with pytest.raises(ConfigError, match="calibrated on the job's own pairs before it scores"):
+    with pytest.raises(ConfigError, match="calibrated on a scoring job's own pairs before it scores"):
         ScoringEngine(load_teacher(str(tiny_model_dir), dtype="int8", device="cpu"))
     folder = tiny_models.build("qwen3", tmp_path / "qwen3")
     with pytest.raises(ConfigError, match="static int8 for encoder cross-encoders"):
@@ -155,3 +155,21 @@ def test_auto_without_native_bf16_falls_back_when_int8_loses_the_ranking(
     assert cal["dtype"] == "int8" and not cal["passed"] and cal["scored_in"] == "fp32"
     assert manifest["identity"]["dtype"] == "fp32"
     assert "teacher.dtype=auto (int8)" in capsys.readouterr().out
+
+
+def test_only_the_scoring_job_lets_auto_choose_int8(tiny_sample_cfg, tiny_model_dir, monkeypatch):
+    """On a CPU without native bf16 `auto` means int8 only where it is calibrated (the scoring job); elsewhere
+    (evaluation's latency probe, the server, the cross-encoder student's scorer) it is fp32, which scores."""
+    from distill.teacher.scoring import load_configured_teacher, load_teachers
+
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: False)
+    cfg = tiny_sample_cfg(f"teacher.model={tiny_model_dir}", "teacher.dtype=auto")
+    ws = Workspace.from_cfg(cfg)
+    assert [m.dtype for m in load_teachers(cfg, ws, "cpu")] == ["int8"]
+    other = load_configured_teacher(cfg, str(tiny_model_dir), "cpu")
+    assert other.dtype == "fp32" and len(ScoringEngine(other).score(["cat"], ["a cat"])) == 1
+    assert load_teacher(str(tiny_model_dir), dtype="auto", device="cpu").dtype == "fp32"
+    no_check = tiny_sample_cfg(
+        f"teacher.model={tiny_model_dir}", "teacher.dtype=auto", "teacher.calibration_pairs=0"
+    )
+    assert [m.dtype for m in load_teachers(no_check, ws, "cpu")] == ["fp32"]
