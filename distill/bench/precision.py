@@ -97,6 +97,7 @@ def precision_setting(workspace: str, data: str, pairs: int) -> list[dict]:
     per_query = max(1, int(cands.groupby("qid").size().mean()))
     cands = cands[cands.qid.isin(cands.qid.unique()[: max(1, pairs // per_query)])].reset_index(drop=True)
     train = every[every.split == "train"]  # int8 calibrates on train pairs, as a job calibrates on its own
-    calib = train[train.qid.isin(train.qid.unique()[: max(1, 512 // per_query)])].reset_index(drop=True)
+    wanted = TeacherConfig().calibration_pairs  # as many pairs as a job calibrates on
+    calib = train[train.qid.isin(train.qid.unique()[: max(1, wanted // per_query)])].reset_index(drop=True)
     with tempfile.TemporaryDirectory() as tmp:
         return compare(str(ws.model("teacher")), ds, cands, calib, Path(tmp))

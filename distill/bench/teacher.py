@@ -147,85 +147,82 @@ def bench_setting(
     prefix_cache: str = "off",
     bar: tuple[float, float] = (0.999, 0.98),
 ) -> dict:
-    import tempfile
+    from sentence_transformers.cross_encoder import CrossEncoder
 
-    with tempfile.TemporaryDirectory() as tmp:  # an int8 teacher's graphs, mapped while it scores
-        from sentence_transformers.cross_encoder import CrossEncoder
-
-        st = CrossEncoder(
-            str(model_dir),
-            activation_fn=torch.nn.Identity(),
-            max_length=max_length,
-            device=device,
-            model_kwargs={"dtype": st_dtype},
+    st = CrossEncoder(
+        str(model_dir),
+        activation_fn=torch.nn.Identity(),
+        max_length=max_length,
+        device=device,
+        model_kwargs={"dtype": st_dtype},
+    )
+    ce = load_teacher(
+        str(model_dir), max_length=max_length, dtype=engine_dtype, device=device, compile=compile
+    )
+    int8_facts = None
+    if ce.dtype == "int8":
+        cal = real_pairs(INT8_CALIBRATION_PAIRS, seed=1)
+        cq = [q for q, _ in cal]
+        ce, int8_facts = int8_teacher(
+            ce,
+            pd.DataFrame({"qid": cq}),
+            cq,
+            [d for _, d in cal],
+            model_dir.with_name(f"{model_dir.name}-int8"),  # its graphs, in the bench's own temp folder
+            min_spearman=bar[0],
+            min_kendall=bar[1],
+            batch_tokens=batch_tokens,
         )
-        ce = load_teacher(
-            str(model_dir), max_length=max_length, dtype=engine_dtype, device=device, compile=compile
-        )
-        int8_facts = None
-        if ce.dtype == "int8":
-            cal = real_pairs(INT8_CALIBRATION_PAIRS, seed=1)
-            cq = [q for q, _ in cal]
-            ce, int8_facts = int8_teacher(
-                ce,
-                pd.DataFrame({"qid": cq}),
-                cq,
-                [d for _, d in cal],
-                Path(tmp),
-                min_spearman=bar[0],
-                min_kendall=bar[1],
-                batch_tokens=batch_tokens,
-            )
-        engine = ScoringEngine(ce, batch_tokens=batch_tokens, prefix_cache=prefix_cache)
-        qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
-        st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
-        engine.score(qs, ds) if compile else engine.score(qs[:64], ds[:64])  # compile: every shape once
-        t_st, ref = best_of(
-            lambda: np.asarray(st.predict(pairs, batch_size=32, show_progress_bar=False)), repeats
-        )
-        engine.stats = type(engine.stats)()
-        t_en, got = best_of(lambda: np.asarray(engine.score(qs, ds)), repeats)
-        res = {
-            "setting": name,
-            "device": str(ce.device),
-            "threads": torch.get_num_threads(),
-            "pairs": len(pairs),
-            "engine_dtype": ce.dtype,
-            "st_dtype": str(st_dtype).replace("torch.", ""),
-            "engine_pairs_per_s": round(len(pairs) / t_en, 1),
-            "reference": "CrossEncoder.predict",
-            "reference_pairs_per_s": round(len(pairs) / t_st, 1),
-            "ratio": round(t_st / t_en, 3),
-            "max_abs_diff": float(np.abs(got - ref).max()),
-            "spearman": round(float(spearmanr(got, ref)[0]), 6),
-            "padding_overhead": round(engine.stats.padding_overhead, 4),
-            "batch_tokens": batch_tokens,
-            "prefix_cache": prefix_cache,
-        }
-        if int8_facts is not None:
-            res["int8"] = int8_facts | {"bar": list(bar)}
-        if (
-            engine.stats.prefix_tokens_saved
-        ):  # the share of all pairs' tokens that shared prefixes did not recompute
-            per_pass = engine.stats.real_tokens + engine.stats.prefix_tokens_saved
-            res["prefix_share"] = round(engine.stats.prefix_tokens_saved / per_pass, 4)
-        if fp32_ref is not None:  # the ranking against CrossEncoder in fp32, whatever the precision compared
-            res["spearman_vs_fp32"] = round(float(spearmanr(got, fp32_ref)[0]), 6)
-            res["kendall_vs_fp32"] = round(float(kendalltau(got, fp32_ref)[0]), 6)
-            res["score_std"] = round(float(np.std(fp32_ref)), 4)
-        if ce.device.type == "cuda":
-            name = torch.cuda.get_device_name()
-            ids, _ = engine._tokenize(qs, ds)
-            tflops = model_tflop(model_dir, np.array([len(x) for x in ids])) / t_en
-            res["gpu"] = name
-            res["engine_tflops"] = round(tflops, 2)
-            sheet = _datasheet_peak(name)
-            if sheet:
-                res["fraction_of_datasheet_bf16_peak"] = round(tflops / sheet, 4)
-            if peak:
-                res["measured_bf16_matmul_tflops"] = round(peak, 1)
-                res["fraction_of_measured_bf16_peak"] = round(tflops / peak, 4)
-        return res
+    engine = ScoringEngine(ce, batch_tokens=batch_tokens, prefix_cache=prefix_cache)
+    qs, ds = [p[0] for p in pairs], [p[1] for p in pairs]
+    st.predict(pairs[:64], batch_size=32, show_progress_bar=False)  # warm-up
+    engine.score(qs, ds) if compile else engine.score(qs[:64], ds[:64])  # compile: every shape once
+    t_st, ref = best_of(
+        lambda: np.asarray(st.predict(pairs, batch_size=32, show_progress_bar=False)), repeats
+    )
+    engine.stats = type(engine.stats)()
+    t_en, got = best_of(lambda: np.asarray(engine.score(qs, ds)), repeats)
+    res = {
+        "setting": name,
+        "device": str(ce.device),
+        "threads": torch.get_num_threads(),
+        "pairs": len(pairs),
+        "engine_dtype": ce.dtype,
+        "st_dtype": str(st_dtype).replace("torch.", ""),
+        "engine_pairs_per_s": round(len(pairs) / t_en, 1),
+        "reference": "CrossEncoder.predict",
+        "reference_pairs_per_s": round(len(pairs) / t_st, 1),
+        "ratio": round(t_st / t_en, 3),
+        "max_abs_diff": float(np.abs(got - ref).max()),
+        "spearman": round(float(spearmanr(got, ref)[0]), 6),
+        "padding_overhead": round(engine.stats.padding_overhead, 4),
+        "batch_tokens": batch_tokens,
+        "prefix_cache": prefix_cache,
+    }
+    if int8_facts is not None:
+        res["int8"] = int8_facts | {"bar": list(bar)}
+    if (
+        engine.stats.prefix_tokens_saved
+    ):  # the share of all pairs' tokens that shared prefixes did not recompute
+        per_pass = engine.stats.real_tokens + engine.stats.prefix_tokens_saved
+        res["prefix_share"] = round(engine.stats.prefix_tokens_saved / per_pass, 4)
+    if fp32_ref is not None:  # the ranking against CrossEncoder in fp32, whatever the precision compared
+        res["spearman_vs_fp32"] = round(float(spearmanr(got, fp32_ref)[0]), 6)
+        res["kendall_vs_fp32"] = round(float(kendalltau(got, fp32_ref)[0]), 6)
+        res["score_std"] = round(float(np.std(fp32_ref)), 4)
+    if ce.device.type == "cuda":
+        name = torch.cuda.get_device_name()
+        ids, _ = engine._tokenize(qs, ds)
+        tflops = model_tflop(model_dir, np.array([len(x) for x in ids])) / t_en
+        res["gpu"] = name
+        res["engine_tflops"] = round(tflops, 2)
+        sheet = _datasheet_peak(name)
+        if sheet:
+            res["fraction_of_datasheet_bf16_peak"] = round(tflops / sheet, 4)
+        if peak:
+            res["measured_bf16_matmul_tflops"] = round(peak, 1)
+            res["fraction_of_measured_bf16_peak"] = round(tflops / peak, 4)
+    return res
 
 
 def fp32_reference(model_dir: Path, pairs: list, max_length: int, device: str) -> np.ndarray:

@@ -258,8 +258,8 @@ def fewest_fp32(
 ) -> dict[str, Any]:
     """The search both int8 paths make: `quantize(k)` builds the int8 graph with the first k products of `order`
     kept fp32 and returns its runner; k steps through 0, 1/8, 1/4, 1/2, 3/4 and all of them (those up to
-    `max_fp32_share` of them) until `judge` passes the graph. What was found (`passed` false: not even all of them kept fp32 passed), and every step
-    tried."""
+    `max_fp32_share` of them) until `judge` passes the graph. What was found (`passed` false: no step passed; the
+    last one tried is the graph built), and every step tried."""
     n = len(order)
     tried: list[dict[str, Any]] = []
     passed = False

@@ -32,7 +32,7 @@ from distill.errors import ConfigError, DataError, DistillError
 from distill.graphs import runtime as graph
 from distill.graphs.forward import GRAPH_CHECK, GraphForward, Recorder, check, trace
 from distill.teacher.engine import ScoringEngine
-from distill.teacher.model import INT8_MODULES, TeacherModel
+from distill.teacher.model import INT8_MODULES, TeacherModel, int8_refused
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,10 @@ MAX_FP32_SHARE = 0.75
 
 @dataclass
 class Int8Graph:
-    """A calibrated int8 teacher's graph: its runner, what it maps, and what the search found."""
+    """A calibrated int8 teacher's graph: its runner and the map from its outputs to the forward's keys."""
 
     runner: Any
     outputs: dict[str, str]
-    found: dict[str, Any]
 
 
 def attach(teacher: TeacherModel, g: Int8Graph) -> TeacherModel:
@@ -78,10 +77,7 @@ def calibrate(
     for m in INT8_MODULES:
         graph._need(m, purpose="teacher.dtype=int8")
     if teacher.family != "encoder":
-        raise ConfigError(
-            f"teacher.dtype=int8 is static int8 for encoder cross-encoders; {teacher.name} is a causal-LM "
-            f"reranker: use teacher.dtype=bf16 or fp32"
-        )
+        raise int8_refused(teacher.name)
     if len(queries) == 0:
         raise DataError("teacher.dtype=int8 calibrates on the job's own pairs, and there are none to score")
     fp32 = detach(teacher)
@@ -109,7 +105,7 @@ def calibrate(
     ir = graph.to_openvino(onnx_path, workdir / "fp32-ir")
 
     def judge(runner: graph.Runner) -> tuple[dict[str, Any], bool]:
-        candidate = attach(fp32, Int8Graph(runner, outputs, {}))
+        candidate = attach(fp32, Int8Graph(runner, outputs))
         try:
             e = ScoringEngine(candidate, batch_tokens=batch_tokens)
             got = e.score(queries, docs)
@@ -142,7 +138,7 @@ def calibrate(
         "search_seconds": round(time.perf_counter() - t0, 1),
         "tried": [{"kept_f32": s["fp32_products"], **s["agreement"]} for s in found["tried"]],
     }
-    return attach(fp32, Int8Graph(runner, outputs, facts)), facts
+    return attach(fp32, Int8Graph(runner, outputs)), facts
 
 
 __all__ = ["Int8Graph", "attach", "calibrate", "detach"]

@@ -84,6 +84,14 @@ def cpu_has_native_bf16() -> bool:
 INT8_MODULES = ("onnx", "openvino", "nncf")
 
 
+def int8_refused(name: str) -> ConfigError:
+    """The refusal of `teacher.dtype=int8` for a causal-LM reranker."""
+    return ConfigError(
+        f"teacher.dtype=int8 is static int8 for encoder cross-encoders; {name} is a causal-LM reranker: use "
+        f"teacher.dtype=bf16 or fp32"
+    )
+
+
 def static_int8_available() -> bool:
     import importlib.util
 
@@ -380,10 +388,7 @@ def load_teacher(
     ce.eval()
     if dt == "int8" and family != "encoder":
         if dtype != "auto":
-            raise ConfigError(
-                f"teacher.dtype=int8 is static int8 for encoder cross-encoders; {name} is a causal-LM reranker: "
-                f"use teacher.dtype=bf16 or fp32"
-            )
+            raise int8_refused(name)
         dt = "fp32"
     if compile:
         ce.model.compile(dynamic=True)
