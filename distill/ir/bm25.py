@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from distill.errors import ConfigError
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
+
+# Pruned search (`BM25Index._pruned_top_k`) gives up once scoring its candidates one posting lookup at a time
+# would cost more than this many times the exhaustive scoring's work (documents plus postings) per lookup.
+PRUNE_COST = 8
 
 # Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 0.5 GB at 50 terms per text).
 PAIR_CHUNK = 500_000
@@ -161,8 +166,11 @@ class BM25Index:
         return sum(sc[k].nbytes for k in ("data", "indices", "indptr")) / max(1, self.n_docs)
 
     @staticmethod
-    def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best positive scores, best first, ties by document position.
+    def _top_k(
+        scores: np.ndarray, k: int, positions: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best positive scores, best first, ties by document position. `scores` is one per document, or
+        one per entry of `positions` (sorted document positions: a query's candidates).
 
         Written here rather than through `bm25s.retrieve` because its top-k partitions the whole score vector
         per query: O(documents) each, so retrieving for 100x the queries over 100x the documents costs 10,000x.
@@ -174,7 +182,86 @@ class BM25Index:
             above = hit[s > kth]
             hit = np.concatenate([above, hit[s == kth][: k - len(above)]])
         hit = hit[np.lexsort((hit, -scores[hit]))]
-        return hit.astype(np.int64), scores[hit].astype(np.float32)
+        docs = hit if positions is None else positions[hit]
+        return docs.astype(np.int64), scores[hit].astype(np.float32)
+
+    @functools.cached_property
+    def _term_bounds(self) -> np.ndarray | None:
+        """Each term's largest weight, or None where `_pruned_top_k` could not be exact: a method that scores
+        documents without the query's terms (bm25l, bm25+), or postings not sorted by document."""
+        if getattr(self.retriever, "nonoccurrence_array", None) is not None:
+            return None
+        sc = self.retriever.scores
+        data, ind, ptr = sc["data"], sc["indices"], np.asarray(sc["indptr"], dtype=np.int64)
+        rising = np.diff(ind.astype(np.int64)) > 0
+        inner = ptr[1:-1]
+        rising[inner[(inner > 0) & (inner < len(ind))] - 1] = True  # a new term starts: any order across
+        if not rising.all() or (len(data) and data.min() <= 0):
+            return None
+        bounds = np.zeros(len(ptr) - 1)
+        starts = ptr[:-1][ptr[1:] > ptr[:-1]]
+        if len(starts):
+            bounds[ptr[1:] > ptr[:-1]] = np.maximum.reduceat(data, starts)
+        return bounds
+
+    def _pruned_top_k(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exactly what `_top_k(get_scores(ids), k)` returns, scoring only the documents that hold a query's
+        rarer terms (MaxScore): the rarest terms' postings are the candidates, scored in full (every term, in
+        the query's order, in float32 as bm25s adds them); once the k-th best candidate beats what the remaining
+        terms could give a document without any of the rarer ones (the sum of their largest weights), no other
+        document can enter or tie the top k. None when scoring the candidates would cost more than scoring every
+        posting (the caller then scores exhaustively).
+
+        Hand-written because bm25s scores every posting of every query term (common words' postings grow with
+        the corpus: quadratic work over a growing collection) and tantivy's pruned search scores with one-byte
+        length norms, so its ranking is not bm25s's."""
+        bounds = self._term_bounds
+        if bounds is None:
+            return None
+        sc = self.retriever.scores
+        ind, ptr = sc["indices"], sc["indptr"]
+        counts = Counter(ids.tolist())
+        df = {t: int(ptr[t + 1] - ptr[t]) for t in counts}
+        terms = sorted(counts, key=df.__getitem__)  # rarest first
+        budget = self.n_docs + sum(df[t] * c for t, c in counts.items())
+        rest = [0.0] * (len(terms) + 1)  # rest[j]: the most that terms j.. can add to a document
+        for j in range(len(terms) - 1, -1, -1):
+            rest[j] = rest[j + 1] + float(bounds[terms[j]]) * counts[terms[j]]
+        cand = ind[:0].astype(np.int64)
+        for j, t in enumerate(terms):
+            docs = ind[ptr[t] : ptr[t + 1]].astype(np.int64)
+            if max(len(cand), len(docs)) * len(ids) * PRUNE_COST > budget:
+                return None  # scoring the candidates one by one would cost more than all the postings
+            if j:  # two sorted runs: a stable sort merges them in linear time
+                both = np.concatenate([cand, docs])
+                both.sort(kind="stable")
+                cand = both[np.append(True, both[1:] != both[:-1])]
+            else:
+                cand = docs
+            if j + 1 < len(terms) and len(cand) < k:
+                continue
+            scores = self._candidate_scores(ids, cand)
+            if j + 1 == len(terms):
+                return self._top_k(scores, k, cand)
+            kth = -np.partition(-scores, k - 1)[k - 1]
+            if rest[j + 1] * (1 + 1e-5) < kth:
+                return self._top_k(scores, k, cand)
+        return None
+
+    def _candidate_scores(self, ids: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """BM25 of the documents `cand` (sorted positions) for the query's term ids, added up term by term in the
+        query's order in float32, as bm25s's own scoring adds them."""
+        sc = self.retriever.scores
+        data, ind, ptr = sc["data"], sc["indices"], sc["indptr"]
+        acc = np.zeros(len(cand), dtype=np.float32)
+        for t in ids:
+            docs = ind[ptr[t] : ptr[t + 1]]
+            if not len(docs):
+                continue
+            at = np.minimum(np.searchsorted(docs, cand), len(docs) - 1)
+            held = docs[at] == cand
+            acc[held] += data[ptr[t] : ptr[t + 1]][at[held]]
+        return acc
 
     def keep_pairs_only(self) -> BM25Index:
         """Keep what `score_pairs` reads (the documents x terms weights) and drop the term-major postings that only
@@ -230,5 +317,9 @@ class BM25Index:
         out_scores: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(queries)
         for i, toks in enumerate(qtokens):
             if toks:
-                out_ids[i], out_scores[i] = self._top_k(self.retriever.get_scores(toks), k)
+                ids = np.asarray(self.retriever.get_tokens_ids(toks), dtype=np.int64)
+                found = self._pruned_top_k(ids, k)
+                if found is None:
+                    found = self._top_k(self.retriever.get_scores(toks), k)
+                out_ids[i], out_scores[i] = found
         return out_ids, out_scores

@@ -110,3 +110,31 @@ def test_search_equals_the_top_of_bm25s_full_score_vectors(method, k):
         want = [d for d in order if full[d] > 0][:k]
         assert ids[qi].tolist() == want
         np.testing.assert_array_equal(scores[qi], full[want].astype(np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 10, 40])
+def test_pruned_search_is_exactly_the_exhaustive_one(k):
+    """On a Zipfian vocabulary (a few common words in most documents, many rare ones) the search scores only the
+    documents that hold a query's rarer words, and must still return bm25s's exhaustive top k to the bit: the
+    same documents, the same float32 scores, ties (repeated documents) by position."""
+    rng = np.random.default_rng(1)
+    p = 1.0 / np.arange(1, 401) ** 1.1
+    words = np.array([f"w{i}" for i in range(400)])
+    docs = [" ".join(rng.choice(words, size=int(rng.integers(3, 30)), p=p / p.sum())) for _ in range(1500)]
+    docs += docs[:300]  # repeated documents: tied scores, broken by position
+    queries = [
+        " ".join([*rng.choice(words[:5], size=int(rng.integers(0, 3))), *rng.choice(words[20:], size=2)])
+        for _ in range(150)
+    ] + ["w0 w0 w1 w300", "w2"]
+    idx = BM25Index(docs, stemmer=None, stopwords=None)
+    ids, scores = idx.search(queries, k)
+    pruned = 0
+    for qi, toks in enumerate(idx.tokenize(queries, ids=False)):
+        toks = [t for t in toks if t in idx.retriever.vocab_dict]
+        full = idx.retriever.get_scores(toks)
+        order = np.lexsort((np.arange(len(docs)), -full))
+        want = [d for d in order if full[d] > 0][:k]
+        assert ids[qi].tolist() == want
+        np.testing.assert_array_equal(scores[qi], full[want])
+        pruned += idx._pruned_top_k(np.asarray(idx.retriever.get_tokens_ids(toks)), k) is not None
+    assert pruned > len(queries) // 2  # most queries took the pruned path
