@@ -34,16 +34,42 @@ _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
 _VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]
 FRESH_WORDS = ["latest", "newest", "recent", "current"]
 _SUFFIXES = ["ox", "iq", "uv", "eth", "azo", "imo"]
+_ENDS = ["", "n", "r", "l", "x"]
+
+
+def _cdf(p: Any) -> np.ndarray:
+    """The cumulative weights that `Generator.choice(..., p=p)` draws with."""
+    cdf = np.cumsum(np.asarray(p, dtype=float))
+    return cdf / cdf[-1]
+
+
+_SYLLABLES = _cdf([0.45, 0.55])  # 2 or 3 syllables a word
+_ASKED = _cdf([0.3, 0.5, 0.2])  # 1, 2 or 3 concepts a query
+
+
+def _pick(rng: np.random.Generator, cdf: np.ndarray, size: Any = None) -> Any:
+    """Indices drawn by the weights of `cdf`, exactly as `rng.choice(len(cdf), size, p=...)` draws them (one
+    uniform number each, found in the cumulative weights), without checking the weights again at every call:
+    the generator calls this once or twice per document, and that check was most of its time."""
+    return cdf.searchsorted(rng.random(size), side="right")
+
+
+def _one(rng: np.random.Generator, items: list[str]) -> str:
+    """One of `items`, drawn as `rng.choice(items)` draws it, without turning the list into an array first."""
+    return items[int(rng.integers(0, len(items), dtype=np.int64))]
+
+
+def _any(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """`size` indices below n drawn with replacement, as `rng.choice(n, size)` draws them."""
+    return rng.integers(0, n, size=size, dtype=np.int64)
 
 
 def _words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
     """n new pronounceable pseudo-words of 2-3 syllables, none in `taken`."""
     out: list[str] = []
     while len(out) < n:
-        k = rng.choice([2, 3], p=[0.45, 0.55])
-        w = "".join(rng.choice(_CONS) + rng.choice(_VOWS) for _ in range(k)) + rng.choice(
-            ["", "n", "r", "l", "x"]
-        )
+        k = 2 + int(_pick(rng, _SYLLABLES))
+        w = "".join(_one(rng, _CONS) + _one(rng, _VOWS) for _ in range(k)) + _one(rng, _ENDS)
         if w not in taken and w not in FRESH_WORDS:
             taken.add(w)
             out.append(w)
@@ -55,8 +81,8 @@ class World:
     doc_word: np.ndarray  # concept -> document word
     synonyms: list[list[str]]  # concept -> query synonyms
     topic_concepts: list[np.ndarray]  # topic -> concept ids (its own, plus ambiguous words' concepts)
-    background: list[str]
-    background_p: np.ndarray
+    background: np.ndarray  # of str
+    background_cdf: np.ndarray  # how often documents and queries use each background word (`_pick`)
     topic_word: np.ndarray  # topic -> its broad word (shared by two topics for some topics)
 
 
@@ -89,42 +115,47 @@ def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
     topic_word = np.array(_words(rng, o.n_topics, taken), dtype=object)
     for t in np.flatnonzero(rng.random(o.n_topics) < o.p_ambiguous_topic):
         topic_word[t] = topic_word[rng.integers(o.n_topics)]
-    return World(doc_word, synonyms, topic_concepts, background, p / p.sum(), topic_word)
+    return World(
+        doc_word, synonyms, topic_concepts, np.array(background, dtype=object), _cdf(p / p.sum()), topic_word
+    )
 
 
 def _docs(
     o: SampleOptions, w: World, rng: np.random.Generator
-) -> tuple[list[dict], np.ndarray, list[set[int]]]:
-    """Documents; returns (records, topic per doc, focus concepts per doc)."""
+) -> tuple[list[dict], np.ndarray, list[set[int]], np.ndarray]:
+    """Documents; returns (records, topic per doc, focus concepts per doc, day of each document since
+    `o.start`)."""
     topic_p = rng.dirichlet(np.full(o.n_topics, 2.0))
     topics = rng.choice(o.n_topics, size=o.n_docs, p=topic_p)
     start = pd.Timestamp(o.start, tz="UTC")
     span_days = (pd.Timestamp(o.cutoff, tz="UTC") - start).days
     days = rng.integers(0, span_days, size=o.n_docs)
     records, focus_sets = [], []
+    seconds = np.empty(o.n_docs, dtype=np.int64)
     for i, t in enumerate(topics):
         concepts = w.topic_concepts[t]
         focus = rng.choice(concepts, size=rng.integers(2, 5), replace=False)
-        length = int(np.clip(rng.lognormal(np.log(45), 0.5), 12, 300))
+        length = int(min(max(rng.lognormal(np.log(45), 0.5), 12), 300))
         n_focus = max(3, int(length * rng.uniform(0.2, 0.35)))
         n_topic = max(1, int(length * 0.1))
         n_noise = rng.integers(0, 3)
         toks = [w.topic_word[t]] * int(rng.integers(1, 4))
-        toks += list(w.doc_word[rng.choice(focus, size=n_focus)])
-        toks += list(w.doc_word[rng.choice(concepts, size=n_topic)])
+        toks += list(w.doc_word[focus[_any(rng, len(focus), n_focus)]])
+        toks += list(w.doc_word[concepts[_any(rng, len(concepts), n_topic)]])
         toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
-        toks += list(rng.choice(w.background, size=length - len(toks), p=w.background_p))
+        toks += list(w.background[_pick(rng, w.background_cdf, length - len(toks))])
         rng.shuffle(toks)
         title = list(
             w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)]
         )
-        title += list(rng.choice(w.background, size=rng.integers(1, 3), p=w.background_p))
-        ts = (start + pd.Timedelta(days=int(days[i]), seconds=int(rng.integers(86400)))).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
-        records.append({"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks), "timestamp": ts})
+        title += list(w.background[_pick(rng, w.background_cdf, rng.integers(1, 3))])
+        seconds[i] = rng.integers(86400)
+        records.append({"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks)})
         focus_sets.append(set(int(c) for c in focus))
-    return records, topics, focus_sets
+    stamps = np.datetime64(start.tz_localize(None), "s") + days * 86400 + seconds
+    for r, ts in zip(records, np.datetime_as_string(stamps, unit="s"), strict=True):
+        r["timestamp"] = f"{ts}Z"
+    return records, topics, focus_sets, days
 
 
 def _queries(
@@ -143,6 +174,11 @@ def _queries(
     for d, f in enumerate(focus):
         for c in f:
             concept_docs.setdefault(c, []).append(d)
+    asked_from = []  # per topic: the concepts some document focuses on, and how likely a query asks each
+    for concepts in w.topic_concepts:
+        cands = [c for c in concepts if len(concept_docs.get(int(c), [])) >= 1]
+        weights = np.array([len(concept_docs[int(c)]) for c in cands], dtype=float)
+        asked_from.append((cands, weights / weights.sum() if cands else weights))
     cutoff = pd.Timestamp(o.cutoff, tz="UTC")
     start = pd.Timestamp(o.start, tz="UTC")
     records: list[dict] = []
@@ -155,24 +191,23 @@ def _queries(
         docs_t = by_topic[topic]
         if len(docs_t) < 3:
             continue
-        cands = [c for c in w.topic_concepts[topic] if len(concept_docs.get(int(c), [])) >= 1]
-        k = int(min(len(cands), rng.choice([1, 2, 3], p=[0.3, 0.5, 0.2])))
+        cands, weights = asked_from[topic]
+        k = int(min(len(cands), 1 + _pick(rng, _ASKED)))
         if k == 0:
             continue
-        weights = np.array([len(concept_docs[int(c)]) for c in cands], dtype=float)
-        asked = rng.choice(cands, size=k, replace=False, p=weights / weights.sum())
+        asked = rng.choice(cands, size=k, replace=False, p=weights)
         words = []
         for c in asked:
             if rng.random() < o.p_synonym:
-                words.append(str(rng.choice(w.synonyms[int(c)])))
+                words.append(_one(rng, w.synonyms[int(c)]))
             else:
                 words.append(str(w.doc_word[c]))
-        words += list(rng.choice(w.background, size=rng.integers(0, 3), p=w.background_p))
+        words += list(w.background[_pick(rng, w.background_cdf, rng.integers(0, 3))])
         if rng.random() < o.p_topic_word:
             words.append(str(w.topic_word[topic]))
         fresh = rng.random() < o.p_fresh_query
         if fresh:
-            words.insert(0, str(rng.choice(FRESH_WORDS)))
+            words.insert(0, _one(rng, FRESH_WORDS))
         # Train queries come from the months before the cut-off, test queries from the months after it.
         offset = int(rng.integers(0, 90 * 86400))
         qtime = (
@@ -210,9 +245,7 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)
     world = _build_world(o, rng)
-    docs, doc_topics, focus = _docs(o, world, rng)
-    start = pd.Timestamp(o.start, tz="UTC")
-    doc_days = np.array([(pd.Timestamp(d["timestamp"]) - start).days for d in docs])
+    docs, doc_topics, focus, doc_days = _docs(o, world, rng)
     queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days)
     split_of = {q["_id"]: s for q, s in zip(queries, splits, strict=True)}
     by_split: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}

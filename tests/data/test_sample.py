@@ -72,3 +72,31 @@ def test_simulated_clicks_for_any_beir_folder(tiny_beir):
     assert "SIMULATED" in (root / "logs" / "README.md").read_text()
     ctr = ds.clicks.groupby("docid").clicked.mean()
     assert ctr.get("d1", 0) > ctr.get("d4", 0)  # judged relevant for q1 vs never relevant
+
+
+def test_the_sample_world_of_this_version_is_pinned(tmp_path):
+    """The generator's output at SampleOptions.VERSION 3, recorded from the generator of that version: the
+    faster generator must draw the same world from the same seed. A change that moves any of these bumps
+    SampleOptions.VERSION (generated folders are then made again) and records the new world here."""
+    assert SampleOptions.VERSION == 3
+    opts = SampleOptions(n_docs=400, n_train=30, n_test=10, n_topics=10, sessions_per_query=3)
+    generate(tmp_path, opts)
+    digest = {f: hashlib.sha256((tmp_path / f).read_bytes()).hexdigest()[:16] for f in PINNED}
+    assert digest == PINNED
+    log = pd.read_parquet(tmp_path / "logs" / "impressions.parquet")
+    clicked = log[log.clicked]
+    assert (len(log), len(clicked), int(clicked.position.sum()), round(float(log.dwell_s.sum()), 1)) == (
+        1167,
+        73,
+        226,
+        3469.2,
+    )
+    assert str(log.timestamp.min()) == "2025-01-01 17:44:49+00:00" and log.docid.iloc[-1] == "d212"
+
+
+PINNED = {
+    "corpus.jsonl": "bd44578afa6f78ee",
+    "queries.jsonl": "ebb148eefd0c18d6",
+    "qrels/train.tsv": "1b158696f0ab553b",
+    "qrels/test.tsv": "4048f5f03d2fa240",
+}
