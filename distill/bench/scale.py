@@ -144,7 +144,9 @@ def extrapolate(records: list[dict[str, Any]], target: dict[str, int] = MSMARCO)
                 "peak_rss_mib_by_documents": round(
                     b["peak_rss_mib"] + by_docs * (target["documents"] - b["documents"]), 0
                 ),
-                "rss_growth_last_10x": round(b["peak_rss_mib"] / a["peak_rss_mib"], 2),
+                # peak RSS and pairs of the largest scale over the one before it (10x from 10 to 100, 3x to 300)
+                "rss_growth": round(b["peak_rss_mib"] / a["peak_rss_mib"], 2),
+                "pairs_growth": round(b["pairs"] / max(1, a["pairs"]), 2),
                 "seconds_per_million_pairs": round(1e6 * b["seconds"] / b["pairs"], 2),
             }
         )

@@ -22,11 +22,14 @@ class FreshnessFeatures(FeatureFamily):
         "log_age": "log1p(max(age_days, 0))",
     }
 
+    def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
+        if wanted & set(self.names) and ctx.ds.corpus["timestamp"].isna().all():  # said once, not per chunk
+            log.info("features age_days, log_age dropped: no document has a timestamp")
+
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         ds, cands, opts = ctx.ds, rows, ctx.opts
         doc_ts = ds.corpus["timestamp"]
         if doc_ts.isna().all():
-            log.info("features age_days, log_age dropped: no document has a timestamp")
             return {}
         ref = parse_timestamps([opts.reference_time]).iloc[0] if opts.reference_time else doc_ts.max()
         q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).reset_index(drop=True)

@@ -16,10 +16,13 @@ class PopularityFeatures(FeatureFamily):
     names = ("popularity",)
     about = {"popularity": "log1p of the document's popularity field"}
 
+    def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
+        if "popularity" in wanted and "popularity" not in ctx.ds.corpus:  # said once, not once per chunk
+            log.info("feature popularity dropped: the corpus has no 'popularity' field")
+
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         corpus = ctx.ds.corpus
         if "popularity" not in corpus:
-            log.info("feature popularity dropped: the corpus has no 'popularity' field")
             return {}
         pop = corpus.popularity.reindex(rows.docid).astype(float).clip(lower=0)
         return {"popularity": np.log1p(pop).to_numpy(np.float32)}

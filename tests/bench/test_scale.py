@@ -43,7 +43,7 @@ def test_extrapolation_follows_the_two_largest_scales():
     r = out[0]
     assert r["from_scales"] == [10, 100] and r["seconds"] == 1200.0  # time per pair of the largest scale
     assert r["peak_rss_mib"] == 300.0 + (100.0 / 90_000) * 900_000  # along the line through the last two
-    assert r["rss_growth_last_10x"] == 1.5
+    assert r["rss_growth"] == 1.5 and r["pairs_growth"] == 10.0
     # the bound by documents: 5x as many documents per pair as measured, the same line by documents
     assert r["peak_rss_mib_by_documents"] == round(300.0 + (100.0 / 9_000) * 490_000)
 

@@ -127,9 +127,12 @@ def test_a_row_without_features_is_refused_not_scored_on_missing_values(gbdt_ws)
         scorer.score(outside)
 
 
-def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg):
+def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg, caplog):
     """features.parquet is built a chunk of queries at a time (one row group each): its content does not depend
-    on the chunk size, and no query is split between chunks."""
+    on the chunk size, and no query is split between chunks. A feature without a source is said to be dropped
+    once, not once per chunk."""
+    import logging
+
     import pyarrow.parquet as pq
 
     whole = tiny_sample_cfg("retrieval.k=15", "paths.workspace=${paths.output_root}/w")
@@ -139,7 +142,11 @@ def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg):
     small = tiny_sample_cfg(
         "retrieval.k=15", "features.chunk_rows=40", "paths.workspace=${paths.output_root}/w"
     )
-    run_features(small)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="distill.features"):
+        run_features(small)
+    said = [r for r in caplog.records if "popularity dropped" in r.getMessage()]
+    assert len(said) == 1  # the sample world has no popularity field
     path = f"{small.paths.workspace}/features.parquet"
     assert pq.ParquetFile(path).num_row_groups > 10
     b = pd.read_parquet(path)
