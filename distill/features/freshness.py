@@ -23,16 +23,22 @@ class FreshnessFeatures(FeatureFamily):
     }
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
-        if wanted & set(self.names) and ctx.ds.corpus["timestamp"].isna().all():  # said once, not per chunk
+        """The reference time of undated queries, once for every chunk (None: no document is dated, said once)."""
+        doc_ts = ctx.ds.corpus["timestamp"]
+        self.ref: pd.Timestamp | None = None
+        if doc_ts.isna().all():
             log.info("features age_days, log_age dropped: no document has a timestamp")
+        elif ctx.opts.reference_time:
+            self.ref = parse_timestamps([ctx.opts.reference_time]).iloc[0]
+        else:
+            self.ref = doc_ts.max()
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
-        ds, cands, opts = ctx.ds, rows, ctx.opts
-        doc_ts = ds.corpus["timestamp"]
-        if doc_ts.isna().all():
+        if self.ref is None:
             return {}
-        ref = parse_timestamps([opts.reference_time]).iloc[0] if opts.reference_time else doc_ts.max()
-        q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(ref).reset_index(drop=True)
+        ds, cands = ctx.ds, rows
+        doc_ts = ds.corpus["timestamp"]
+        q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(self.ref).reset_index(drop=True)
         d_ts = doc_ts.reindex(cands.docid).reset_index(drop=True)
         # Series arithmetic stays vectorised; tz-aware timestamps via to_numpy() would be one object per row
         age = np.asarray((q_ts - d_ts).to_numpy() / np.timedelta64(1, "D"), dtype=np.float64)

@@ -199,9 +199,9 @@ class BM25Index:
         if not rising.all() or (len(data) and data.min() <= 0):
             return None
         bounds = np.zeros(len(ptr) - 1)
-        starts = ptr[:-1][ptr[1:] > ptr[:-1]]
-        if len(starts):
-            bounds[ptr[1:] > ptr[:-1]] = np.maximum.reduceat(data, starts)
+        held = ptr[1:] > ptr[:-1]  # terms with postings
+        if held.any():
+            bounds[held] = np.maximum.reduceat(data, ptr[:-1][held])
         return bounds
 
     def _pruned_top_k(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -320,6 +320,6 @@ class BM25Index:
                 ids = np.asarray(self.retriever.get_tokens_ids(toks), dtype=np.int64)
                 found = self._pruned_top_k(ids, k)
                 if found is None:
-                    found = self._top_k(self.retriever.get_scores(toks), k)
+                    found = self._top_k(self.retriever.get_scores_from_ids(ids), k)
                 out_ids[i], out_scores[i] = found
         return out_ids, out_scores
