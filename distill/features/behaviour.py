@@ -48,7 +48,10 @@ class BehaviourFeatures(FeatureFamily):
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         if self.table is None:
             return {}
-        return {k: v for k, v in lookup(self.table, ctx.ds, rows, ctx.opts).items() if k in wanted}
+        key = rows.qpos.to_numpy(np.int64) * len(ctx.ds.corpus) + rows.dpos.to_numpy(
+            np.int64
+        )  # as `pair_keys`
+        return {k: v for k, v in lookup(self.table, key, ctx.opts).items() if k in wanted}
 
 
 def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:
@@ -172,9 +175,8 @@ def _sum_by_pair_position(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).groupby(["key", "pos"]).sum().reset_index()
 
 
-def lookup(table: ClickTable, ds: Dataset, rows: pd.DataFrame, opts: FeatureOptions) -> dict[str, np.ndarray]:
-    """The behaviour features of candidate rows from the aggregated log."""
-    key = pair_keys(ds, rows.qid, rows.docid)
+def lookup(table: ClickTable, key: np.ndarray, opts: FeatureOptions) -> dict[str, np.ndarray]:
+    """The behaviour features of the pairs `key` (`pair_keys`) from the aggregated log."""
     at = np.minimum(np.searchsorted(table.keys, key), max(len(table.keys) - 1, 0))
     hit = (key >= 0) & (table.keys[at] == key) if len(table.keys) else np.zeros(len(key), dtype=bool)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from distill.features.family import FeatureContext, FeatureFamily
+from distill.features.family import FeatureContext, FeatureFamily, query_positions
 from distill.ir.bm25 import BM25Index
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ class BM25Features(FeatureFamily):
         if "bm25_rank" in wanted:
             out["bm25_rank"] = rows["rank"].to_numpy(np.float32)
         if self.fields:
-            qids = pd.Index(rows.qid.unique())
-            q_idx, d_idx = qids.get_indexer(rows.qid), ctx.ds.corpus.index.get_indexer(rows.docid)
-            qtexts = ctx.ds.queries.loc[qids, "text"].tolist()
+            distinct, q_idx = query_positions(rows)
+            d_idx = rows.dpos.to_numpy()
+            qtexts = ctx.ds.queries["text"].iloc[distinct].tolist()
             for field, idx in self.fields.items():
                 out[f"bm25_{field}"] = idx.score_pairs(qtexts, q_idx, d_idx)
         return out

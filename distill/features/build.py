@@ -30,7 +30,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import dask_client, ordered_map
 from distill.errors import ConfigError, DataError
-from distill.features.family import FeatureContext, FeatureFamily, load_families
+from distill.features.family import FeatureContext, FeatureFamily, load_families, with_positions
 from distill.features.schema import FeatureOptions
 from distill.ir import fingerprint
 from distill.retrieval.candidates import iter_shards
@@ -62,6 +62,7 @@ def chunk_features(
 ) -> pd.DataFrame:
     """qid, docid, split and the features of one chunk of candidate rows (whole queries), in `names`' order."""
     feats: dict[str, np.ndarray] = {}
+    rows = with_positions(ctx, rows)
     for fam in families:
         feats.update(fam.compute(ctx, rows, set(names) & set(fam.names)))
     out = rows[["qid", "docid", "split"]].reset_index(drop=True).copy()
@@ -113,7 +114,12 @@ def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[st
     chunks = iter_shards(ws.candidates, cfg.features.chunk_rows, CANDIDATE_COLUMNS)
     if not cfg.features.dask.cluster:
         ctx = FeatureContext(
-            ds, feature_options(cfg), cfg.retrieval, candidate_splits(ws.candidates), cfg.features.chunk_rows
+            ds,
+            feature_options(cfg),
+            cfg.retrieval,
+            candidate_splits(ws.candidates),
+            cfg.features.chunk_rows,
+            str(ws.candidates),
         )
         used = prepare(ctx, names, families)
         return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks)
@@ -140,6 +146,7 @@ def _worker_state(key: str) -> tuple[FeatureContext, list[str], list[FeatureFami
         cfg.retrieval,
         candidate_splits(ws.candidates),
         cfg.features.chunk_rows,
+        str(ws.candidates),
     )
     return ctx, names, prepare(ctx, names, families)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from distill.data.beir import Dataset
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DataError
 from distill.features.schema import FeatureOptions
 
 
@@ -26,12 +26,37 @@ class FeatureContext:
     rc: Any  # retrieval options (tokenisation, BM25 parameters)
     splits: dict[str, list[str]]
     chunk_rows: int = 200_000  # rows a family reads at a time from what it streams (the click log)
+    source: str = "the candidates"  # where the rows come from, for messages
+
+
+def with_positions(ctx: FeatureContext, rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with `qpos` and `dpos`: each row's query's position in `ctx.ds.queries` and document's in
+    `ctx.ds.corpus`, found once per chunk for every family (the string ids' lookup is most of a chunk's cost
+    when each family does it). A query or document the dataset lacks is a `DataError` naming it: the rows
+    come from another dataset, and no feature is computed from a wrong row."""
+    qpos = ctx.ds.queries.index.get_indexer(rows.qid.astype(object))
+    dpos = ctx.ds.corpus.index.get_indexer(rows.docid.astype(object))
+    for kind, pos, ids, held in (("qid", qpos, rows.qid, "queries"), ("docid", dpos, rows.docid, "corpus")):
+        if (pos < 0).any():
+            at = int(np.flatnonzero(pos < 0)[0])
+            raise DataError(
+                f"{ctx.source}: {kind} {ids.iloc[at]!r} is not in dataset {ctx.ds.name!r}'s {held}: the "
+                f"candidates were made from another dataset; re-run `make candidates` for this one"
+            )
+    return rows.assign(qpos=qpos.astype(np.int64), dpos=dpos.astype(np.int64))
+
+
+def query_positions(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(the chunk's distinct query positions, each row's index into them)."""
+    distinct, local = np.unique(rows.qpos.to_numpy(), return_inverse=True)
+    return distinct, local.reshape(-1)
 
 
 class FeatureFamily:
     """A family of features. `names`: what it can compute. `prepare(ctx, wanted)` runs once, for what grows with
     the corpus or the click log (indexes, aggregates); `compute(ctx, rows, wanted)` then gives, for a chunk of
-    candidate rows (qid, docid, rank, bm25, split; whole queries), one float32 array per feature of `wanted` it
+    candidate rows (qid, docid, rank, bm25, split; whole queries; and `qpos`, `dpos`, the query's and the
+    document's positions in the dataset, `with_positions`), one float32 array per feature of `wanted` it
     can compute from the data at hand: a feature whose source is missing is left out (the same for every chunk)
     with a logged reason, never filled in. Memory: the prepared state plus one chunk."""
 
@@ -66,4 +91,4 @@ def load_families(node: Any) -> list[FeatureFamily]:
     return out
 
 
-__all__ = ["FeatureContext", "FeatureFamily", "load_families"]
+__all__ = ["FeatureContext", "FeatureFamily", "load_families", "query_positions", "with_positions"]

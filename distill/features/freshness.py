@@ -32,14 +32,14 @@ class FreshnessFeatures(FeatureFamily):
             self.ref = parse_timestamps([ctx.opts.reference_time]).iloc[0]
         else:
             self.ref = doc_ts.max()
+        if self.ref is not None:  # each query's time, or the reference time where it has none
+            self.query_ts = ctx.ds.queries["timestamp"].fillna(self.ref)
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         if self.ref is None:
             return {}
-        ds, cands = ctx.ds, rows
-        doc_ts = ds.corpus["timestamp"]
-        q_ts = ds.queries["timestamp"].reindex(cands.qid).fillna(self.ref).reset_index(drop=True)
-        d_ts = doc_ts.reindex(cands.docid).reset_index(drop=True)
+        q_ts = self.query_ts.iloc[rows.qpos.to_numpy()].reset_index(drop=True)
+        d_ts = ctx.ds.corpus["timestamp"].iloc[rows.dpos.to_numpy()].reset_index(drop=True)
         # Series arithmetic stays vectorised; tz-aware timestamps via to_numpy() would be one object per row
         age = np.asarray((q_ts - d_ts).to_numpy() / np.timedelta64(1, "D"), dtype=np.float64)
         return {

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from distill.features.family import FeatureContext, FeatureFamily
+from distill.features.family import FeatureContext, FeatureFamily, query_positions
 from distill.ir.bm25 import CompactTokens, Tokenizer, count_matrix, pair_dots
 
 
@@ -43,9 +43,9 @@ class LexicalFeatures(FeatureFamily):
             del docs
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
-        qids = pd.Index(rows.qid.unique())
-        q_idx, d_idx = qids.get_indexer(rows.qid), ctx.ds.corpus.index.get_indexer(rows.docid)
-        q_tokens = self.tokenizer(ctx.ds.queries.loc[qids, "text"].tolist())
+        distinct, q_idx = query_positions(rows)
+        d_idx = rows.dpos.to_numpy()
+        q_tokens = self.tokenizer(ctx.ds.queries["text"].iloc[distinct].tolist())
         qlen = np.array([len(set(t)) for t in q_tokens], dtype=np.float32)
         out = {"query_len": qlen[q_idx].astype(np.float32), "doc_len": self.doc_len[d_idx]}
         if self.docs is not None:

@@ -24,5 +24,5 @@ class PopularityFeatures(FeatureFamily):
         corpus = ctx.ds.corpus
         if "popularity" not in corpus:
             return {}
-        pop = corpus.popularity.reindex(rows.docid).astype(float).clip(lower=0)
+        pop = corpus.popularity.iloc[rows.dpos.to_numpy()].astype(float).clip(lower=0)
         return {"popularity": np.log1p(pop).to_numpy(np.float32)}

@@ -9,7 +9,7 @@ from distill.data.beir import Dataset
 from distill.errors import ConfigError
 from distill.features import behaviour
 from distill.features.behaviour import BehaviourFeatures
-from distill.features.family import FeatureContext
+from distill.features.family import FeatureContext, with_positions
 from distill.features.schema import FeatureOptions
 
 LOG = [  # session, qid, docid, position, clicked, dwell_s, timestamp
@@ -46,7 +46,7 @@ def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, monkeypatch,
     fam = BehaviourFeatures()
     fam.prepare(ctx, set(fam.names))
     rows = pd.DataFrame({"qid": ["q1", "q1", "q1", "q2", "q2"], "docid": ["d1", "d2", "d3", "d3", "d1"]})
-    got = fam.compute(ctx, rows, set(fam.names))
+    got = fam.compute(ctx, with_positions(ctx, rows), set(fam.names))
     prior = 4 / 6
     expected = {
         "impressions": [2, 2, 1, 1, 0],

@@ -151,3 +151,18 @@ def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg, c
     assert pq.ParquetFile(path).num_row_groups > 10
     b = pd.read_parquet(path)
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("column,value,held", [("docid", "d404", "corpus"), ("qid", "q404", "queries")])
+def test_candidates_naming_what_the_dataset_lacks_are_refused(tiny_beir, make_cfg, column, value, held):
+    """Every family reads the positions found once per chunk; an id the dataset lacks is refused with its name
+    (it used to index the corpus's last document for the BM25 features and give NaN ages)."""
+    root = tiny_beir(queries=[{"_id": "q1", "text": "cat on a mat"}, {"_id": "q2", "text": "markets"}])
+    cfg = make_cfg("data=beir", f"data.path={root}")
+    cands = pd.DataFrame({"qid": ["q1", "q1"], "docid": ["d1", "d3"], "rank": [1, 2], "bm25": [2.0, 0.5]})
+    cands["split"] = "test"
+    cands.loc[1, column] = value
+    with pytest.raises(
+        DataError, match=rf"{column} '{value}' is not in dataset .*'s {held}: .*re-run `make candidates`"
+    ):
+        build_features(load_dataset(cfg), cands, [], {}, cfg.retrieval)
