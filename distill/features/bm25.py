@@ -24,6 +24,8 @@ class BM25Features(FeatureFamily):
         "bm25_text": "BM25 of the query over the document's text field alone",
     }
 
+    reads_corpus_tokens = True
+
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """One index per field asked for (the corpus's size: the one structure that grows with it)."""
         self.fields: dict[str, BM25Index] = {}
@@ -35,7 +37,7 @@ class BM25Features(FeatureFamily):
                 log.info("feature bm25_%s dropped: the corpus has no %r field", field, field)
                 continue
             self.fields[field] = BM25Index(
-                ctx.ds.lazy_doc_texts([field]), **bm25_options(ctx.rc)
+                ctx.ds.lazy_doc_texts([field]), tokens=ctx.corpus_tokens(field), **bm25_options(ctx.rc)
             ).keep_pairs_only()
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:

@@ -50,10 +50,13 @@ def resolve_names(names: list[str], families: list[FeatureFamily]) -> list[str]:
 
 
 def prepare(ctx: FeatureContext, names: list[str], families: list[FeatureFamily]) -> list[FeatureFamily]:
-    """Each family that computes one of `names`, prepared once."""
+    """Each family that computes one of `names`, prepared once; the corpus's tokens they share are let go once
+    no family left reads them."""
     used = [f for f in families if set(names) & set(f.names)]
-    for fam in used:
+    for i, fam in enumerate(used):
         fam.prepare(ctx, set(names) & set(fam.names))
+        if not any(later.reads_corpus_tokens for later in used[i + 1 :]):
+            ctx.release_tokens()
     return used
 
 

@@ -5,7 +5,7 @@ with `hydra.utils.instantiate`, as the trackers are."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,6 +14,7 @@ import pandas as pd
 from distill.data.beir import Dataset
 from distill.errors import ConfigError, DataError
 from distill.features.schema import FeatureOptions
+from distill.ir.bm25 import CompactTokens, Tokenizer
 
 
 @dataclass
@@ -27,6 +28,21 @@ class FeatureContext:
     splits: dict[str, list[str]]
     chunk_rows: int = 200_000  # rows a family reads at a time from what it streams (the click log)
     source: str = "the candidates"  # where the rows come from, for messages
+    _tokens: dict[str, CompactTokens] = field(default_factory=dict, repr=False)
+
+    def corpus_tokens(self, name: str) -> CompactTokens:
+        """Every document's field `name` in the retrieval's tokenisation, tokenised once for every family that
+        reads it while the families prepare (tokenising the corpus is most of their cost)."""
+        if name not in self._tokens:
+            rc = self.rc
+            self._tokens[name] = CompactTokens(
+                self.ds.lazy_doc_texts([name]), Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
+            )
+        return self._tokens[name]
+
+    def release_tokens(self) -> None:
+        """Forget the corpus's tokens (once no family left to prepare reads them)."""
+        self._tokens.clear()
 
 
 def with_positions(ctx: FeatureContext, rows: pd.DataFrame) -> pd.DataFrame:
@@ -61,6 +77,8 @@ class FeatureFamily:
     with a logged reason, never filled in. Memory: the prepared state plus one chunk."""
 
     names: ClassVar[tuple[str, ...]] = ()
+    # whether `prepare` reads `ctx.corpus_tokens` (they are kept until the last such family is prepared)
+    reads_corpus_tokens: ClassVar[bool] = False
     # how each of `names` is computed, one line each (an export's features.json states it beside the feature)
     about: ClassVar[dict[str, str]] = {}
 

@@ -147,13 +147,19 @@ class BM25Index:
         stopwords: str | None = "en",
         lowercase: bool = True,
         tokenizer: Callable[[Sequence[str]], list[list[str]]] | None = None,
+        tokens: CompactTokens | None = None,
     ):
         self.tokenizer: Tokenizer | GivenTokens = (
             GivenTokens(tokenizer) if tokenizer else Tokenizer(stemmer, stopwords, lowercase)
         )
         self.n_docs = len(texts)
+        if tokens is None:
+            tokens = CompactTokens(texts, self.tokenize)
+        elif len(tokens) != self.n_docs:
+            raise ValueError(f"tokens of {len(tokens)} texts given for an index of {self.n_docs}")
         self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
-        self.retriever.index(CompactTokens(texts, self.tokenize), show_progress=False)
+        # `tokens`: the texts tokenised before with this tokenisation (a caller that shares them with another use)
+        self.retriever.index(tokens, show_progress=False)
 
     def tokenize(self, texts: Sequence[str], ids: bool = True):
         """The index's tokens of `texts` (lower-casing, stop words, stemming as configured): token ids, or

@@ -166,3 +166,39 @@ def test_candidates_naming_what_the_dataset_lacks_are_refused(tiny_beir, make_cf
         DataError, match=rf"{column} '{value}' is not in dataset .*'s {held}: .*re-run `make candidates`"
     ):
         build_features(load_dataset(cfg), cands, [], {}, cfg.retrieval)
+
+
+def test_lexical_features_from_each_fields_tokens_equal_those_of_the_joined_text(tiny_beir, make_cfg):
+    """The lexical family reads the tokens of each field that the BM25 family tokenised (not the corpus a
+    third time): a document's terms and length equal those of its fields joined, as retrieval indexes them."""
+    from distill.ir.bm25 import Tokenizer
+
+    root = tiny_beir(
+        corpus=[
+            {"_id": "d1", "title": "Cats, running", "text": "cats ran on the mats; mat-cats"},
+            {"_id": "d2", "title": "", "text": "dogs chase cats in the park"},
+            {"_id": "d3", "title": "Markets.", "text": ""},
+            {"_id": "d4", "title": "the a an", "text": "salmon-run: salmon swim"},
+        ],
+        queries=[{"_id": "q1", "text": "running cats mat"}, {"_id": "q2", "text": "market salmon runs"}],
+        qrels="query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td3\t1\n",
+    )
+    cfg = make_cfg("data=beir", f"data.path={root}")
+    ds = load_dataset(cfg)
+    docs = ["d1", "d2", "d3", "d4"]
+    cands = pd.DataFrame({"qid": ["q1"] * 4 + ["q2"] * 4, "docid": docs * 2, "rank": [1, 2, 3, 4] * 2})
+    cands["bm25"], cands["split"] = 1.0, "test"
+    df = build_features(ds, cands, ["doc_len", "coverage", "query_len", "bm25_title"], {}, cfg.retrieval)
+    rc = cfg.retrieval
+    tok = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
+    doc_terms = dict(zip(docs, tok(ds.doc_texts(docs, rc.fields)), strict=True))
+    query_terms = dict(zip(["q1", "q2"], tok(ds.queries.loc[["q1", "q2"], "text"].tolist()), strict=True))
+    assert df.doc_len.tolist() == [len(doc_terms[d]) for d in cands.docid]
+    want = [
+        len(set(query_terms[q]) & set(doc_terms[d])) / len(set(query_terms[q]))
+        for q, d in zip(cands.qid, cands.docid, strict=True)
+    ]
+    np.testing.assert_allclose(df.coverage, want, rtol=1e-6)
+    assert (
+        df.coverage.iloc[0] == 1.0 and df.coverage.iloc[5] == 0.0
+    )  # d1 holds run, cat, mat; d2 none of q2's
