@@ -83,8 +83,7 @@ class ClickTable:
 
 def pair_keys(ds: Dataset, qids: pd.Series, docids: pd.Series) -> np.ndarray:
     """Integer keys of (qid, docid) pairs in the dataset (-1 for an id it does not hold)."""
-    q = ds.queries.index.get_indexer(qids.astype(str))
-    d = ds.corpus.index.get_indexer(docids.astype(str))
+    q, d = ds.query_positions(qids.astype(str)), ds.doc_positions(docids.astype(str))
     return np.where((q >= 0) & (d >= 0), q.astype(np.int64) * len(ds.corpus) + d, -1)
 
 
@@ -102,7 +101,7 @@ def aggregate(
         if cutoff is not None:
             batch = batch[(batch.timestamp < cutoff).to_numpy()]
         else:
-            batch = batch[np.isin(ds.queries.index.get_indexer(batch.qid.astype(str)), train)]
+            batch = batch[np.isin(ds.query_positions(batch.qid.astype(str)), train)]
         key = pair_keys(ds, batch.qid, batch.docid)
         clicked = batch.clicked.to_numpy(bool)
         part = pd.DataFrame(

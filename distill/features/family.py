@@ -50,8 +50,7 @@ def with_positions(ctx: FeatureContext, rows: pd.DataFrame) -> pd.DataFrame:
     `ctx.ds.corpus`, found once per chunk for every family (the string ids' lookup is most of a chunk's cost
     when each family does it). A query or document the dataset lacks is a `DataError` naming it: the rows
     come from another dataset, and no feature is computed from a wrong row."""
-    qpos = ctx.ds.queries.index.get_indexer(rows.qid.astype(object))
-    dpos = ctx.ds.corpus.index.get_indexer(rows.docid.astype(object))
+    qpos, dpos = ctx.ds.query_positions(rows.qid), ctx.ds.doc_positions(rows.docid)
     for kind, pos, ids, held in (("qid", qpos, rows.qid, "queries"), ("docid", dpos, rows.docid, "corpus")):
         if (pos < 0).any():
             at = int(np.flatnonzero(pos < 0)[0])

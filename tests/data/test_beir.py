@@ -196,3 +196,27 @@ def test_whole_file_checks_report_the_lines_in_order_across_frames(tiny_beir, mo
     ]
     with pytest.raises(DataError, match=r"qrels/test.tsv:4: query-id 'q9' is not in queries.jsonl"):
         load_beir(tiny_beir(qrels=qrels))  # raise mode: the first offending qrels line
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_id_positions_equal_pandas_own_lookup(monkeypatch, collide):
+    """`IdPositions` (sorted 64-bit hashes, matches confirmed on the strings) gives each id the position pandas'
+    `get_indexer` gives, -1 for an absent id; with every hash shared by many ids it still does."""
+    import numpy as np
+    import pandas as pd
+
+    from distill.data.beir import IdPositions
+
+    if collide:  # hashes by length only: most ids share theirs with others
+        monkeypatch.setattr(
+            pd.util,
+            "hash_array",
+            lambda a, categorize=True: np.array([len(str(x)) for x in a], dtype=np.uint64),
+        )
+    rng = np.random.default_rng(0)
+    ids = pd.Index([f"d{i}" for i in rng.permutation(5000)] + ["", "ü-1", "a b"])
+    asked = [*rng.choice(ids.to_numpy(), 3000), "missing", "d5000", "", "D1", "ü-1"]
+    got = IdPositions(ids)(pd.Series(asked, dtype="str"))
+    np.testing.assert_array_equal(got, ids.get_indexer(asked))
+    assert got[asked.index("missing")] == -1 and got[asked.index("")] == ids.get_loc("")
+    assert len(IdPositions(ids)([])) == 0 and (IdPositions(pd.Index([]))(["x"]) == -1).all()
