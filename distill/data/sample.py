@@ -12,6 +12,9 @@ It is built so that the ranking signals the framework exploits matter the way th
   documents older than `fresh_days` at the query's time lose one relevance grade.
 - Behaviour. A click log from a position-based click model over a (lightly shuffled) logged BM25 ranking:
   noisy, position-biased clicks with dwell times (`distill.data.clicks`).
+- Intents (off unless `n_intents` > 0). Each document is of one intent, written with a few marker words; a query
+  may ask for an intent by a word no document holds, and then only documents of that intent are relevant: an
+  association between words that only the training queries teach.
 
 Relevance is graded: 2 when a document of the query's topic covers every concept the query asks about,
 1 when it covers some of them, 0 otherwise.
@@ -35,6 +38,7 @@ _VOWS = ["a", "e", "i", "o", "u", "ai", "ou"]
 FRESH_WORDS = ["latest", "newest", "recent", "current"]
 _SUFFIXES = ["ox", "iq", "uv", "eth", "azo", "imo"]
 _ENDS = ["", "n", "r", "l", "x"]
+MARKERS = 3  # marker words per intent
 
 
 def _cdf(p: Any) -> np.ndarray:
@@ -84,6 +88,8 @@ class World:
     background: np.ndarray  # of str
     background_cdf: np.ndarray  # how often documents and queries use each background word (`_pick`)
     topic_word: np.ndarray  # topic -> its broad word (shared by two topics for some topics)
+    intent_markers: np.ndarray | None = None  # intent -> the words its documents use (intents x MARKERS)
+    intent_word: np.ndarray | None = None  # intent -> the word queries ask for it with (no document has it)
 
 
 def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
@@ -115,16 +121,21 @@ def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
     topic_word = np.array(_words(rng, o.n_topics, taken), dtype=object)
     for t in np.flatnonzero(rng.random(o.n_topics) < o.p_ambiguous_topic):
         topic_word[t] = topic_word[rng.integers(o.n_topics)]
-    return World(
+    world = World(
         doc_word, synonyms, topic_concepts, np.array(background, dtype=object), _cdf(p / p.sum()), topic_word
     )
+    if o.n_intents:  # drawn last: a world without intents draws exactly what it did before they existed
+        markers = _words(rng, o.n_intents * MARKERS, taken)
+        world.intent_markers = np.array(markers, dtype=object).reshape(o.n_intents, MARKERS)
+        world.intent_word = np.array(_words(rng, o.n_intents, taken), dtype=object)
+    return world
 
 
 def _docs(
     o: SampleOptions, w: World, rng: np.random.Generator
-) -> tuple[list[dict], np.ndarray, list[set[int]], np.ndarray]:
+) -> tuple[list[dict], np.ndarray, list[set[int]], np.ndarray, np.ndarray]:
     """Documents; returns (records, topic per doc, focus concepts per doc, day of each document since
-    `o.start`)."""
+    `o.start`, intent per doc (-1 without intents))."""
     topic_p = rng.dirichlet(np.full(o.n_topics, 2.0))
     topics = rng.choice(o.n_topics, size=o.n_docs, p=topic_p)
     start = pd.Timestamp(o.start, tz="UTC")
@@ -132,6 +143,7 @@ def _docs(
     days = rng.integers(0, span_days, size=o.n_docs)
     records, focus_sets = [], []
     seconds = np.empty(o.n_docs, dtype=np.int64)
+    intents = np.full(o.n_docs, -1, dtype=np.int64)
     for i, t in enumerate(topics):
         concepts = w.topic_concepts[t]
         focus = rng.choice(concepts, size=rng.integers(2, 5), replace=False)
@@ -144,6 +156,9 @@ def _docs(
         toks += list(w.doc_word[concepts[_any(rng, len(concepts), n_topic)]])
         toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
         toks += list(w.background[_pick(rng, w.background_cdf, length - len(toks))])
+        if w.intent_markers is not None:
+            intents[i] = rng.integers(len(w.intent_markers))
+            toks += list(w.intent_markers[intents[i]][_any(rng, MARKERS, int(rng.integers(2, 5)))])
         rng.shuffle(toks)
         title = list(
             w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)]
@@ -155,7 +170,7 @@ def _docs(
     stamps = np.datetime64(start.tz_localize(None), "s") + days * 86400 + seconds
     for r, ts in zip(records, np.datetime_as_string(stamps, unit="s"), strict=True):
         r["timestamp"] = f"{ts}Z"
-    return records, topics, focus_sets, days
+    return records, topics, focus_sets, days, intents
 
 
 def _queries(
@@ -165,6 +180,7 @@ def _queries(
     doc_topics: np.ndarray,
     focus: list[set[int]],
     doc_days: np.ndarray,
+    doc_intents: np.ndarray,
 ) -> tuple[list[dict], list[tuple[str, str, int]], list[str]]:
     """Queries with graded qrels. Returns (records, qrels, split per query)."""
     n = o.n_train + o.n_test
@@ -208,6 +224,10 @@ def _queries(
         fresh = rng.random() < o.p_fresh_query
         if fresh:
             words.insert(0, _one(rng, FRESH_WORDS))
+        intent = -1
+        if w.intent_word is not None and rng.random() < o.p_intent_query:
+            intent = int(rng.integers(len(w.intent_word)))
+            words.append(str(w.intent_word[intent]))
         # Train queries come from the months before the cut-off, test queries from the months after it.
         offset = int(rng.integers(0, 90 * 86400))
         qtime = (
@@ -223,6 +243,8 @@ def _queries(
             grade: int = 2 if hit == len(asked_set) else (1 if hit > 0 else 0)
             if fresh and grade > 0 and qday - doc_days[d] > o.fresh_days:
                 grade = grade - 1
+            if intent >= 0 and doc_intents[d] != intent:
+                grade = 0
             if grade > 0 and doc_days[d] <= qday:
                 rows.append((f"d{d}", grade))
         if not rows or not any(g == 2 for _, g in rows) and rng.random() < 0.7:
@@ -245,8 +267,8 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)
     world = _build_world(o, rng)
-    docs, doc_topics, focus, doc_days = _docs(o, world, rng)
-    queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days)
+    docs, doc_topics, focus, doc_days, doc_intents = _docs(o, world, rng)
+    queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days, doc_intents)
     split_of = {q["_id"]: s for q, s in zip(queries, splits, strict=True)}
     by_split: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
     for qid, did, g in qrels:

@@ -63,6 +63,11 @@ class SampleOptions:
     p_topic_word: float = 0.85
     p_fresh_query: float = 0.2
     fresh_days: int = 365
+    # Intents (0: none): every document is of one intent, written with a few marker words of its own; a query
+    # asks for one with chance `p_intent_query`, by a word documents never use, and documents of any other
+    # intent are not relevant to it. Only the training queries tell which word means which markers.
+    n_intents: int = 0
+    p_intent_query: float = 0.6
     sessions_per_query: int = 20
     start: str = "2022-01-01"
     log_start: str = "2025-01-01"
@@ -87,8 +92,9 @@ class SampleOptions:
             "p_ambiguous_topic",
             "p_topic_word",
             "p_fresh_query",
+            "p_intent_query",
         )
-        for key in ("n_background", "fresh_days", "sessions_per_query"):
+        for key in ("n_background", "fresh_days", "sessions_per_query", "n_intents"):
             v = getattr(self, key)
             check(v >= 0, f"data.options.{key}", v, "must be >= 0")
 

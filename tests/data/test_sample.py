@@ -100,3 +100,35 @@ PINNED = {
     "qrels/train.tsv": "1b158696f0ab553b",
     "qrels/test.tsv": "4048f5f03d2fa240",
 }
+
+
+def test_a_query_that_asks_for_an_intent_is_answered_only_by_documents_of_that_intent(tmp_path):
+    """`n_intents`: documents carry their intent's marker words, queries name an intent by a word no document
+    holds, and only documents of the asked intent are judged relevant to such a query."""
+    import numpy as np
+
+    from distill.data.sample import _build_world
+
+    opts = SampleOptions(n_docs=600, n_train=60, n_test=20, n_topics=6, sessions_per_query=2, n_intents=3)
+    generate(tmp_path, opts)
+    world = _build_world(opts, np.random.default_rng(opts.seed))  # the generator's first draws
+    corpus = pd.read_json(tmp_path / "corpus.jsonl", lines=True, dtype={"_id": str}).set_index("_id")
+    words = {d: set(t.split()) for d, t in corpus.text.items()}
+    intent_of = {}
+    for d, ws in words.items():
+        held = [i for i, marks in enumerate(world.intent_markers) if ws & set(marks)]
+        assert len(held) == 1, f"{d} holds markers of intents {held}"
+        intent_of[d] = held[0]
+    assert not set().union(*words.values()) & set(world.intent_word)
+    queries = pd.read_json(tmp_path / "queries.jsonl", lines=True, dtype={"_id": str}).set_index("_id")
+    qrels = pd.concat(pd.read_csv(tmp_path / "qrels" / f"{s}.tsv", sep="\t") for s in ("train", "test"))
+    asked = {
+        q: [i for i, w in enumerate(world.intent_word) if w in t.split()] for q, t in queries.text.items()
+    }
+    with_intent = qrels[[len(asked[q]) == 1 for q in qrels["query-id"]]]
+    assert with_intent["query-id"].nunique() >= 20  # about 60% of the 80 queries
+    assert all(intent_of[d] == asked[q][0] for q, d in zip(with_intent["query-id"], with_intent["corpus-id"]))
+    without = qrels[[not asked[q] for q in qrels["query-id"]]]
+    assert (
+        len({intent_of[d] for d in without["corpus-id"]}) == 3
+    )  # other queries' relevant documents: any intent
