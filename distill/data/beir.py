@@ -164,21 +164,33 @@ class Dataset:
     def doc_texts(self, docids: Iterable[str], fields: Iterable[str] = ("title", "text")) -> list[str]:
         """Document text for the model and BM25: the fields joined by a space, empty fields skipped. An id the
         corpus lacks, or fields of which the corpus has none, are a `DataError`: never an empty text."""
-        fields = list(fields)
+        cols = self._text_columns(fields)
         docids = list(docids)
-        cols = [self.corpus[f] for f in fields if f in self.corpus]
-        if not cols:
-            have = sorted(c for c in self.corpus.columns if self.corpus[c].dtype == object)
-            raise DataError(
-                f"dataset {self.name!r}: the corpus has none of the fields {fields} (retrieval.fields); it has {have}"
-            )
-        where = self.corpus.index.get_indexer(docids)
+        where = self.doc_positions(docids)
         if (where < 0).any():
             missing = [d for d, w in zip(docids, where, strict=True) if w < 0]
             raise DataError(
                 f"dataset {self.name!r}: {len(missing)} docid(s) not in corpus.jsonl (first: {missing[:3]}); "
                 f"their texts would be empty: the input naming them belongs to another dataset"
             )
+        return self._joined(cols, where)
+
+    def texts_at(self, where: np.ndarray, fields: Iterable[str] = ("title", "text")) -> list[str]:
+        """`doc_texts` of the documents at positions `where` of the corpus."""
+        return self._joined(self._text_columns(fields), where)
+
+    def _text_columns(self, fields: Iterable[str]) -> list[pd.Series]:
+        fields = list(fields)
+        cols = [self.corpus[f] for f in fields if f in self.corpus]
+        if not cols:
+            have = sorted(c for c in self.corpus.columns if self.corpus[c].dtype == object)
+            raise DataError(
+                f"dataset {self.name!r}: the corpus has none of the fields {fields} (retrieval.fields); it has {have}"
+            )
+        return cols
+
+    @staticmethod
+    def _joined(cols: list[pd.Series], where: np.ndarray) -> list[str]:
         sub = [c.iloc[where].fillna("").astype(str).reset_index(drop=True) for c in cols]
         joined = sub[0]
         for s in sub[1:]:
@@ -213,9 +225,10 @@ class DocTexts(Sequence[str]):
         return len(self.ds.corpus)
 
     def __getitem__(self, i: Any) -> Any:
+        at = np.arange(len(self))[i]  # the positions themselves: no id is looked up
         if isinstance(i, slice):
-            return self.ds.doc_texts(self.ds.corpus.index[i], self.fields)
-        return self.ds.doc_texts([self.ds.corpus.index[i]], self.fields)[0]
+            return self.ds.texts_at(at, self.fields)
+        return self.ds.texts_at(np.array([at]), self.fields)[0]
 
     def __iter__(self) -> Iterator[str]:
         for start in range(0, len(self), 50_000):  # a slice at a time, not a document

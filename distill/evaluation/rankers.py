@@ -98,7 +98,7 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     scores = index.score_pairs(
         ds.queries.loc[qids, "text"].tolist(),
         qids.get_indexer(cands.qid),
-        ds.corpus.index.get_indexer(cands.docid),
+        ds.doc_positions(cands.docid),
     )
     return [Ranker("bm25_wordpiece", "retrieval", scores.astype(np.float64))]
 

@@ -48,9 +48,7 @@ class BehaviourFeatures(FeatureFamily):
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         if self.table is None:
             return {}
-        key = rows.qpos.to_numpy(np.int64) * len(ctx.ds.corpus) + rows.dpos.to_numpy(
-            np.int64
-        )  # as `pair_keys`
+        key = position_keys(ctx.ds, rows.qpos.to_numpy(), rows.dpos.to_numpy())
         return {k: v for k, v in lookup(self.table, key, ctx.opts).items() if k in wanted}
 
 
@@ -83,7 +81,11 @@ class ClickTable:
 
 def pair_keys(ds: Dataset, qids: pd.Series, docids: pd.Series) -> np.ndarray:
     """Integer keys of (qid, docid) pairs in the dataset (-1 for an id it does not hold)."""
-    q, d = ds.query_positions(qids.astype(str)), ds.doc_positions(docids.astype(str))
+    return position_keys(ds, ds.query_positions(qids.astype(str)), ds.doc_positions(docids.astype(str)))
+
+
+def position_keys(ds: Dataset, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The keys of pairs given by query and document positions (-1 where either is -1)."""
     return np.where((q >= 0) & (d >= 0), q.astype(np.int64) * len(ds.corpus) + d, -1)
 
 
@@ -95,7 +97,7 @@ def aggregate(
     parts: list[pd.DataFrame] = []  # per batch: sums per (key, position)
     clicked_rows: list[pd.DataFrame] = []  # per batch: the clicked rows' session, position and key
     rows = 0
-    train = ds.queries.index.get_indexer(pd.Index(train_qids).astype(str))
+    train = ds.query_positions(pd.Index(train_qids).astype(str))
     for batch in ds.iter_clicks(batch_rows):
         rows += len(batch)
         if cutoff is not None:
