@@ -63,11 +63,42 @@ def _stemmer(language: str | None):
         ) from e
 
 
+# bm25s's token pattern (words of two or more word characters), which `Tokenizer` keeps; on ASCII text it finds
+# what ASCII_TOKEN_PATTERN finds (maximal runs of two or more ASCII word characters), which Rust's regex runs
+# faster than Unicode word boundaries
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+ASCII_TOKEN_PATTERN = r"[0-9A-Za-z_]{2,}"
+# The Snowball stemmers of both PyStemmer and tantivy (rust-stemmers), by PyStemmer's names
+TANTIVY_STEMMERS = frozenset(
+    [
+        "arabic",
+        "danish",
+        "dutch",
+        "english",
+        "finnish",
+        "french",
+        "german",
+        "greek",
+        "hungarian",
+        "italian",
+        "norwegian",
+        "portuguese",
+        "romanian",
+        "russian",
+        "spanish",
+        "swedish",
+        "tamil",
+        "turkish",
+    ]
+)
+
+
 class Tokenizer:
     """The project's BM25 tokenisation (bm25s's tokenizer: lower-casing, stop words, stemming as configured): a
     callable from texts to their token strings. Both engines use it, so they index and search the same terms."""
 
     def __init__(self, stemmer: str | None = "english", stopwords: str | None = "en", lowercase: bool = True):
+        self.language = stemmer
         self.stem = _stemmer(stemmer)
         self.stopwords: str | list[str] = stopwords or []
         self.lowercase = lowercase
@@ -76,11 +107,33 @@ class Tokenizer:
         return bm25s.tokenize(
             list(texts),
             lower=self.lowercase,
+            token_pattern=TOKEN_PATTERN,
             stopwords=self.stopwords,
             stemmer=self.stem,
             return_ids=ids,
             show_progress=False,
         )
+
+    def tantivy_analyzer(self) -> Any | None:
+        """This tokenisation as a tantivy analyzer (bm25s's token pattern, then lower-casing, the same stop words
+        and the same Snowball stemmer, run in Rust by tantivy's indexing threads), or None where tantivy has no
+        such stemmer. It splits as bm25s does on ASCII text only: outside ASCII, Python's and Rust's `\\w` differ
+        (combining marks, other numbers) and bm25s lower-cases before it splits, so callers give it ASCII texts
+        (`str.isascii`) and tokenise the rest here."""
+        import tantivy
+        from bm25s.tokenization import _infer_stopwords
+
+        if self.language and self.language not in TANTIVY_STEMMERS:
+            return None
+        builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(ASCII_TOKEN_PATTERN))
+        if self.lowercase:
+            builder = builder.filter(tantivy.Filter.lowercase())
+        words = list(_infer_stopwords(self.stopwords))
+        if words:
+            builder = builder.filter(tantivy.Filter.custom_stopword(words))
+        if self.language:
+            builder = builder.filter(tantivy.Filter.stemmer(self.language))
+        return builder.build()
 
 
 class GivenTokens:

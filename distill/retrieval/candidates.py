@@ -197,12 +197,10 @@ class CandidatesWriter:
         self.queries += len(qids)
         if k is not None:
             self.short += len(qids) - int((rows.groupby("qid").size() >= k).sum())
-        qrels = self.qrels.get(split)
-        if qrels is not None:
-            mine = qrels[qrels.qid.isin(qids)]
-            self.per_query.setdefault(split, []).append(
-                per_query(mine, rows.rename(columns={"bm25": "score"}))
-            )
+        if metrics is None:
+            metrics = chunk_metrics(self.qrels.get(split), rows, qids)
+        if metrics is not None:
+            self.per_query.setdefault(split, []).append(metrics)
 
     def close(self) -> dict[str, dict[str, float]]:
         """Rename the file into place; BM25's metrics per split (queries with a relevant judgement)."""

@@ -23,6 +23,7 @@ from distill.data.beir import Dataset
 from distill.errors import DataError, DistillError
 from distill.ir import fingerprint
 from distill.retrieval.candidates import CandidatesWriter, queries_per_split
+from distill.retrieval.schema import RetrievalConfig
 from distill.workspace import Workspace, write_json_atomic
 
 NAMES = ["qid", "q0", "docid", "rank", "score", "tag"]
@@ -183,7 +184,9 @@ def main(argv: list[str]) -> int:
         help="as data.test_fraction, for a folder judged on test only",
     )
     ap.add_argument("--split-seed", type=int, default=0, help="as data.split_seed")
-    ap.add_argument("--chunk-queries", type=int, default=10_000, help="as retrieval.chunk_queries")
+    ap.add_argument(
+        "--chunk-queries", type=int, default=RetrievalConfig.chunk_queries, help="as retrieval.chunk_queries"
+    )
     args = ap.parse_args(argv)
     try:
         Workspace.check_root(args.workspace)

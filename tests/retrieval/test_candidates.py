@@ -130,3 +130,23 @@ def test_chunks_smaller_than_the_data_give_identical_candidates(tiny_sample_cfg)
     assert pq.ParquetFile(f"{small.paths.workspace}/candidates.parquet").num_row_groups > 5
     for split in m_whole:
         assert m_whole[split] == pytest.approx(m_small[split])
+
+
+def test_the_writer_uses_the_metrics_a_chunk_brings_and_computes_the_others(tmp_path):
+    """A chunk searched with its per-query metrics (as the search threads and Dask workers compute them) is not
+    evaluated a second time; a chunk without them is evaluated against the qrels."""
+    from distill.retrieval.candidates import CandidatesWriter, chunk_metrics
+
+    qrels = pd.DataFrame({"qid": ["q1", "q2"], "docid": ["d1", "d2"], "relevance": [1, 1]})
+    rows = pd.DataFrame(
+        {"qid": ["q1", "q1", "q2"], "docid": ["d1", "d3", "d3"], "rank": [1, 2, 1], "bm25": [2.0, 1.0, 1.5]}
+    ).assign(split="test")
+    computed = chunk_metrics(qrels, rows, ["q1", "q2"])
+    assert list(computed["ndcg@10"]) == [1.0, 0.0]
+    given = computed.assign(**{"ndcg@10": [0.5, 0.9]})
+    writer = CandidatesWriter(tmp_path / "candidates.parquet", {"test": qrels})
+    writer.add(rows, ["q1", "q2"], "test", 2, given)
+    assert writer.close()["test"]["ndcg@10"] == pytest.approx(0.7)
+    writer = CandidatesWriter(tmp_path / "candidates.parquet", {"test": qrels})
+    writer.add(rows, ["q1", "q2"], "test", 2)
+    assert writer.close()["test"]["ndcg@10"] == 0.5
