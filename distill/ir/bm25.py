@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -13,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from distill.errors import ConfigError
+from distill.ir.pools import ordered_submit
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -21,6 +25,9 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 # Pruned search (`BM25Index._pruned_top_k`) gives up once scoring its candidates one posting lookup at a time
 # would cost more than this many times the exhaustive scoring's work (documents plus postings) per lookup.
 PRUNE_COST = 8
+
+# Processes tokenising a corpus at most (`tokenised_parts`): bounds the texts in flight (two parts each)
+MAX_WORKERS = 8
 
 # Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 0.5 GB at 50 terms per text).
 PAIR_CHUNK = 500_000
@@ -103,6 +110,12 @@ class Tokenizer:
         self.stopwords: str | list[str] = stopwords or []
         self.lowercase = lowercase
 
+    def __getstate__(self) -> dict[str, Any]:  # for tokenising processes: the stemmer is made again there
+        return {"language": self.language, "stopwords": self.stopwords, "lowercase": self.lowercase}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["language"], state["stopwords"] or None, state["lowercase"])  # type: ignore[misc]
+
     def __call__(self, texts: Sequence[str], ids: bool = False) -> Any:
         return bm25s.tokenize(
             list(texts),
@@ -147,6 +160,50 @@ class GivenTokens:
         return self.split(list(texts))
 
 
+def tokenise_part(
+    tokenize: Callable[..., Any], texts: Sequence[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One part of a corpus in its own vocabulary: its words in order of first occurrence, every token as an index
+    into them, and each text's number of tokens."""
+    vocab: dict[str, int] = {}
+    ids: list[int] = []
+    lengths: list[int] = []
+    for toks in tokenize(texts, ids=False):
+        ids.extend(vocab.setdefault(t, len(vocab)) for t in toks)
+        lengths.append(len(toks))
+    return list(vocab), np.asarray(ids, np.int32), np.asarray(lengths, np.int64)
+
+
+def tokenised_parts(
+    tokenize: Callable[..., Any], parts: Iterator[Sequence[str]], several: bool, workers: int | None = None
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """`tokenise_part` of each part in order: on `workers` forked processes (default: one per CPU, at most
+    `MAX_WORKERS`) where there are `several` parts and the tokenisation is the project's own (`Tokenizer`, which a
+    process can rebuild), else here.
+
+    bm25s tokenises in Python, one text at a time under the interpreter's lock (most of preparing BM25 over a
+    corpus), so threads would not help. Processes are forked (Linux only: elsewhere, or in a process that may not
+    start others such as a Dask worker's daemon, the parts are tokenised here): a spawned process would import
+    the caller's main module again, which breaks scripts without a `__main__` guard. The parts go to the
+    processes as texts and come back as arrays, at most two per process in flight."""
+    import multiprocessing as mp
+
+    workers = min(workers or os.cpu_count() or 1, MAX_WORKERS)
+    parallel = several and workers > 1 and sys.platform == "linux" and not mp.current_process().daemon
+    if not (parallel and isinstance(tokenize, Tokenizer)):
+        yield from (tokenise_part(tokenize, [*p]) for p in parts)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    gc.freeze()  # the forked processes' collector leaves this process's objects alone (no copy of their pages)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            texts = ([*p] for p in parts)
+            yield from ordered_submit(pool, functools.partial(tokenise_part, tokenize), texts, 2 * workers)
+    finally:
+        gc.unfreeze()
+
+
 class CompactTokens(Sequence[list[int]]):
     """A tokenised corpus in the form bm25s's `index` takes (`ids`: each text's token ids, `vocab`: token -> id),
     held as one int32 array of every token id and each text's offset: the texts are tokenised `chunk` at a time,
@@ -154,18 +211,26 @@ class CompactTokens(Sequence[list[int]]):
     what bm25s's own `tokenize` returns for the whole corpus at once). bm25s reads `ids` as a sequence of lists;
     each is made when read."""
 
-    def __init__(self, texts: Sequence[str], tokenize: Callable[..., Any], chunk: int = 50_000):
+    def __init__(
+        self,
+        texts: Sequence[str],
+        tokenize: Callable[..., Any],
+        chunk: int = 50_000,
+        workers: int | None = None,
+    ):
         self.vocab: dict[str, int] = {}
-        flat: list[np.ndarray] = []
-        lengths: list[int] = []
-        for start in range(0, len(texts), chunk):
-            ids: list[int] = []
-            for toks in tokenize(texts[start : start + chunk], ids=False):
-                ids.extend(self.vocab.setdefault(t, len(self.vocab)) for t in toks)
-                lengths.append(len(toks))
-            flat.append(np.asarray(ids, dtype=np.int32))
-        self.flat = np.concatenate(flat) if flat else np.zeros(0, np.int32)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        flat: list[np.ndarray] = [np.zeros(0, np.int32)]
+        lengths: list[np.ndarray] = [np.zeros(0, np.int64)]
+        parts = (texts[start : start + chunk] for start in range(0, len(texts), chunk))
+        for words, ids, lens in tokenised_parts(tokenize, parts, len(texts) > chunk, workers):
+            # each part's own ids in order of first occurrence, renumbered so: the ids one process would give
+            remap = np.fromiter(
+                (self.vocab.setdefault(w, len(self.vocab)) for w in words), np.int32, len(words)
+            )
+            flat.append(remap[ids])
+            lengths.append(lens)
+        self.flat = np.concatenate(flat)
+        self.offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths), dtype=np.int64)])
         self.ids = self
 
     def __len__(self) -> int:

@@ -26,6 +26,7 @@ from distill.errors import ConfigError, DataError
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, Tokenizer
 from distill.ir.metrics import per_query
+from distill.ir.pools import ordered_submit
 from distill.ir.tantivy_index import TantivyIndex
 from distill.stamps import Stage, data_config
 from distill.tracking import start_run
@@ -257,7 +258,7 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
             }
             threads = rc.threads or os.cpu_count() or 1
             with ThreadPoolExecutor(threads) as pool:  # tantivy's search runs outside Python's lock
-                results = ordered_threads(
+                results = ordered_submit(
                     pool, lambda c: chunk_result(ds, index, c, rc.k), chunks, 2 * threads
                 )
                 for (split, qids), (rows, per_q) in zip(chunks, results, strict=True):
@@ -283,19 +284,6 @@ def search_task(chunk: tuple[str, list[str]], key: str) -> tuple[pd.DataFrame, p
     """One chunk of queries on a Dask worker (the same rows and metrics `chunk_result` gives in this process)."""
     ds, index, rc = _worker_state(key)
     return chunk_result(ds, index, chunk, rc.k)
-
-
-def ordered_threads(pool: ThreadPoolExecutor, fn: Any, items: list[Any], window: int) -> Iterator[Any]:
-    """`fn(item)` on the pool's threads, results in the items' order, at most `window` in flight."""
-    from collections import deque
-
-    pending: deque[Any] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -138,3 +138,21 @@ def test_pruned_search_is_exactly_the_exhaustive_one(k):
         np.testing.assert_array_equal(scores[qi], full[want])
         pruned += idx._pruned_top_k(np.asarray(idx.retriever.get_tokens_ids(toks)), k) is not None
     assert pruned > len(queries) // 2  # most queries took the pruned path
+
+
+def test_a_corpus_tokenised_on_several_processes_equals_one_tokenised_here():
+    """Parts tokenised by worker processes, each in its own vocabulary, give the very token ids, lengths and
+    vocabulary of one pass here (the ids are numbered by first occurrence either way)."""
+    from distill.ir.bm25 import CompactTokens, Tokenizer
+
+    texts = [
+        f"the {w} cats ran" if i % 3 else f"dogs {w} barking loudly {i}"
+        for i, w in enumerate("abcdefghijk" * 3)
+    ]
+    texts[4] = ""
+    one = CompactTokens(texts, Tokenizer(), chunk=len(texts))
+    for workers in (1, 2):
+        parts = CompactTokens(texts, Tokenizer(), chunk=4, workers=workers)
+        assert parts.vocab == one.vocab
+        assert parts.flat.tolist() == one.flat.tolist() and parts.offsets.tolist() == one.offsets.tolist()
+    assert one[4] == [] and one[1] == [one.vocab[t] for t in ("cat", "ran")]
