@@ -3,11 +3,12 @@ document), with exactly the tokenisation of the project's bm25s index.
 
 Texts get the terms of bm25s's own tokenizer with the configured lower-casing, stop words and stemmer, so both
 engines see the same terms: ASCII texts through the same tokenisation written as a tantivy analyzer (run in Rust
-by the indexing thread; checked against bm25s on the corpus's first texts, `rust_analyzer`), the others tokenised
-here in chunks and given to tantivy as tokens (so the corpus is never held as tokens at once). tantivy scores with Lucene's BM25 at k1 = 1.2, b = 0.75 (tantivy-py does not expose them; the
-retrieval schema refuses other values for this engine) and multiplies by (k1 + 1), which bm25s's `lucene` method
-leaves out: scores here are divided by (k1 + 1), so the `bm25` column means the same under either engine (up to
-tantivy's one-byte document-length norms). Written by hand because no library offers this bridge: it is the glue
+by the indexing threads; checked against bm25s on the corpus's first texts, `rust_analyzer`), the others
+tokenised here in chunks and given to tantivy as tokens (so the corpus is never held as tokens at once). tantivy
+scores with Lucene's BM25 at k1 = 1.2, b = 0.75 (tantivy-py does not expose them; the retrieval schema refuses
+other values for this engine) and multiplies by (k1 + 1), which bm25s's `lucene` method leaves out: scores here
+are divided by (k1 + 1), so the `bm25` column means the same under either engine (up to tantivy's one-byte
+document-length norms). Ties at the k-th score go to the first positions, whatever the order of the segments. Written by hand because no library offers this bridge: it is the glue
 between bm25s's tokens and tantivy's index.
 
 The index lives in a folder (`path`); `TantivyIndex.open` reuses one built before from the same texts and options
@@ -40,12 +41,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-ANALYZER = (
-    "distill"  # the index's own analyzer: the project's tokenisation in Rust (`Tokenizer.tantivy_analyzer`)
-)
-CHECKED = (
-    1_000  # ASCII texts on which the Rust analyzer must give bm25s's tokens before it indexes the corpus
-)
+# the index's own analyzer: the project's tokenisation in Rust (`Tokenizer.tantivy_analyzer`)
+ANALYZER = "distill"
+# ASCII texts on which the Rust analyzer must give bm25s's tokens before it indexes the corpus
+CHECKED = 1_000
 
 
 def rust_analyzer(tokenizer: Any, texts: Sequence[str]) -> Any | None:
@@ -111,12 +110,11 @@ class TantivyIndex:
         index = tantivy.Index(sb.build(), path=str(path))
         if analyzer:
             index.register_tokenizer(ANALYZER, analyzer)
-        given = tantivy.TextAnalyzerBuilder(
-            tantivy.Tokenizer.whitespace()
-        ).build()  # tokens made here, as given
+        # tokens made here are given to the index as they are
+        given = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace()).build()
         # Indexing threads analyse in parallel (into segments whose order is not the documents'; `search` breaks
         # ties by position, so the candidates do not depend on it).
-        threads = threads or (os.cpu_count() or 1 if analyzer else 1)
+        threads = threads or ((os.cpu_count() or 1) if analyzer else 1)
         writer = index.writer(heap_size=max(15_000_000 * threads, 256_000_000), num_threads=threads)
         pos = 0
         for chunk in _chunks(texts, CHUNK):
