@@ -93,7 +93,9 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
         return [list(tok.convert_ids_to_tokens(row)) for row in ids]
 
     rc = cfg.retrieval
-    index = BM25Index(ds.doc_texts(ds.corpus.index), k1=rc.k1, b=rc.b, method=rc.method, tokenizer=pieces)
+    index = BM25Index(
+        ds.doc_texts(ds.corpus.index), k1=rc.k1, b=rc.b, method=rc.method, tokenizer=pieces, pairs_only=True
+    )
     qids = pd.Index(cands.qid.unique())
     scores = index.score_pairs(
         ds.queries.loc[qids, "text"].tolist(),

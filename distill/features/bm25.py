@@ -37,8 +37,11 @@ class BM25Features(FeatureFamily):
                 log.info("feature bm25_%s dropped: the corpus has no %r field", field, field)
                 continue
             self.fields[field] = BM25Index(
-                ctx.ds.lazy_doc_texts([field]), tokens=ctx.corpus_tokens(field), **bm25_options(ctx.rc)
-            ).keep_pairs_only()
+                ctx.ds.lazy_doc_texts([field]),
+                tokens=ctx.corpus_tokens(field),
+                pairs_only=True,
+                **bm25_options(ctx.rc),
+            )
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}

@@ -246,6 +246,109 @@ class CompactTokens(Sequence[list[int]]):
             yield self.flat[a:b].tolist()
 
 
+# Documents per step of `ArrayBM25`'s build: bounds the memory of one step's counts and weights.
+BUILD_DOCS = 100_000
+
+
+class ArrayBM25(bm25s.BM25):
+    """bm25s's BM25 whose index is built from a `CompactTokens`' arrays: the same postings (BM25 weights, term
+    ids, offsets, in bm25s's float32 and dtypes), from bm25s's own idf and term-frequency scorers applied to a
+    step of documents at a time.
+
+    Written here because bm25s's `build_index_from_ids` (which it documents as the method to override) counts
+    and scores one document at a time in Python, then sorts every posting by a 64-bit key: at 1.8M documents
+    that was most of a minute per field and about 36 bytes per posting at its peak. Here the counts are a sparse
+    documents x terms matrix made from the token arrays, and the weights fill its entries. Set `term_major` to
+    False to keep only the documents x terms weights (`doc_major`: what scoring given pairs reads) and never
+    build the term-major postings that search reads."""
+
+    term_major: bool = True
+    doc_major: sp.csr_matrix | None = None
+
+    def build_index_from_ids(
+        self,
+        unique_token_ids: list[int],
+        corpus_token_ids: Any,
+        show_progress: bool = True,
+        leave_progress: bool = False,
+    ) -> dict[str, Any]:
+        if not isinstance(corpus_token_ids, CompactTokens):
+            return super().build_index_from_ids(
+                unique_token_ids, corpus_token_ids, show_progress, leave_progress
+            )
+        from bm25s import scoring
+
+        tokens, n_terms = corpus_token_ids, len(unique_token_ids)
+        lengths = np.diff(tokens.offsets)
+        n_docs, avg_len = len(lengths), lengths.mean()
+        # each document's distinct terms (sorted) and their counts, a step of documents at a time
+        steps = [
+            _term_counts(tokens, a, min(a + BUILD_DOCS, n_docs), n_terms)
+            for a in range(0, n_docs, BUILD_DOCS)
+        ]
+        tf = np.concatenate([np.zeros(0, np.float32), *(c.data for c in steps)])
+        terms = np.concatenate([np.zeros(0, np.int32), *(c.indices.astype(np.int32) for c in steps)])
+        per_doc = np.concatenate(
+            [np.zeros(0, np.int64), *(np.diff(c.indptr).astype(np.int64) for c in steps)]
+        )
+        del steps
+        indptr = np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64)
+        doc_freq = np.bincount(terms, minlength=n_terms)
+        freqs = dict(enumerate(doc_freq.tolist()))
+        idf_fn, tfc_fn = scoring._select_idf_scorer(self.idf_method), scoring._select_tfc_scorer(self.method)
+        self.nonoccurrence_array = None
+        if self.method in self.methods_requiring_nonoccurrence:
+            self.nonoccurrence_array = scoring._build_nonoccurrence_array(
+                doc_frequencies=freqs,
+                n_docs=n_docs,
+                compute_idf_fn=idf_fn,
+                calculate_tfc_fn=tfc_fn,
+                l_d=avg_len,
+                l_avg=avg_len,
+                k1=self.k1,
+                b=self.b,
+                delta=self.delta,
+                dtype=self.dtype,
+            )
+        idf = scoring._build_idf_array(
+            doc_frequencies=freqs, n_docs=n_docs, compute_idf_fn=idf_fn, dtype=self.dtype
+        )
+        for a in range(0, n_docs, BUILD_DOCS):  # the weights replace the counts, in bm25s's arithmetic
+            lo, hi = indptr[a], indptr[min(a + BUILD_DOCS, n_docs)]
+            doc_len = np.repeat(lengths[a : a + BUILD_DOCS].astype(np.float64), per_doc[a : a + BUILD_DOCS])
+            t = terms[lo:hi]
+            w = idf[t] * tfc_fn(
+                tf_array=tf[lo:hi], l_d=doc_len, l_avg=avg_len, k1=self.k1, b=self.b, delta=self.delta
+            )
+            if self.nonoccurrence_array is not None:
+                w -= self.nonoccurrence_array[t]
+            tf[lo:hi] = w
+        weights = sp.csr_matrix((tf.astype(self.dtype, copy=False), terms, indptr), shape=(n_docs, n_terms))
+        if not self.term_major:
+            self.doc_major = weights
+            # the term-major offsets alone (each term's document frequency), as a searchable index has them
+            return {"indptr": np.concatenate([[0], np.cumsum(doc_freq)]).astype(np.int64), "num_docs": n_docs}
+        by_term = weights.tocsc()
+        del weights
+        return {
+            "data": by_term.data,
+            "indices": by_term.indices.astype(np.int32, copy=False),
+            "indptr": by_term.indptr.astype(np.int64, copy=False),
+            "num_docs": n_docs,
+        }
+
+
+def _term_counts(tokens: CompactTokens, a: int, b: int, n_terms: int) -> sp.csr_matrix:
+    """Documents a..b of `tokens` as a documents x terms matrix of float32 counts, each row's terms sorted."""
+    lo, hi = tokens.offsets[a], tokens.offsets[b]
+    counts = sp.csr_matrix(
+        (np.ones(hi - lo, np.float32), tokens.flat[lo:hi].copy(), tokens.offsets[a : b + 1] - lo),
+        shape=(b - a, n_terms),
+    )
+    counts.sum_duplicates()
+    return counts
+
+
 class BM25Index:
     """A bm25s index over `texts`; `search` returns, per query, the matching doc positions and scores.
 
@@ -266,6 +369,7 @@ class BM25Index:
         lowercase: bool = True,
         tokenizer: Callable[[Sequence[str]], list[list[str]]] | None = None,
         tokens: CompactTokens | None = None,
+        pairs_only: bool = False,
     ):
         self.tokenizer: Tokenizer | GivenTokens = (
             GivenTokens(tokenizer) if tokenizer else Tokenizer(stemmer, stopwords, lowercase)
@@ -275,9 +379,13 @@ class BM25Index:
             tokens = CompactTokens(texts, self.tokenize)
         elif len(tokens) != self.n_docs:
             raise ValueError(f"tokens of {len(tokens)} texts given for an index of {self.n_docs}")
-        self.retriever = bm25s.BM25(k1=k1, b=b, method=method)
+        self.retriever = ArrayBM25(k1=k1, b=b, method=method)
+        # `pairs_only`: only `score_pairs` will be asked (`keep_pairs_only`), so no term-major postings are built
+        self.retriever.term_major = not pairs_only
         # `tokens`: the texts tokenised before with this tokenisation (a caller that shares them with another use)
         self.retriever.index(tokens, show_progress=False)
+        if self.retriever.doc_major is not None:
+            self.__dict__["_doc_terms"], self.retriever.doc_major = self.retriever.doc_major, None
 
     def tokenize(self, texts: Sequence[str], ids: bool = True):
         """The index's tokens of `texts` (lower-casing, stop words, stemming as configured): token ids, or

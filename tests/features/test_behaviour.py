@@ -19,6 +19,8 @@ LOG = [  # session, qid, docid, position, clicked, dwell_s, timestamp
     (2, "q1", "d2", 1, False, 0.0, "2025-01-02T00:00:00Z"),
     (2, "q1", "d1", 2, True, 20.0, "2025-01-02T00:00:00Z"),  # session 2's last click
     (3, "q2", "d3", 1, True, 5.0, "2025-01-03T00:00:00Z"),  # session 3's last click
+    # a document the corpus lacks, deeper than any row before: it counts in the log's CTRs, matches no candidate
+    (3, "q2", "d9", 5, False, 0.0, "2025-01-03T00:00:00Z"),
     (4, "q2", "d3", 1, True, 7.0, "2025-02-01T00:00:00Z"),  # after the cut-off: not used
 ]
 
@@ -37,8 +39,8 @@ def dataset(tmp_path) -> Dataset:
 
 @pytest.mark.parametrize("batch_rows,fold", [(1, 2), (1, 8), (2, 8), (1000, 8)])
 def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, monkeypatch, batch_rows, fold):
-    # used rows: the first six. CTR by position: 1 -> 2/3, 2 -> 2/2, 3 -> 0/1; propensities CTR(p)/CTR(1): 1, 1.5,
-    # 0. The log's mean CTR (prior) 4/6. ctr = (clicks + 10 * prior) / (impressions + 10).
+    # used rows: the first seven. CTR by position: 1 -> 2/3, 2 -> 2/2, 3 -> 0/1, 5 -> 0/1; propensities
+    # CTR(p)/CTR(1): 1, 1.5, 0, 0. The log's mean CTR (prior) 4/7. ctr = (clicks + 10 * prior) / (impressions + 10).
     monkeypatch.setattr(behaviour, "FOLD_BATCHES", fold)  # the batches' sums folded every `fold` batches
     ds = dataset(tmp_path)
     opts = FeatureOptions(click_cutoff="2025-01-15T00:00:00Z")
@@ -47,7 +49,7 @@ def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, monkeypatch,
     fam.prepare(ctx, set(fam.names))
     rows = pd.DataFrame({"qid": ["q1", "q1", "q1", "q2", "q2"], "docid": ["d1", "d2", "d3", "d3", "d1"]})
     got = fam.compute(ctx, with_positions(ctx, rows), set(fam.names))
-    prior = 4 / 6
+    prior = 4 / 7
     expected = {
         "impressions": [2, 2, 1, 1, 0],
         "clicks": [2, 1, 0, 1, 0],

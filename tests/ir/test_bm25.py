@@ -156,3 +156,60 @@ def test_a_corpus_tokenised_on_several_processes_equals_one_tokenised_here():
         assert parts.vocab == one.vocab
         assert parts.flat.tolist() == one.flat.tolist() and parts.offsets.tolist() == one.offsets.tolist()
     assert one[4] == [] and one[1] == [one.vocab[t] for t in ("cat", "ran")]
+
+
+def _postings(bm):
+    sc = bm.scores
+    return sc["data"], sc["indices"], sc["indptr"], getattr(bm, "nonoccurrence_array", None)
+
+
+def _assert_same_index(texts, method):
+    import bm25s
+
+    from distill.ir.bm25 import ArrayBM25, CompactTokens, Tokenizer
+
+    tok = Tokenizer("english", "en", True)
+    compact = CompactTokens(texts, tok, chunk=max(1, len(texts) // 3))
+    ours, theirs = ArrayBM25(method=method), bm25s.BM25(method=method)
+    # bm25s's own build over the same ids (read as lists: its per-document loop)
+    theirs.index((list(compact), dict(compact.vocab)), show_progress=False)
+    ours.index(compact, show_progress=False)
+    for a, b in zip(_postings(ours), _postings(theirs), strict=True):
+        if b is None:
+            assert a is None
+        else:
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    assert ours.vocab_dict == theirs.vocab_dict
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
+def test_the_array_build_gives_bm25s_own_postings_bit_for_bit(method, monkeypatch):
+    """`ArrayBM25` computes the index from the token arrays a step of documents at a time (here 2 per step) and
+    gives the weights, term ids and offsets of bm25s's per-document build, in its dtypes."""
+    import distill.ir.bm25 as bm25_mod
+
+    monkeypatch.setattr(bm25_mod, "BUILD_DOCS", 2)
+    _assert_same_index(DOCS, method)
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25+"])
+def test_the_array_build_gives_bm25s_own_postings_on_a_real_corpus(method, shared_data, make_cfg):
+    from distill.data.prepare import load_dataset
+
+    ds = load_dataset(make_cfg("data=cranfield"))
+    _assert_same_index(ds.doc_texts(ds.corpus.index), method)
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25l"])
+def test_an_index_built_for_pairs_only_scores_them_as_a_full_one(method):
+    """`pairs_only` never builds the term-major postings: the pair scores equal a searchable index's exactly."""
+    q_idx, d_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS)), np.tile(np.arange(len(DOCS)), len(QUERIES))
+    full, pairs = BM25Index(DOCS, method=method), BM25Index(DOCS, method=method, pairs_only=True)
+    assert "data" not in pairs.retriever.scores and pairs.n_terms == full.n_terms
+    np.testing.assert_array_equal(pairs.retriever.scores["indptr"], full.retriever.scores["indptr"])
+    np.testing.assert_array_equal(
+        pairs.score_pairs(QUERIES, q_idx, d_idx), full.score_pairs(QUERIES, q_idx, d_idx)
+    )
+    with pytest.raises(RuntimeError, match="kept only what scoring pairs needs"):
+        pairs.search(QUERIES, k=3)
