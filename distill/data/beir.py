@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from distill.data.quarantine import Quarantine
 from distill.errors import ConfigError, DataError
 from distill.ir.timestamps import RANGE, parse_timestamps
+from distill.workspace import release_arrow_memory
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class IdPositions:
     per row grew 5x from 60,000 to 600,000 documents. This keeps the ids' 64-bit hashes (pandas' `hash_array`)
     sorted, 16 bytes per id, finds the asked ids' hashes by one binary search over them in sorted order, and
     confirms each match by comparing the strings: an absent id, or one whose hash another id shares, is never
-    given a wrong position (the rare shared hash is looked up exactly)."""
+    given a wrong position (the rare shared hash is looked up exactly). The asked ids are factorised first, so an
+    id asked many times (a query's qid on each of its candidate rows, a click log's ids) is looked up once."""
 
     def __init__(self, ids: Any):
         self.ids = np.asarray(ids, dtype=object)
@@ -56,9 +58,16 @@ class IdPositions:
         self.hashes = hashes[self.order]
 
     def __call__(self, asked: Any) -> np.ndarray:
-        asked = np.asarray(asked, dtype=object)
-        if not len(asked) or not len(self.ids):
-            return np.full(len(asked), -1, dtype=np.int64)
+        if not isinstance(asked, (pd.Series, pd.Index, np.ndarray, pd.api.extensions.ExtensionArray)):
+            asked = np.asarray(asked, dtype=object)
+        codes, distinct = pd.factorize(asked)  # a missing value (None, NA) has code -1: no position
+        if not len(codes) or not len(distinct) or not len(self.ids):
+            return np.full(len(codes), -1, dtype=np.int64)
+        found = self._distinct(np.asarray(distinct, dtype=object))
+        return np.where(codes >= 0, found[codes], -1).astype(np.int64)
+
+    def _distinct(self, asked: np.ndarray) -> np.ndarray:
+        """Each of the distinct ids `asked`' position (-1: absent)."""
         h = pd.util.hash_array(asked, categorize=False)
         by_hash = np.argsort(h, kind="stable")  # searching in sorted order walks the table once
         at = np.empty(len(h), dtype=np.int64)
@@ -175,8 +184,8 @@ class Dataset:
             )
         return self._joined(cols, where)
 
-    def texts_at(self, where: np.ndarray, fields: Iterable[str] = ("title", "text")) -> list[str]:
-        """`doc_texts` of the documents at positions `where` of the corpus."""
+    def texts_at(self, where: np.ndarray | slice, fields: Iterable[str] = ("title", "text")) -> list[str]:
+        """`doc_texts` of the documents at positions `where` (an array, or a slice: read in place) of the corpus."""
         return self._joined(self._text_columns(fields), where)
 
     def _text_columns(self, fields: Iterable[str]) -> list[pd.Series]:
@@ -190,12 +199,14 @@ class Dataset:
         return cols
 
     @staticmethod
-    def _joined(cols: list[pd.Series], where: np.ndarray) -> list[str]:
-        sub = [c.iloc[where].fillna("").astype(str).reset_index(drop=True) for c in cols]
-        joined = sub[0]
-        for s in sub[1:]:
-            joined = joined + " " + s
-        return [t.strip() for t in joined.tolist()]
+    def _joined(cols: list[pd.Series], where: np.ndarray | slice) -> list[str]:
+        """The fields' values at `where` joined by a space (a missing value as empty), stripped. Joined in Python:
+        pandas' string arithmetic copies the slice in Arrow at each step, and Arrow's memory pool keeps the pages
+        it frees (tokenising a corpus a slice at a time left several hundred MB with it)."""
+        fields = [[_text(v) for v in c.iloc[where].tolist()] for c in cols]
+        if len(fields) == 1:
+            return [t.strip() for t in fields[0]]
+        return [" ".join(vals).strip() for vals in zip(*fields, strict=True)]
 
     def lazy_doc_texts(self, fields: Iterable[str] = ("title", "text")) -> DocTexts:
         """Every document's `doc_texts`, in corpus order, made when read (a slice at a time): for a reader that
@@ -214,6 +225,13 @@ class Dataset:
         }
 
 
+def _text(value: Any) -> str:
+    """A field's value as text: a missing one (None, NaN, NA) as empty."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or pd.isna(value) else str(value)
+
+
 class DocTexts(Sequence[str]):
     """The corpus's texts as a sequence (`Dataset.lazy_doc_texts`): an index or a slice joins those documents'
     fields when asked."""
@@ -225,10 +243,11 @@ class DocTexts(Sequence[str]):
         return len(self.ds.corpus)
 
     def __getitem__(self, i: Any) -> Any:
-        at = np.arange(len(self))[i]  # the positions themselves: no id is looked up
-        if isinstance(i, slice):
-            return self.ds.texts_at(at, self.fields)
-        return self.ds.texts_at(np.array([at]), self.fields)[0]
+        if isinstance(
+            i, slice
+        ):  # the positions themselves: no id is looked up, and no copy of the slice made
+            return self.ds.texts_at(slice(*i.indices(len(self))), self.fields)
+        return self.ds.texts_at(np.array([np.arange(len(self))[i]]), self.fields)[0]
 
     def __iter__(self) -> Iterator[str]:
         for start in range(0, len(self), 50_000):  # a slice at a time, not a document
@@ -571,6 +590,7 @@ def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise"
     clicks_path = root / "logs" / "impressions.parquet"
     ds = Dataset(name or root.name, corpus, queries, qrels, clicks_path if clicks_path.exists() else None, q)
     q.report()
+    release_arrow_memory()  # what reading the files held in Arrow's pool (about 100 MB at 600,000 documents)
     return ds
 
 
