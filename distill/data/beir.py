@@ -413,6 +413,51 @@ def _read_qrels(path: Path, corpus_ids: Any, query_ids: Any, q: Quarantine) -> p
     """The judgements of a qrels file. Each line's own form (columns, an integer grade) is checked as it is read;
     what needs the whole file (known ids, a pair judged twice) is checked on the frame at once, the offending
     lines reported in line order: per-line Python sets and dicts of pairs cost ~250 bytes per judgement."""
+    df = _well_formed_qrels(path)
+    if df is None:
+        df = _qrels_by_line(path, q)
+    return _checked_qrels(df, f"qrels/{path.name}", corpus_ids, query_ids, q)
+
+
+def _well_formed_qrels(path: Path) -> pd.DataFrame | None:
+    """The judgements (qid, docid, relevance, line) of a well-formed qrels file, read at once by Arrow's CSV
+    reader: the header `query-id<TAB>corpus-id<TAB>score`, then three tab-separated fields per line, integer grades,
+    no blank line and no space around a field. None for any other file: `_qrels_by_line` reads it and names each
+    bad line (parsing each line in Python took 6.4 s for the 100x sample world's 2M judgements)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    if data.partition(b"\n")[0].rstrip(b"\r").split(b"\t") != [b"query-id", b"corpus-id", b"score"]:
+        return None
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(skip_rows=1, column_names=["qid", "docid", "relevance"]),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"qid": pa.string(), "docid": pa.string(), "relevance": pa.int64()}
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a line with other fields, a grade that is not an integer
+        return None
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    # an empty grade; a blank line (the line numbers would not be the rows')
+    if table["relevance"].null_count or table.num_rows + 1 != lines:
+        return None
+    for col in ("qid", "docid"):
+        if not pc.all(pc.equal(pc.utf8_trim_whitespace(table[col]), table[col])).as_py():
+            return None
+    df = table.to_pandas()
+    return df.astype({"qid": "string", "docid": "string", "relevance": "int64"}).assign(
+        line=np.arange(2, len(df) + 2, dtype=np.int64)
+    )
+
+
+def _qrels_by_line(path: Path, q: Quarantine) -> pd.DataFrame:
+    """The judgements (qid, docid, relevance, line) of a qrels file read line by line, each line's own form
+    (columns, an integer grade) checked as it is read."""
     name = f"qrels/{path.name}"
     lines = _lines(path, q)
     first = next(lines, None)
@@ -480,6 +525,14 @@ def _read_qrels(path: Path, corpus_ids: Any, query_ids: Any, q: Quarantine) -> p
     flush()
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     frames.clear()
+    return df
+
+
+def _checked_qrels(
+    df: pd.DataFrame, name: str, corpus_ids: Any, query_ids: Any, q: Quarantine
+) -> pd.DataFrame:
+    """The judgements whose ids the dataset holds, each pair once (what needs the whole file is checked on the
+    frame at once, the offending lines reported in line order), negative grades read as 0."""
     unknown_q = ~_known(df["qid"], query_ids)
     unknown_d = ~_known(df["docid"], corpus_ids) & ~unknown_q
     known = ~(unknown_q | unknown_d)

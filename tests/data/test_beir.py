@@ -220,3 +220,30 @@ def test_id_positions_equal_pandas_own_lookup(monkeypatch, collide):
     np.testing.assert_array_equal(got, ids.get_indexer(asked))
     assert got[asked.index("missing")] == -1 and got[asked.index("")] == ids.get_loc("")
     assert len(IdPositions(ids)([])) == 0 and (IdPositions(pd.Index([]))(["x"]) == -1).all()
+
+
+@pytest.mark.parametrize(
+    "text,fast",
+    [
+        ("query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td3\t0\nq1\td2\t-1\n", True),
+        ("\ufeffquery-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq2\td3\t1", True),  # BOM, CRLF, no last newline
+        ("query-id\tcorpus-id\tscore\nq1\td1\t2\n\nq2\td3\t1\n", False),  # a blank line
+        ("query-id corpus-id score\nq1 d1 2\nq2 d3 1\n", False),  # spaces
+        ("query-id\tcorpus-id\tscore\nq1 \td1\t2\n", False),  # a space around an id
+        ("query-id\tcorpus-id\tscore\nq1\td1\t2.0\nq2\td3\t\n", False),  # a grade written as a float; none
+        ("query-id\tcorpus-id\tscore\nq1\td1\t2\tx\n", False),  # four fields
+    ],
+)
+def test_qrels_read_at_once_equal_qrels_read_by_line(tmp_path, text, fast):
+    """A well-formed qrels file is read by Arrow's CSV reader at once; any other goes line by line. Where both
+    read a file they give the same judgements and line numbers."""
+    from distill.data.beir import _qrels_by_line, _well_formed_qrels
+    from distill.data.quarantine import Quarantine
+
+    path = tmp_path / "test.tsv"
+    path.write_bytes(text.encode())
+    at_once = _well_formed_qrels(path)
+    assert (at_once is not None) == fast
+    by_line = _qrels_by_line(path, Quarantine("drop"))
+    if at_once is not None:
+        pd.testing.assert_frame_equal(at_once, by_line)
