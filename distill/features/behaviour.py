@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 class BehaviourFeatures(FeatureFamily):
     names = ("impressions", "clicks", "ctr", "ctr_debiased", "dwell_mean", "last_click_rate")
+    reads_texts = False
     about = {
         "impressions": "times the (query, document) pair was shown in the click log before the cut-off",
         "clicks": "clicks on the pair in the click log before the cut-off",

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 class BM25Features(FeatureFamily):
     names = ("bm25", "bm25_rank", "bm25_title", "bm25_text")
+    reads_texts = False
     about = {
         "bm25": "the candidate's BM25 score from retrieval (retrieval.k1, retrieval.b, its tokenisation)",
         "bm25_rank": "the candidate's rank in the BM25 run (1 = first)",

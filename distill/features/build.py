@@ -49,14 +49,21 @@ def resolve_names(names: list[str], families: list[FeatureFamily]) -> list[str]:
     return list(names) or known
 
 
-def prepare(ctx: FeatureContext, names: list[str], families: list[FeatureFamily]) -> list[FeatureFamily]:
+def prepare(
+    ctx: FeatureContext, names: list[str], families: list[FeatureFamily], owns_dataset: bool = False
+) -> list[FeatureFamily]:
     """Each family that computes one of `names`, prepared once; the corpus's tokens they share are let go once
-    no family left reads them."""
+    no family left reads them, and, where the caller `owns_dataset` (the stage, a Dask worker), so are the corpus's
+    texts once no family reads them per chunk."""
     used = [f for f in families if set(names) & set(f.names)]
+    keep_texts = not owns_dataset or any(f.reads_texts for f in used)
     for i, fam in enumerate(used):
         fam.prepare(ctx, set(names) & set(fam.names))
         if not any(later.reads_corpus_tokens for later in used[i + 1 :]):
             ctx.release_tokens()
+            if not keep_texts:  # before the families still to prepare (the click log's aggregation) run
+                ctx.release_texts()
+                keep_texts = True
     return used
 
 
@@ -124,7 +131,7 @@ def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[st
             cfg.features.chunk_rows,
             str(ws.candidates),
         )
-        used = prepare(ctx, names, families)
+        used = prepare(ctx, names, families, owns_dataset=True)
         return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks)
 
     def on_dask() -> Iterator[pd.DataFrame]:
@@ -151,7 +158,7 @@ def _worker_state(key: str) -> tuple[FeatureContext, list[str], list[FeatureFami
         cfg.features.chunk_rows,
         str(ws.candidates),
     )
-    return ctx, names, prepare(ctx, names, families)
+    return ctx, names, prepare(ctx, names, families, owns_dataset=True)
 
 
 def features_task(rows: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -44,6 +44,17 @@ class FeatureContext:
         """Forget the corpus's tokens (once no family left to prepare reads them)."""
         self._tokens.clear()
 
+    def release_texts(self) -> None:
+        """Drop the corpus's text columns (title, text, `retrieval.fields`) from the dataset itself, once the
+        families that tokenise the corpus are prepared and no family reads the texts otherwise
+        (`FeatureFamily.reads_texts`): the texts are the dataset's largest part, and the stage that owns the dataset
+        needs them only to tokenise."""
+        from distill.workspace import release_arrow_memory
+
+        texts = {"title", "text", *(self.rc.fields if self.rc is not None else ())}
+        self.ds.corpus = self.ds.corpus.drop(columns=[c for c in self.ds.corpus.columns if c in texts])
+        release_arrow_memory()  # the columns' buffers, back to the system
+
 
 def with_positions(ctx: FeatureContext, rows: pd.DataFrame) -> pd.DataFrame:
     """`rows` with `qpos` and `dpos`: each row's query's position in `ctx.ds.queries` and document's in
@@ -78,6 +89,10 @@ class FeatureFamily:
     names: ClassVar[tuple[str, ...]] = ()
     # whether `prepare` reads `ctx.corpus_tokens` (they are kept until the last such family is prepared)
     reads_corpus_tokens: ClassVar[bool] = False
+    # whether the family reads the corpus's texts (title, text, `retrieval.fields`) itself, in `compute` or in
+    # `prepare`, other than while a family that `reads_corpus_tokens` prepares; when no family used does, the
+    # stage drops them with the tokens (`FeatureContext.release_texts`)
+    reads_texts: ClassVar[bool] = True
     # how each of `names` is computed, one line each (an export's features.json states it beside the feature)
     about: ClassVar[dict[str, str]] = {}
 

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 class FreshnessFeatures(FeatureFamily):
     names = ("age_days", "log_age")
+    reads_texts = False
     about = {
         "age_days": "the query's time minus the document's, in days",
         "log_age": "log1p(max(age_days, 0))",

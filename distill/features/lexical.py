@@ -13,6 +13,7 @@ from distill.ir.bm25 import Tokenizer, count_matrix, pair_dots
 
 class LexicalFeatures(FeatureFamily):
     names = ("query_len", "doc_len", "coverage")
+    reads_texts = False
     about = {
         "query_len": "distinct query terms after the retrieval's tokenisation",
         "doc_len": "document terms after the retrieval's tokenisation",

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 class PopularityFeatures(FeatureFamily):
     names = ("popularity",)
+    reads_texts = False
     about = {"popularity": "log1p of the document's popularity field"}
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:

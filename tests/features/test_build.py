@@ -202,3 +202,38 @@ def test_lexical_features_from_each_fields_tokens_equal_those_of_the_joined_text
     assert (
         df.coverage.iloc[0] == 1.0 and df.coverage.iloc[5] == 0.0
     )  # d1 holds run, cat, mat; d2 none of q2's
+
+
+class TextLength(FeatureFamily):
+    """A family that reads the documents' texts per chunk (`reads_texts` left at its default)."""
+
+    names = ("text_chars",)
+
+    def compute(self, ctx, rows, wanted):
+        chars = ctx.ds.corpus["text"].str.len().to_numpy("float32")
+        return {"text_chars": chars[rows.dpos.to_numpy()]}
+
+
+def test_the_stage_lets_the_texts_go_only_when_no_family_reads_them(tiny_sample_cfg):
+    """The stage owns its dataset: once the families are prepared it drops the corpus's texts, unless a family
+    reads them per chunk. The features are those computed with the texts held."""
+    from distill.features.build import feature_chunks
+
+    for extra, kept in (([], False), ([f"+features.families.chars._target_={__name__}.TextLength"], True)):
+        cfg = tiny_sample_cfg("retrieval.k=5", "feature@features.families=[bm25,lexical]", *extra)
+        run_candidates(cfg)
+        ds = load_dataset(cfg)
+        cands = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
+        held = build_features(load_dataset(cfg), cands, [], {}, cfg.retrieval, load_families_of(cfg))
+        names, chunks = feature_chunks(cfg, Workspace.from_cfg(cfg), ds)
+        got = pd.concat(list(chunks), ignore_index=True)
+        assert ("text" in ds.corpus) == kept and "timestamp" in ds.corpus
+        pd.testing.assert_frame_equal(got, held.reset_index(drop=True), check_dtype=False)
+        if kept:
+            assert (got.text_chars > 0).all()
+
+
+def load_families_of(cfg):
+    from distill.features.family import load_families
+
+    return load_families(cfg.features.families)
