@@ -243,9 +243,8 @@ class DocTexts(Sequence[str]):
         return len(self.ds.corpus)
 
     def __getitem__(self, i: Any) -> Any:
-        if isinstance(
-            i, slice
-        ):  # the positions themselves: no id is looked up, and no copy of the slice made
+        # the positions themselves: no id is looked up, and no copy of the slice is made
+        if isinstance(i, slice):
             return self.ds.texts_at(slice(*i.indices(len(self))), self.fields)
         return self.ds.texts_at(np.array([np.arange(len(self))[i]]), self.fields)[0]
 

@@ -63,7 +63,6 @@ def prepare(
             ctx.release_tokens()
             if not keep_texts:  # before the families still to prepare (the click log's aggregation) run
                 ctx.release_texts()
-                keep_texts = True
     return used
 
 

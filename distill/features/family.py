@@ -48,7 +48,7 @@ class FeatureContext:
         """Drop the corpus's text columns (title, text, `retrieval.fields`) from the dataset itself, once the
         families that tokenise the corpus are prepared and no family reads the texts otherwise
         (`FeatureFamily.reads_texts`): the texts are the dataset's largest part, and the stage that owns the dataset
-        needs them only to tokenise."""
+        needs them only to tokenise. Once they are gone, this does nothing."""
         from distill.workspace import release_arrow_memory
 
         texts = {"title", "text", *(self.rc.fields if self.rc is not None else ())}

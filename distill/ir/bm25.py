@@ -380,7 +380,8 @@ class BM25Index:
         elif len(tokens) != self.n_docs:
             raise ValueError(f"tokens of {len(tokens)} texts given for an index of {self.n_docs}")
         self.retriever = ArrayBM25(k1=k1, b=b, method=method)
-        # `pairs_only`: only `score_pairs` will be asked (`keep_pairs_only`), so no term-major postings are built
+        # `pairs_only`: only `score_pairs` will be asked, so no term-major postings are built (a stage that scores
+        # given pairs holds one copy of the index, not two)
         self.retriever.term_major = not pairs_only
         # `tokens`: the texts tokenised before with this tokenisation (a caller that shares them with another use)
         self.retriever.index(tokens, show_progress=False)
@@ -495,15 +496,6 @@ class BM25Index:
             acc[held] += data[ptr[t] : ptr[t + 1]][at[held]]
         return acc
 
-    def keep_pairs_only(self) -> BM25Index:
-        """Keep what `score_pairs` reads (the documents x terms weights) and drop the term-major postings that only
-        `search` reads: a stage that scores given pairs holds one copy of the index, not two."""
-        _ = self._doc_terms
-        self.retriever.scores = {
-            k: v for k, v in self.retriever.scores.items() if k not in ("data", "indices")
-        }
-        return self
-
     @functools.cached_property
     def _doc_terms(self) -> sp.csr_matrix:
         """Documents x terms BM25 weights: the index's postings (terms x documents) turned round."""
@@ -540,7 +532,7 @@ class BM25Index:
             raise ConfigError(f"retrieval.k={k} must be at least 1")
         if "data" not in self.retriever.scores:
             raise RuntimeError(
-                "this BM25 index kept only what scoring pairs needs (keep_pairs_only): not searchable"
+                "this BM25 index kept only what scoring pairs needs (pairs_only): not searchable"
             )
         k = min(k, self.n_docs)
         vocab = self.retriever.vocab_dict

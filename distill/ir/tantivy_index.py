@@ -8,8 +8,8 @@ tokenised here in chunks and given to tantivy as tokens (so the corpus is never 
 scores with Lucene's BM25 at k1 = 1.2, b = 0.75 (tantivy-py does not expose them; the retrieval schema refuses
 other values for this engine) and multiplies by (k1 + 1), which bm25s's `lucene` method leaves out: scores here
 are divided by (k1 + 1), so the `bm25` column means the same under either engine (up to tantivy's one-byte
-document-length norms). Ties at the k-th score go to the first positions, whatever the order of the segments. Written by hand because no library offers this bridge: it is the glue
-between bm25s's tokens and tantivy's index.
+document-length norms). Ties at the k-th score go to the first positions, whatever the order of the segments.
+Written by hand because no library offers this bridge: it is the glue between bm25s's tokens and tantivy's index.
 
 The index lives in a folder (`path`); `TantivyIndex.open` reuses one built before from the same texts and options
 (a marker file records their fingerprint), so candidates, serving and Dask workers share one build.

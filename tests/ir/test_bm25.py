@@ -80,16 +80,6 @@ def test_an_index_built_from_compact_tokens_equals_bm25s_own(method):
             np.testing.assert_array_equal(ours.get_scores(known), theirs.get_scores(known))
 
 
-def test_an_index_kept_for_pairs_scores_them_and_refuses_to_search():
-    idx = BM25Index(DOCS)
-    q_idx, d_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS)), np.tile(np.arange(len(DOCS)), len(QUERIES))
-    before = idx.score_pairs(QUERIES, q_idx, d_idx)
-    idx.keep_pairs_only()
-    np.testing.assert_array_equal(idx.score_pairs(QUERIES, q_idx, d_idx), before)
-    with pytest.raises(RuntimeError, match="kept only what scoring pairs needs"):
-        idx.search(QUERIES, k=3)
-
-
 @pytest.mark.parametrize("method,k", [("lucene", 3), ("lucene", 50), ("robertson", 5), ("bm25l", 4)])
 def test_search_equals_the_top_of_bm25s_full_score_vectors(method, k):
     """`search` adds up only the query terms' postings; its documents and scores are those of bm25s's own score
