@@ -124,7 +124,14 @@ def tiny_model_dir(tmp_path_factory):
     from distill.teacher.train import TeacherTrainConfig, build_scratch_model
 
     tc = TeacherTrainConfig(
-        vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64, seed=0
+        vocab_size=200,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        init="match",
+        intermediate_size=64,
+        max_length=64,
+        seed=0,
     )
     return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce"))
 
@@ -134,7 +141,14 @@ def tiny_two_label_dir(tmp_path_factory):
     from distill.teacher.train import TeacherTrainConfig, build_scratch_model
 
     tc = TeacherTrainConfig(
-        vocab_size=200, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_length=64, seed=1
+        vocab_size=200,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        init="match",
+        intermediate_size=64,
+        max_length=64,
+        seed=1,
     )
     return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce2"), num_labels=2)
 

@@ -26,7 +26,8 @@ class TeacherTrainConfig:
     # the length of training: 2.6 epochs of the sample world take ~100 s on 2 quiet CPU cores
     epochs: float = 2.6
     batch_size: int = 16
-    # null: 1e-3 from scratch, 5e-5 for a pretrained base_model
+    # null: from scratch 2e-4 from the lexical start (it already ranks: larger steps undo it) and 1e-3 otherwise,
+    # 5e-5 for a pretrained base_model
     lr: float | None = None
     warmup_ratio: float = 0.1
     negatives: int = 7
@@ -43,13 +44,17 @@ class TeacherTrainConfig:
     num_heads: int = 1
     intermediate_size: int = 512
     dropout: float = 0.0
-    # match: the first attention layer starts as an exact-match detector (match_init); random: BERT's init.
-    init: str = "match"
+    # lexical: the whole model starts as an idf-weighted, saturating match over its tokens (lexical_init: one head,
+    # two layers or more); match: only the first attention layer starts as an exact-match detector (match_init);
+    # random: BERT's init.
+    init: str = "lexical"
     match_scale: float = 1.0
+    # init=lexical: a query token found n times in the document counts n / (saturation + n), as BM25's k1 does
+    saturation: float = 1.2
 
     def __post_init__(self) -> None:
         key = "teacher.train"
-        check_choice(self, key, "init", ("match", "random"))
+        check_choice(self, key, "init", ("match", "lexical", "random"))
         check_choice(self, key, "loss", TEACHER_LOSSES)
         check_positive(
             self,
@@ -65,8 +70,10 @@ class TeacherTrainConfig:
             "intermediate_size",
             "lr",
             "match_scale",
+            "saturation",
         )
         check(self.negatives >= 0, f"{key}.negatives", self.negatives, "must be >= 0")
+        check(self.saturation >= 1, f"{key}.saturation", self.saturation, "must be >= 1 (BM25's k1 is 1.2-2)")
         check_fraction(self, key, "warmup_ratio")
         check_fraction(self, key, "dropout", closed=False)
         check(
@@ -80,7 +87,9 @@ class TeacherTrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-3 if self.base_model == "scratch" else 5e-5
+        if self.base_model != "scratch":
+            return 5e-5
+        return 2e-4 if self.init == "lexical" else 1e-3
 
     @classmethod
     def from_cfg(cls, node: Any) -> TeacherTrainConfig:

@@ -67,7 +67,7 @@ def test_teacher_train_config_errors():
         TeacherTrainConfig.from_cfg({"lr_rate": 1})
     with pytest.raises(ConfigError, match="teacher.train.loss='hinge'"):
         TeacherTrainConfig.from_cfg({"loss": "hinge"})
-    with pytest.raises(ConfigError, match="teacher.train.init='xavier': use one of match, random"):
+    with pytest.raises(ConfigError, match="teacher.train.init='xavier': use one of match, lexical, random"):
         TeacherTrainConfig.from_cfg({"init": "xavier"})
 
 
@@ -84,7 +84,9 @@ def test_scratch_tokenizer_is_the_same_every_run_and_spells_unknown_words(tmp_pa
     assert list(vocab)[5 : 5 + 2 * len(chars)] == chars + [f"##{c}" for c in chars]
     assert list(vocab)[5 + 2 * len(chars) :][:4] == ["the", "cat", "chase", "dog"]
     assert list(wordpiece_vocab(texts, 5 + 2 * len(chars) + 2))[-2:] == ["the", "cat"]  # cut at the size
-    tc = TeacherTrainConfig(vocab_size=100, hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32)
+    tc = TeacherTrainConfig(
+        vocab_size=100, hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32, init="match"
+    )
     a = build_scratch_model(texts, tc, tmp_path / "a")
     b = build_scratch_model(texts, tc, tmp_path / "b")
     for name in ("tokenizer.json", "model.safetensors"):  # the same texts and seed give the same files
@@ -123,6 +125,62 @@ def test_match_init_makes_query_tokens_attend_to_their_copies_in_the_document():
     assert att[1, [5, 7]].sum() > 0.5  # q10 -> its two copies in the document
     assert att[2, 2] > 0.8  # q11 has no copy: it attends to itself
     assert att[5, 7] > 0.25 and att[5, 1] > 0.25  # a document token finds its copies in both segments
+
+
+def test_lexical_init_ranks_as_idf_weighted_saturating_matches(tmp_path):
+    """At init (no training), init=lexical scores a query's documents in the order of sum_t idf(t) * n_t / (s + n_t)
+    over the query's tokens (n_t: occurrences in the document), the reference computed here with NumPy."""
+    import torch
+    from scipy.stats import spearmanr
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from distill.teacher.train import build_scratch_model, token_idf
+
+    rng = np.random.default_rng(0)
+    words = [a + b for a in ("ba", "ko", "mi", "tu", "ze", "ro") for b in ("l", "n", "x", "sh", "r")]
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    docs = [" ".join(rng.choice(words, size=rng.integers(8, 40), p=zipf / zipf.sum())) for _ in range(200)]
+    tc = TeacherTrainConfig(init="lexical", saturation=1.5)
+    folder = build_scratch_model(docs, tc, tmp_path / "lexical")
+    again = build_scratch_model(docs, tc, tmp_path / "again")
+    assert (folder / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = BertForSequenceClassification.from_pretrained(folder).eval()
+    ids = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
+    df = np.zeros(len(tok))
+    for row in ids:
+        df[list(set(row))] += 1
+    idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+    idf[tok.all_special_ids] = 1e-3
+    assert np.allclose(token_idf(tok, docs).numpy(), idf, rtol=1e-6)
+    rhos = []
+    for _ in range(20):
+        query = " ".join(rng.choice(words, size=int(rng.integers(2, 5)), replace=False))
+        qids = tok(query, add_special_tokens=False)["input_ids"]
+        ref = np.array([sum(idf[t] * row.count(t) / (1.5 + row.count(t)) for t in qids) for row in ids])
+        with torch.no_grad():
+            x = tok([query] * len(docs), docs, padding=True, return_tensors="pt")
+            got = model(**x).logits[:, 0].numpy()
+        rhos.append(spearmanr(got, ref).statistic)
+        assert docs[int(np.argmax(got))] in {docs[i] for i in np.flatnonzero(ref >= ref.max() - 0.05)}
+    # the construction is approximate (LayerNorm, attention that is sharp but not exact)
+    assert min(rhos) > 0.85 and np.mean(rhos) > 0.97, rhos
+
+
+def test_lexical_init_refuses_shapes_it_cannot_build(tmp_path):
+    from distill.teacher.train import build_scratch_model
+
+    texts = ["the cat sat", "a dog ran"]
+    with pytest.raises(
+        ConfigError, match=r"init=lexical needs num_heads=1 and num_layers >= 2 \(got 2 and 2\)"
+    ):
+        build_scratch_model(texts, TeacherTrainConfig(init="lexical", num_heads=2), tmp_path / "a")
+    with pytest.raises(
+        ConfigError, match=r"init=lexical needs num_heads=1 and num_layers >= 2 \(got 1 and 1\)"
+    ):
+        build_scratch_model(texts, TeacherTrainConfig(init="lexical", num_layers=1), tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"teacher.train.saturation=0.5: must be >= 1"):
+        TeacherTrainConfig.from_cfg({"saturation": 0.5})
 
 
 def test_import_flagembedding_sample(shared_data, tmp_path, make_cfg):
