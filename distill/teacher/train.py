@@ -217,7 +217,7 @@ def lexical_init(model: Any, idf: torch.Tensor, saturation: float = 1.2) -> None
     n_match = (extra // 2) // 2 * 2
     n_seg = (extra - n_match - 2) // 2 * 2
     if tok < 16 or n_seg < 2:
-        raise ConfigError(f"teacher.train.hidden_size={hid} is too small for init=lexical (at least 32)")
+        raise ConfigError(f"teacher.train.hidden_size={hid} is too small for init=lexical (at least 24)")
     match = torch.arange(tok, tok + n_match)
     seg = torch.arange(tok + n_match, tok + n_match + n_seg)
     lidf = torch.tensor([hid - 2, hid - 1])

@@ -179,6 +179,11 @@ def test_lexical_init_refuses_shapes_it_cannot_build(tmp_path):
         ConfigError, match=r"init=lexical needs num_heads=1 and num_layers >= 2 \(got 1 and 1\)"
     ):
         build_scratch_model(texts, TeacherTrainConfig(init="lexical", num_layers=1), tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"teacher.train.hidden_size=16 is too small for init=lexical"):
+        build_scratch_model(texts, TeacherTrainConfig(init="lexical", hidden_size=16), tmp_path / "c")
+    build_scratch_model(
+        texts, TeacherTrainConfig(init="lexical", hidden_size=24, intermediate_size=32), tmp_path / "d"
+    )
     with pytest.raises(ConfigError, match=r"teacher.train.saturation=0.5: must be >= 1"):
         TeacherTrainConfig.from_cfg({"saturation": 0.5})
 
