@@ -118,9 +118,8 @@ TINY_TEXTS = [
 ] * 5
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny one-logit BERT cross-encoder (tokenizer built from a few sentences), saved with save_pretrained."""
+def _tiny_scratch_model(dest, seed: int, num_labels: int = 1):
+    """A tiny BERT cross-encoder from scratch (one layer, two heads: the exact-match start) over TINY_TEXTS."""
     from distill.teacher.train import TeacherTrainConfig, build_scratch_model
 
     tc = TeacherTrainConfig(
@@ -131,26 +130,20 @@ def tiny_model_dir(tmp_path_factory):
         init="match",
         intermediate_size=64,
         max_length=64,
-        seed=0,
+        seed=seed,
     )
-    return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce"))
+    return build_scratch_model(TINY_TEXTS, tc, dest, num_labels=num_labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny one-logit BERT cross-encoder (tokenizer built from a few sentences), saved with save_pretrained."""
+    return _tiny_scratch_model(tmp_path_factory.mktemp("tiny_ce"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_two_label_dir(tmp_path_factory):
-    from distill.teacher.train import TeacherTrainConfig, build_scratch_model
-
-    tc = TeacherTrainConfig(
-        vocab_size=200,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        init="match",
-        intermediate_size=64,
-        max_length=64,
-        seed=1,
-    )
-    return build_scratch_model(TINY_TEXTS, tc, tmp_path_factory.mktemp("tiny_ce2"), num_labels=2)
+    return _tiny_scratch_model(tmp_path_factory.mktemp("tiny_ce2"), seed=1, num_labels=2)
 
 
 @pytest.fixture
