@@ -26,7 +26,7 @@ from distill.errors import ConfigError, DataError
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, Tokenizer
 from distill.ir.metrics import per_query
-from distill.ir.pools import ordered_submit
+from distill.ir.pools import forked_pool, ordered_submit
 from distill.ir.tantivy_index import TantivyIndex
 from distill.stamps import Stage, data_config
 from distill.tracking import start_run
@@ -165,6 +165,33 @@ def chunk_result(
     return rows, chunk_metrics(ds.qrels.get(split), rows, qids)
 
 
+# What the forked search processes read (`searched_chunks`): set before they start, inherited, never pickled
+_FORKED: dict[str, Any] = {}
+
+
+def _forked_chunk(chunk: tuple[str, list[str]]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    ds, index, k = _FORKED["search"]
+    return chunk_result(ds, index, chunk, k)
+
+
+def searched_chunks(
+    ds: Dataset, index: Any, chunks: list[tuple[str, list[str]]], k: int, workers: int
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:
+    """`chunk_result` of each chunk in order, `workers` at a time: on threads for tantivy (its search runs outside
+    Python's lock), on forked processes for bm25s (`forked_pool`: its search and every engine's metrics run in
+    Python under the lock, so threads take turns; the processes read the index this process built)."""
+    _FORKED["search"] = (ds, index, k)  # before the processes start
+    try:
+        with forked_pool(workers if isinstance(index, BM25Index) else 1) as forked:
+            if forked is not None:
+                yield from ordered_submit(forked, _forked_chunk, chunks, 2 * workers)
+                return
+    finally:
+        _FORKED.clear()
+    with ThreadPoolExecutor(workers) as pool:
+        yield from ordered_submit(pool, lambda c: chunk_result(ds, index, c, k), chunks, 2 * workers)
+
+
 class CandidatesWriter:
     """candidates.parquet written chunk by chunk (one row group each) into a temp sibling, renamed into place
     only when `close` finds the whole output sound: memory holds one chunk's rows and one metrics row per query,
@@ -257,12 +284,10 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
                 "index_bytes_per_doc": round(index.bytes_per_doc(), 1),
             }
             threads = rc.threads or os.cpu_count() or 1
-            with ThreadPoolExecutor(threads) as pool:  # tantivy's search runs outside Python's lock
-                results = ordered_submit(
-                    pool, lambda c: chunk_result(ds, index, c, rc.k), chunks, 2 * threads
-                )
-                for (split, qids), (rows, per_q) in zip(chunks, results, strict=True):
-                    writer.add(rows, qids, split, k, per_q)
+            for (split, qids), (rows, per_q) in zip(
+                chunks, searched_chunks(ds, index, chunks, rc.k, threads), strict=True
+            ):
+                writer.add(rows, qids, split, k, per_q)
         metrics = writer.close()
     except BaseException:
         writer.abort()

@@ -15,14 +15,16 @@ ENGINES = ("bm25s", "tantivy")
 
 @dataclass
 class RetrievalConfig:
-    # bm25s: exhaustive scoring, in memory; tantivy: a Rust index with dynamic pruning (block-max WAND), on disk
-    # in the workspace (index/), at tantivy's fixed k1=1.2 b=0.75 (retrieval=tantivy selects both)
+    # bm25s: in memory, pruned and exact (bm25s's exhaustive top k to the bit); tantivy: a Rust index on disk in
+    # the workspace (index/), at tantivy's fixed k1=1.2 b=0.75 (retrieval=tantivy selects both), which scores
+    # every matching document (tantivy-py collects through a MultiCollector, which turns block-max WAND off)
     engine: str = "bm25s"
     k: int = 100
     # queries searched and written (one Parquet row group) at a time: memory holds a few chunks' candidates (at
     # 100x the sample world, 2,000 took the time 10,000 took on 2 threads, at 1.2 GB peak instead of 1.7)
     chunk_queries: int = 2_000
-    # threads searching chunks at once (tantivy's search runs outside Python's lock); null: every core
+    # chunks searched at once: on threads for tantivy (its search runs outside Python's lock), on forked
+    # processes for bm25s (Linux; its search runs in Python); null: every core
     threads: int | None = None
     # Which qrels splits get candidates; null: every split the dataset has.
     splits: list[str] | None = None

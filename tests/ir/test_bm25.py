@@ -203,3 +203,85 @@ def test_an_index_built_for_pairs_only_scores_them_as_a_full_one(method):
     )
     with pytest.raises(RuntimeError, match="kept only what scoring pairs needs"):
         pairs.search(QUERIES, k=3)
+
+
+@pytest.mark.parametrize("k", [20, 60])
+def test_queries_whose_rare_terms_match_fewer_than_k_documents_are_pruned_exactly(k):
+    """Common words in most documents, rare words in fewer than k: a query's rare words cannot fill its top k, and
+    the common words' largest weights do not bound the rest. Their impact lists (each common word's best
+    documents) must settle it, and still give bm25s's exhaustive top k to the bit, ties by position."""
+    rng = np.random.default_rng(3)
+    common = [f"c{i}" for i in range(4)]
+    rare = [f"r{i}" for i in range(300)]
+    docs = []
+    for _ in range(3000):
+        words = [c for c in common if rng.random() < 0.8] * int(rng.integers(1, 4))
+        words += list(rng.choice(rare, size=int(rng.integers(0, 3))))
+        words += ["filler"] * int(rng.integers(0, 20))
+        docs.append(" ".join(rng.permutation(words)) if words else "filler")
+    docs += docs[:200]  # repeated documents: tied scores, broken by position
+    queries = [
+        " ".join(
+            [
+                *rng.choice(rare, size=int(rng.integers(1, 3))),
+                *rng.choice(common, size=int(rng.integers(1, 3))),
+            ]
+        )
+        for _ in range(80)
+    ] + ["c0", "c1 c2", "c3 c3 r5"]
+    idx = BM25Index(docs, stemmer=None, stopwords=None)
+    ids, scores = idx.search(queries, k)
+    pruned = 0
+    for qi, toks in enumerate(idx.tokenize(queries, ids=False)):
+        full = idx.retriever.get_scores(toks)
+        order = np.lexsort((np.arange(len(docs)), -full))
+        want = [d for d in order if full[d] > 0][:k]
+        assert ids[qi].tolist() == want
+        np.testing.assert_array_equal(scores[qi], full[want])
+        term_ids = np.asarray(idx.retriever.get_tokens_ids(toks))
+        pruned += idx._pruned_top_k(term_ids, k) is not None
+    assert pruned > 0.9 * len(queries)  # the exhaustive scoring is left for a few queries at most
+
+
+def test_an_impact_list_holds_the_documents_above_its_floor():
+    """`_impact(t, size)`: the documents whose weight for t is above its (size + 1)-th largest weight, and that
+    weight; every other document weighs at most the floor. A term in at most `size` documents lists them all."""
+    rng = np.random.default_rng(4)
+    docs = [" ".join(["aa"] * int(rng.integers(1, 5)) + ["bb"] * int(rng.integers(0, 30))) for _ in range(500)]
+    idx = BM25Index(docs, stemmer=None, stopwords=None)
+    t = idx.retriever.get_tokens_ids(["aa"])[0]
+    weights = idx.retriever.get_scores(["aa"])
+    listed, floor = idx._impact(t, 40)
+    assert floor == np.sort(weights)[::-1][40]
+    assert set(listed.tolist()) == set(np.flatnonzero(weights > floor).tolist())
+    assert 0 < len(listed) <= 40
+    everything, zero = idx._impact(t, 10_000)
+    assert zero == 0 and everything.tolist() == np.flatnonzero(weights > 0).tolist()
+
+
+def test_forked_processes_read_what_this_process_held_before_they_started():
+    """`forked_pool`: on Linux, processes forked from this one see its memory (a global set before the first
+    task), without it being pickled; one worker means no pool (the caller works here)."""
+    import sys
+
+    from distill.ir import pools
+
+    with pools.forked_pool(1) as none:
+        assert none is None
+    if sys.platform != "linux":
+        pytest.skip("processes are forked on Linux only")
+    _HELD["index"] = np.arange(5)
+    try:
+        with pools.forked_pool(2) as pool:
+            assert pool is not None
+            got = list(pools.ordered_submit(pool, _read_held, [1, 3], 2))
+    finally:
+        _HELD.clear()
+    assert got == [1, 3]
+
+
+_HELD: dict = {}
+
+
+def _read_held(i: int) -> int:
+    return int(_HELD["index"][i])

@@ -132,6 +132,22 @@ def test_chunks_smaller_than_the_data_give_identical_candidates(tiny_sample_cfg)
         assert m_whole[split] == pytest.approx(m_small[split])
 
 
+def test_bm25s_searching_on_two_processes_gives_the_candidates_of_one(tiny_sample_cfg):
+    """bm25s searches chunks on forked processes (`retrieval.threads`): the file and BM25's metrics are those of
+    one process searching every chunk in turn."""
+    one = tiny_sample_cfg(
+        "retrieval.chunk_queries=7", "retrieval.threads=1", "paths.workspace=${paths.output_root}/one"
+    )
+    two = tiny_sample_cfg(
+        "retrieval.chunk_queries=7", "retrieval.threads=2", "paths.workspace=${paths.output_root}/two"
+    )
+    m_one, m_two = run_candidates(one), run_candidates(two)
+    a = pd.read_parquet(f"{one.paths.workspace}/candidates.parquet")
+    b = pd.read_parquet(f"{two.paths.workspace}/candidates.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert m_one == m_two
+
+
 def test_the_writer_uses_the_metrics_a_chunk_brings_and_computes_the_others(tmp_path):
     """A chunk searched with its per-query metrics (as the search threads and Dask workers compute them) is not
     evaluated a second time; a chunk without them is evaluated against the qrels."""
