@@ -247,3 +247,63 @@ def test_qrels_read_at_once_equal_qrels_read_by_line(tmp_path, text, fast):
     by_line = _qrels_by_line(path, Quarantine("drop"))
     if at_once is not None:
         pd.testing.assert_frame_equal(at_once, by_line)
+
+
+@pytest.mark.parametrize(
+    "kind,lines,fast",
+    [
+        (
+            "document",
+            [
+                '{"_id": "d1", "title": "T", "text": "a b", "timestamp": "2024-05-01T12:00:00Z", "n": 3}',
+                '{"_id": "d2", "title": "", "text": "c", "timestamp": "2024-05-02T00:00:00Z", "n": 4}',
+                '{"_id": "d1", "title": "U", "text": null, "timestamp": "not a date", "n": 5}',
+            ],
+            True,
+        ),
+        (
+            "document",
+            ['{"_id": "d1", "text": "a", "meta": {"k": 1}}', '{"_id": "d2", "text": "b", "meta": {"k": 2}}'],
+            True,
+        ),
+        ("query", ['{"_id": "q1", "text": "a b", "lang": "en"}', '{"_id": "q2", "text": "c"}'], True),
+        ("document", ['{"_id": "d1", "text": "a"}', "", '{"_id": "d2", "text": "b"}'], False),  # a blank line
+        ("document", ['\ufeff{"_id": "d1", "text": "a"}'], False),  # a byte-order mark
+        ("document", ['{"_id": 1, "text": "a"}', '{"_id": 2, "text": "b"}'], False),  # numeric ids
+        ("document", ['{"_id": " d1", "text": "a"}'], False),  # an id with a space
+        ("document", ['{"_id": "", "text": "a"}'], False),  # an empty id
+        (
+            "document",
+            ['{"_id": "d1", "title": " ", "text": ""}', '{"_id": "d2", "text": "b"}'],
+            False,
+        ),  # empty
+        ("document", ['{"_id": "d1", "text": "a"}', '{"_id": "d2", "text": 5}'], False),  # a number as text
+        (
+            "document",
+            ['{"_id": "d1", "text": "a", "n": 1}', '{"_id": "d2", "text": "b"}'],
+            False,
+        ),  # n missing
+        ("document", ['{"_id": "d1", "text": "a"}', '{"_id": "d2", "text": "b"'], False),  # malformed
+        ("document", ['["d1", "a"]'], False),  # not an object
+    ],
+)
+def test_jsonl_read_at_once_equals_jsonl_read_by_line(tmp_path, kind, lines, fast):
+    """A well-formed corpus or queries file is read by Arrow's JSON reader at once; any other goes line by line.
+    Where both read a file they give the same frame: columns, their order and types, texts, line numbers; and
+    the dataset loaded either way is the same (duplicate ids and bad timestamps named on the same lines)."""
+    from distill.data import beir
+    from distill.data.quarantine import Quarantine
+
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    at_once = beir._well_formed_jsonl(path, kind)
+    assert (at_once is not None) == fast
+    if at_once is not None:
+        pd.testing.assert_frame_equal(at_once, beir._jsonl_by_line(path, kind, Quarantine("drop")))
+        q_fast, q_line = Quarantine("drop"), Quarantine("drop")
+        read_fast = beir._read_jsonl(path, kind, q_fast)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(beir, "_well_formed_jsonl", lambda *a: None)
+            read_line = beir._read_jsonl(path, kind, q_line)
+        pd.testing.assert_frame_equal(read_fast, read_line)
+        assert q_fast.rows == q_line.rows

@@ -247,7 +247,9 @@ def test_an_impact_list_holds_the_documents_above_its_floor():
     """`_impact(t, size)`: the documents whose weight for t is above its (size + 1)-th largest weight, and that
     weight; every other document weighs at most the floor. A term in at most `size` documents lists them all."""
     rng = np.random.default_rng(4)
-    docs = [" ".join(["aa"] * int(rng.integers(1, 5)) + ["bb"] * int(rng.integers(0, 30))) for _ in range(500)]
+    docs = [
+        " ".join(["aa"] * int(rng.integers(1, 5)) + ["bb"] * int(rng.integers(0, 30))) for _ in range(500)
+    ]
     idx = BM25Index(docs, stemmer=None, stopwords=None)
     t = idx.retriever.get_tokens_ids(["aa"])[0]
     weights = idx.retriever.get_scores(["aa"])
