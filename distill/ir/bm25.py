@@ -365,7 +365,9 @@ class BM25Index:
         )
         self.n_docs = len(texts)
         if tokens is None:
-            tokens = CompactTokens(texts, self.tokenize)
+            # the tokenizer itself, not a method around it: `tokenised_parts` tokenises on processes only
+            # what it knows to be the project's `Tokenizer`
+            tokens = CompactTokens(texts, self.tokenizer)
         elif len(tokens) != self.n_docs:
             raise ValueError(f"tokens of {len(tokens)} texts given for an index of {self.n_docs}")
         self.retriever = ArrayBM25(k1=k1, b=b, method=method)

@@ -287,3 +287,32 @@ _HELD: dict = {}
 
 def _read_held(i: int) -> int:
     return int(_HELD["index"][i])
+
+
+def test_an_index_of_several_parts_tokenises_them_on_processes(monkeypatch):
+    """`BM25Index` over more texts than one part (`CompactTokens`' chunk) tokenises the parts on forked processes,
+    as the features' tokens do, and gets the ids of one pass: the stage's own index was tokenised on one process
+    because it handed `tokenised_parts` a method around its tokenizer, which it does not fork for."""
+    import os
+    import sys
+
+    from distill.ir import bm25
+
+    if sys.platform != "linux" or (os.cpu_count() or 1) < 2:
+        pytest.skip("processes are forked on Linux with two CPUs or more")
+    asked: list[int] = []
+    real = bm25.forked_pool
+
+    def spy(workers):
+        asked.append(workers)
+        return real(workers)
+
+    monkeypatch.setattr(bm25, "forked_pool", spy)
+    texts = [f"word{i % 97} other{i % 13} text" for i in range(50_001)]
+    idx = BM25Index(texts, stemmer=None, stopwords=None)
+    assert asked and asked[0] > 1
+    monkeypatch.setattr(bm25, "forked_pool", lambda workers: real(1))
+    here = BM25Index(texts, stemmer=None, stopwords=None)
+    assert idx.retriever.vocab_dict == here.retriever.vocab_dict
+    for key in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(idx.retriever.scores[key], here.retriever.scores[key])
