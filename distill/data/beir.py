@@ -315,10 +315,10 @@ def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
 
 def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
     """The records (`_id`, the fields, `_line`) of a well-formed corpus/queries JSONL file, read by Arrow's JSON
-    reader (in C++, a block of lines at a time): one JSON object per line, no blank line, a string `_id` without surrounding spaces on
-    every line, `text` (and a document's `title`) strings or null, not both empty, a string `timestamp` if any,
-    and every other field a string, or a number, a boolean, an object or a list on every line. None for any other
-    file: `_jsonl_by_line` reads it and names each bad line (parsing each line in Python took 31 of the 38 s of
+    reader (in C++, a block of lines at a time): one JSON object per line, no blank line, a string `_id` without
+    surrounding spaces on every line, `text` (and a document's `title`) strings or null, not both empty, a string
+    `timestamp` if any, and every other field a string, or a number, a boolean, an object or a list on every line.
+    None for any other file: `_jsonl_by_line` reads it and names each bad line (parsing each line in Python took 31 of the 38 s of
     loading the 300x sample world's 1.8M documents). The frame is the one the line reader makes: the same
     columns in the first line's order, missing or null texts empty."""
     import pyarrow as pa
@@ -335,6 +335,8 @@ def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
             last = block[-1:]
     try:
         head = json.loads(first)
+        if not isinstance(head, dict):
+            return None
         # a block at a time (reading the whole file at once holds the file beside its table: 2.2 GB for the
         # 300x sample world's 1 GB of documents, against 1.3 GB this way)
         reader = pajson.open_json(
@@ -355,21 +357,23 @@ def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
         # malformed JSON or UTF-8, a field whose type changes or that first appears after the first block, a line
         # longer than a block
         return None
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else None
-    if df is None or len(df) != newline + (0 if last == b"\n" else 1):
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(df) != newline + (0 if last == b"\n" else 1):
         return None  # a blank line (the line numbers would not be the rows')
     if "timestamp" not in head and df["timestamp"].isna().all():
         df = df.drop(columns=["timestamp"])  # no timestamp in the file (the schema above adds the column)
     return df.assign(_line=np.arange(1, len(df) + 1, dtype=np.int64))
 
 
-def _well_formed_batch(table: Any, kind: str, head: Any) -> pd.DataFrame | None:
+def _well_formed_batch(table: Any, kind: str, head: dict) -> pd.DataFrame | None:
     """One block of `_well_formed_jsonl`'s file as the line reader's frame, or None where it is not well formed."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table.validate(full=True)  # invalid UTF-8 (the JSON reader lets it through)
-    if not isinstance(head, dict) or "_id" not in table.column_names:
+    if "_id" not in table.column_names:
         return None
     ids = table["_id"]
     if (

@@ -524,12 +524,12 @@ class BM25Index:
             for t in ids.tolist():
                 if t in floors:
                     bound = np.float32(bound + floors[t])
-            if len(extra) >= k:
+            if len(extra) >= k or not bound:
                 scores = self._candidate_scores(ids, extra)
-                if -np.partition(-scores, k - 1)[k - 1] > bound:
+                # the lists hold every posting (`extra` is every document that matches), or nothing outside them
+                # can reach the k-th best
+                if not bound or -np.partition(-scores, k - 1)[k - 1] > bound:
                     return self._top_k(scores, k, extra)
-            if not bound:  # the lists hold every posting: `extra` is every document that matches
-                return self._top_k(self._candidate_scores(ids, extra), k, extra)
             size *= 4  # longer lists: lower floors (the Threshold Algorithm's deeper reading)
 
     @functools.cached_property
