@@ -22,7 +22,7 @@ TINY_GBDT = [
 ] + ["+demo.overrides.lightgbm.min_data_in_leaf=5"]
 
 
-def test_shrunk_demo_end_to_end(tiny_sample_cfg):
+def test_shrunk_demo_end_to_end(tiny_sample_cfg, tmp_path):
     cfg = tiny_sample_cfg(
         *TINY_TRAIN,
         "demo.students=[lightgbm,xgboost,bi_encoder,multi_vector,sparse]",
@@ -47,7 +47,7 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
         "sparse_kl",
     }
     assert set(saved["retrievers"]) == {"bm25", "bi_encoder_kl", "multi_vector_kl", "sparse_kl"}
-    check_against_references(cfg, saved)
+    check_against_references(cfg, saved, tmp_path)
     for name, m in saved["rankers"].items():
         if name not in ("bm25", "bm25_wordpiece"):  # the lexical baselines are not timed
             assert m["ms_per_query"] > 0
@@ -70,19 +70,25 @@ def test_shrunk_demo_end_to_end(tiny_sample_cfg):
     assert ran == {"train-student-lightgbm", "train-student-xgboost", "train-student-lightgbm_stack"}
 
 
-def subword_bm25_reference(cfg, cands):
-    """BM25 (bm25s's Lucene form: idf x tf / (tf + k1 (1 - b + b dl / avgdl))) over the teacher tokenizer's
-    pieces, written out term by term."""
+def subword_bm25_reference(cfg, cands, tmp_path):
+    """BM25 (bm25s's Lucene form: idf x tf / (tf + k1 (1 - b + b dl / avgdl))) over the pieces of the corpus's
+    own vocabulary (the teacher's, built again without the words it took from the training queries), written out
+    term by term."""
     import math
     from collections import Counter
 
     from transformers import AutoTokenizer
 
     from distill.data.prepare import load_dataset
+    from distill.teacher.train import TeacherTrainConfig, build_scratch_model, train_texts
     from distill.workspace import Workspace
 
     ds = load_dataset(cfg)
-    tok = AutoTokenizer.from_pretrained(Workspace.from_cfg(cfg).model("teacher"))
+    teacher = AutoTokenizer.from_pretrained(Workspace.from_cfg(cfg).model("teacher"))
+    tc = TeacherTrainConfig.from_cfg({**cfg.teacher.train, "translate_min_queries": 0})
+    tok = AutoTokenizer.from_pretrained(build_scratch_model(train_texts(ds), tc, tmp_path / "corpus_vocab"))
+    # the teacher took words from the training queries, which the corpus's vocabulary splits
+    assert len(teacher) > len(tok)
     docs = dict(zip(ds.corpus.index, (Counter(tok.tokenize(t)) for t in ds.doc_texts(ds.corpus.index))))
     n, avg = len(docs), sum(sum(c.values()) for c in docs.values()) / len(docs)
     df = Counter(t for c in docs.values() for t in c)
@@ -102,7 +108,7 @@ def subword_bm25_reference(cfg, cands):
     return out
 
 
-def check_against_references(cfg, saved):
+def check_against_references(cfg, saved, tmp_path):
     """The demo's figures recomputed independently: BM25's from `make candidates`' own metrics, the teacher's from
     its soft labels, LightGBM's from the library's Booster.predict on features.parquet, and each ranker's
     recovered share from those."""
@@ -126,7 +132,9 @@ def check_against_references(cfg, saved):
         evaluate(qrels, soft[["qid", "docid", "score"]])["ndcg@10"]
     )
     assert r["bm25_wordpiece"]["ndcg@10"] == pytest.approx(
-        evaluate(qrels, cands[["qid", "docid"]].assign(score=subword_bm25_reference(cfg, cands)))["ndcg@10"]
+        evaluate(qrels, cands[["qid", "docid"]].assign(score=subword_bm25_reference(cfg, cands, tmp_path)))[
+            "ndcg@10"
+        ]
     )
     feats = pd.read_parquet(ws / "features.parquet").query("split == 'test'")
     names = json.loads((ws / "models" / "lightgbm" / "features.json").read_text())

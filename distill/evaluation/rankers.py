@@ -8,9 +8,12 @@ runs through the project's scoring engine with the run's `teacher.*` settings.
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -71,26 +74,40 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     the tokenizer's pieces for others), with the retrieval's k1 and b, on the candidates: a lexical baseline
     that reads the tokens the teacher reads, so the report shows how far the teacher and each student rise
     above lexical matching with them, not only above BM25 over words. Left out, with one line, when the
-    teacher's tokenizer is not available here (soft labels imported from elsewhere)."""
+    teacher's tokenizer is not available here (soft labels imported from elsewhere).
+
+    The words a from-scratch teacher's vocabulary took from the training queries (its `translation.json`) are
+    split here as the corpus's vocabulary splits them: as whole tokens they would hide the stem a query word
+    shares with a document word, and the baseline would be weaker than the corpus's own sub-words make it."""
+    from tokenizers import models
     from transformers import AutoTokenizer
 
     from distill.ir.bm25 import BM25Index
     from distill.teacher.scoring import resolve_teacher
+    from distill.teacher.train import TRANSLATION_FILE
 
     t = cfg.teacher
     try:
+        folder = resolve_teacher(str(t.model), ws)
         tok = AutoTokenizer.from_pretrained(
-            resolve_teacher(str(t.model), ws),
-            revision=t.revision,
-            trust_remote_code=bool(t.trust_remote_code),
+            folder, revision=t.revision, trust_remote_code=bool(t.trust_remote_code)
         )
     except Exception as e:  # no trained teacher, a hub id with no cached copy and no network
         log.warning("ranker bm25_wordpiece left out: the teacher's tokenizer is not available here (%s)", e)
         return []
+    # whole texts, as BM25 reads them (a tokenizer file may carry the model's truncation)
+    backend = copy.deepcopy(tok.backend_tokenizer)
+    backend.no_truncation()
+    backend.no_padding()
+    record = Path(folder) / TRANSLATION_FILE
+    if record.is_file():
+        vocab = backend.get_vocab()
+        for word in json.loads(record.read_text())["words"]:
+            vocab.pop(word, None)
+        backend.model = models.WordPiece(vocab, unk_token=str(tok.unk_token))
 
     def pieces(texts: Sequence[str]) -> list[list[str]]:
-        ids = tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-        return [list(tok.convert_ids_to_tokens(row)) for row in ids]
+        return [e.tokens for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
     rc = cfg.retrieval
     index = BM25Index(

@@ -51,6 +51,10 @@ class TeacherTrainConfig:
     match_scale: float = 1.0
     # init=lexical: a query token found n times in the document counts n / (saturation + n), as BM25's k1 does
     saturation: float = 1.2
+    # 0: off. Else the words that at least this many training queries hold and the corpus lacks (aliases, which the
+    # corpus's vocabulary would cut into characters) become tokens of their own, beyond vocab_size, each started
+    # as the document tokens it predicts in the training lists (translation_init)
+    translate_min_queries: int = 2
 
     def __post_init__(self) -> None:
         key = "teacher.train"
@@ -73,6 +77,12 @@ class TeacherTrainConfig:
             "saturation",
         )
         check(self.negatives >= 0, f"{key}.negatives", self.negatives, "must be >= 0")
+        check(
+            self.translate_min_queries >= 0,
+            f"{key}.translate_min_queries",
+            self.translate_min_queries,
+            "must be >= 0",
+        )
         check(self.saturation >= 1, f"{key}.saturation", self.saturation, "must be >= 1 (BM25's k1 is 1.2-2)")
         check_fraction(self, key, "warmup_ratio")
         check_fraction(self, key, "dropout", closed=False)

@@ -11,12 +11,15 @@ folder fine-tunes that model instead. A model from scratch starts, by default (`
 an idf-weighted, saturating exact match over its own tokens (see `lexical_init`; `init=match` sets up only the first
 attention layer as the exact-match detector, `match_init`): the signal that neural rankers otherwise need much data
 and time to discover (DRMM, Guo et al., 2016; K-NRM, Xiong et al., 2017), so that a 3-minute CPU run learns ranking
-rather than token identity. The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
+rather than token identity. Words that only the training queries use (aliases) become tokens of their own,
+started as the document words they predict in the training lists (`teacher.train.translate_min_queries`,
+`translation_init`). The result is a normal Hugging Face model folder, `<workspace>/models/teacher/`.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,9 @@ def train_texts(ds: Dataset) -> list[str]:
 
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# In a from-scratch teacher's folder: the words its vocabulary took from the training queries, each with the
+# document tokens it was started as (`translation_init`; an empty list: it kept its own embedding)
+TRANSLATION_FILE = "translation.json"
 
 
 def _bert_tokenizer(model: Any) -> Any:
@@ -89,13 +95,45 @@ def wordpiece_vocab(texts: list[str], size: int) -> dict[str, int]:
     return vocab
 
 
-def build_scratch_model(texts: list[str], tc: TeacherTrainConfig, dest: Path, num_labels: int = 1) -> Path:
+def query_words(queries: list[str], vocab: dict[str, int], min_queries: int) -> list[str]:
+    """The words (as BERT splits and lower-cases them) that at least `min_queries` of `queries` hold and `vocab`
+    lacks, most frequent first (ties alphabetical): the words only queries use, which the corpus's vocabulary
+    would cut into a prefix and characters."""
+    from tokenizers import models
+
+    split = _bert_tokenizer(models.WordLevel(unk_token="[UNK]"))
+    counts: dict[str, int] = {}
+    for q in queries:
+        norm = split.normalizer.normalize_str(q)  # type: ignore[union-attr]
+        for w in {w for w, _ in split.pre_tokenizer.pre_tokenize_str(norm)}:  # type: ignore[union-attr]
+            if w not in vocab:
+                counts[w] = counts.get(w, 0) + 1
+    return [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_queries]
+
+
+def build_scratch_model(
+    texts: list[str],
+    tc: TeacherTrainConfig,
+    dest: Path,
+    num_labels: int = 1,
+    translate: tuple[list[str], Any] | None = None,
+) -> Path:
     """A small randomly initialised BERT cross-encoder with a WordPiece tokenizer built from `texts`
-    (`wordpiece_vocab`); the same texts and seed give the same files."""
+    (`wordpiece_vocab`); the same texts and seed give the same files.
+
+    `translate` = (the training queries, a `(tokenizer) -> list of (query words, positive doc token ids, negative
+    docs' token ids)` callable): with `tc.translate_min_queries` > 0, the words at least that many training queries
+    hold and the corpus lacks become tokens of their own (`query_words`), beyond `tc.vocab_size` (which sizes the
+    corpus's part), each started as the document tokens it predicts in the training lists (`translation_init`)."""
     from tokenizers import decoders, models, processors
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # type: ignore[attr-defined]
 
-    tok = _bert_tokenizer(models.WordPiece(wordpiece_vocab(texts, tc.vocab_size), unk_token="[UNK]"))
+    vocab = wordpiece_vocab(texts, tc.vocab_size)
+    added: list[str] = []
+    if translate is not None and tc.translate_min_queries > 0:
+        added = query_words(translate[0], vocab, tc.translate_min_queries)
+        vocab.update({w: len(vocab) + i for i, w in enumerate(added)})
+    tok = _bert_tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.decoder = decoders.WordPiece()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -122,9 +160,24 @@ def build_scratch_model(texts: list[str], tc: TeacherTrainConfig, dest: Path, nu
         match_init(model, tc.match_scale)
     elif tc.init == "lexical":
         lexical_init(model, token_idf(fast, texts), tc.saturation)
+    table = {}
+    if added and translate is not None:
+        table = translation_init(model, [vocab[w] for w in added], translate[1](fast))
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dest)
     fast.save_pretrained(dest)
+    record = dest / TRANSLATION_FILE
+    if added:
+        names = fast.convert_ids_to_tokens
+        write_json_atomic(
+            {
+                "min_queries": tc.translate_min_queries,
+                "words": {w: [[names(d), round(v, 4)] for d, v in table.get(vocab[w], [])] for w in added},
+            },
+            record,
+        )
+    else:
+        record.unlink(missing_ok=True)
     return dest
 
 
@@ -293,6 +346,78 @@ def lexical_init(model: Any, idf: torch.Tensor, saturation: float = 1.2) -> None
     model.classifier.bias.zero_()
 
 
+@torch.no_grad()
+def translation_init(
+    model: Any,
+    word_ids: list[int],
+    lists: list[tuple[set[int], set[int], list[set[int]]]],
+    threshold: float = 0.2,
+    close: float = 0.75,
+    most: int = 3,
+) -> dict[int, list[tuple[int, float]]]:
+    """Start each query-only token of `word_ids` as the document tokens it predicts: a statistical translation
+    table (Berger and Lafferty, 1999) read off the training lists, so that the exact-match start of
+    `lexical_init`/`match_init` matches a query's alias with the document words it stands for.
+
+    `lists` holds, per training list, the token ids of its query, of its positive document and of each negative.
+    A document token d scores, for word w, the mean over the lists whose query holds w of [d in the positive] -
+    (the share of negatives holding d): a word the relevant documents hold and the other candidates of the same
+    query do not (a topic's word, which both hold, scores near 0). The tokens scoring at least `threshold` and
+    `close` times the best (at most `most`) give w's embedding: their rows mixed by score and rescaled to the norm of w's
+    own token dimensions, idf dimensions included, so that w matches them as it would match itself. A word whose
+    best token scores below `threshold` keeps its own embedding. Returns {word id: [(token id, score)]}.
+
+    Written by hand: no library starts a transformer's embeddings from a translation table."""
+    words = model.bert.embeddings.word_embeddings.weight
+    special = {0, 1, 2, 3, 4}
+    out: dict[int, list[tuple[int, float]]] = {}
+    for w in word_ids:
+        mine = [(pos, negs) for q, pos, negs in lists if w in q]
+        if not mine:
+            continue
+        score: dict[int, float] = {}
+        for pos, negs in mine:
+            for d in pos:
+                score[d] = score.get(d, 0.0) + 1.0
+            for n in negs:
+                for d in n:
+                    score[d] = score.get(d, 0.0) - 1.0 / len(negs)
+        ranked = sorted(
+            ((d, v / len(mine)) for d, v in score.items() if d not in special and d not in word_ids),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        if not ranked or ranked[0][1] < threshold:
+            continue
+        keep = [(d, v) for d, v in ranked[:most] if v >= max(threshold, close * ranked[0][1])]
+        weights = torch.tensor([v for _, v in keep])
+        mixed = (weights[:, None] * words[[d for d, _ in keep]]).sum(0) / weights.sum()
+        norm = words[w].norm() / mixed.norm().clamp(min=1e-6)
+        words[w] = mixed * norm if len(keep) > 1 else mixed
+        out[w] = keep
+    return out
+
+
+def translation_lists(ds: Dataset, lists: pd.DataFrame) -> Any:
+    """What `translation_init` reads, from the teacher's training lists, once the tokenizer is built: per list
+    the token ids of its query, of its positive (first) document and of its negatives."""
+    qtext = ds.queries["text"]
+
+    def read(tokenizer: Any) -> list[tuple[set[int], set[int], list[set[int]]]]:
+        docids = sorted({d for docs in lists.docs for d in docs})
+        ids = tokenizer(ds.doc_texts(docids), add_special_tokens=False, verbose=False)["input_ids"]
+        doc = {d: set(i) for d, i in zip(docids, ids, strict=True)}
+        queries = tokenizer([qtext[q] for q in lists.qid], add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
+        return [
+            (set(q), doc[docs[0]], [doc[d] for d in docs[1:]])
+            for q, docs in zip(queries, lists.docs, strict=True)
+            if len(docs) > 1
+        ]
+
+    return read
+
+
 def build_lists(ds: Dataset, cands: pd.DataFrame, negatives: int, seed: int) -> pd.DataFrame:
     """One row per train query: query text, its judged documents (graded) and hard BM25 negatives.
 
@@ -361,22 +486,29 @@ def _dataset(ds: Dataset, lists: pd.DataFrame, loss: str, max_grade: float, seed
     )
 
 
-def starting_point(tc: TeacherTrainConfig, ws: Workspace, ds: Dataset, args: Any, ranks: Any) -> str:
-    """The model to fine-tune: `base_model` as given, or for `scratch` a small BERT built from the corpus (rank 0
-    builds it, seeded, while the other ranks of a DDP run wait, then all load it)."""
+def starting_point(
+    tc: TeacherTrainConfig, ws: Workspace, ds: Dataset, lists: pd.DataFrame, args: Any, ranks: Any
+) -> str:
+    """The model to fine-tune: `base_model` as given, or for `scratch` a small BERT built from the corpus and the
+    training lists (rank 0 builds it, seeded, while the other ranks of a DDP run wait, then all load it)."""
     if tc.base_model != "scratch":
         return tc.base_model
     with args.main_process_first(desc="teacher init"):
         if ranks.is_main:
-            build_scratch_model(train_texts(ds), tc, ws.teacher_init)
+            queries = ds.queries["text"][sorted(set(lists.qid))].tolist()
+            translate = (queries, translation_lists(ds, lists))
+            build_scratch_model(train_texts(ds), tc, ws.teacher_init, translate=translate)
     return str(ws.teacher_init)
 
 
-def save_teacher(model: Any, info: dict[str, Any], out: Path) -> None:
-    """The trained teacher, written whole: a crash leaves the previous teacher as it was."""
+def save_teacher(model: Any, info: dict[str, Any], out: Path, init: Path | None = None) -> None:
+    """The trained teacher, written whole: a crash leaves the previous teacher as it was. A from-scratch teacher
+    keeps its starting folder's record of the words it took from the training queries (`TRANSLATION_FILE`)."""
     with staged_dir(out) as tmp:
         model.save(str(tmp))
         write_json_atomic(info, tmp / "distill_train.json")
+        if init is not None and (init / TRANSLATION_FILE).exists():
+            shutil.copyfile(init / TRANSLATION_FILE, tmp / TRANSLATION_FILE)
 
 
 def prepare_training(cfg: DictConfig, tc: TeacherTrainConfig, ws: Workspace, ranks: Any) -> tuple[Any, ...]:
@@ -402,7 +534,7 @@ def prepare_training(cfg: DictConfig, tc: TeacherTrainConfig, ws: Workspace, ran
     max_grade = float(ds.judged("train", "train-teacher").relevance.max())
     train_ds = _dataset(ds, lists, tc.loss, max_grade, tc.seed)
     model = CrossEncoder(
-        starting_point(tc, ws, ds, args, ranks),
+        starting_point(tc, ws, ds, lists, args, ranks),
         num_labels=1,
         max_length=tc.max_length,
         activation_fn=torch.nn.Identity(),
@@ -442,7 +574,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_loss": result.training_loss,
             "seconds": round(seconds, 1),
         }
-        save_teacher(model, info, out)
+        save_teacher(model, info, out, ws.teacher_init if tc.base_model == "scratch" else None)
         tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
         tracker.artifact(out, type="model", name="teacher")
     print(

@@ -167,6 +167,92 @@ def test_lexical_init_ranks_as_idf_weighted_saturating_matches(tmp_path):
     assert min(rhos) > 0.85 and np.mean(rhos) > 0.97, rhos
 
 
+def _alias_world(seed=0):
+    """Documents over corpus words, and queries that name a corpus word only by an alias no document holds,
+    with training lists: the positive holds the alias's word, the negatives do not."""
+    rng = np.random.default_rng(seed)
+    words = [a + b for a in ("ba", "ko", "mi", "tu", "ze", "ro") for b in ("l", "n", "x", "sh", "r")]
+    zipf = 1.0 / np.arange(1, len(words) + 1)
+    # of one length, so that a ranker that matches nothing does not rank documents that hold a word first
+    docs = [" ".join(rng.choice(words, size=24, p=zipf / zipf.sum())) for _ in range(200)]
+    aliases = {"quipfo": "ror", "wexdam": "rosh", "yuvgot": "rox", "jofwig": "ron"}
+    # a word in one training query only, and one that its positives and negatives hold alike
+    rare, flat = "plimsy", "vorqat"
+    lists = []
+    for alias, word in aliases.items():
+        holds = [d for d in docs if word in d.split()]
+        lacks = [d for d in docs if word not in d.split()]
+        for i in range(6):
+            lists.append((f"{alias} {words[i]}", holds[i], lacks[4 * i : 4 * i + 4]))
+    lists.append((rare, docs[0], docs[1:4]))
+    lists += [(f"{flat} {words[0]}", docs[i], [docs[i]] * 3) for i in range(3)]
+    return docs, aliases, rare, flat, lists
+
+
+def test_translation_init_matches_an_alias_with_the_document_word_it_stands_for(tmp_path):
+    """With teacher.train.translate_min_queries, a word only queries use becomes a token started as the document
+    word it predicts in the training lists: before any training, a query holding only the alias ranks the
+    documents as the query of its word does. Without it the alias matches nothing."""
+    import torch
+    from scipy.stats import spearmanr
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from distill.teacher.train import build_scratch_model
+
+    docs, aliases, rare, flat, lists = _alias_world()
+
+    def read(tokenizer):
+        def ids(text):
+            return set(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        return [(ids(q), ids(pos), [ids(n) for n in negs]) for q, pos, negs in lists]
+
+    translate = ([q for q, _, _ in lists], read)
+
+    def scores(folder, query):
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = BertForSequenceClassification.from_pretrained(folder).eval()
+        with torch.no_grad():
+            return (
+                model(**tok([query] * len(docs), docs, padding=True, return_tensors="pt"))
+                .logits[:, 0]
+                .numpy()
+            )
+
+    on = build_scratch_model(
+        docs, TeacherTrainConfig(translate_min_queries=2), tmp_path / "on", translate=translate
+    )
+    again = build_scratch_model(
+        docs, TeacherTrainConfig(translate_min_queries=2), tmp_path / "again", translate=translate
+    )
+    off = build_scratch_model(
+        docs, TeacherTrainConfig(translate_min_queries=0), tmp_path / "off", translate=translate
+    )
+    # the query words come beyond the corpus's vocabulary, even when it fills vocab_size
+    small = build_scratch_model(
+        docs, TeacherTrainConfig(vocab_size=60), tmp_path / "small", translate=translate
+    )
+    assert set(aliases) <= set(AutoTokenizer.from_pretrained(small).get_vocab())
+    assert (on / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    vocab = AutoTokenizer.from_pretrained(on).get_vocab()
+    assert set(aliases) | {flat} <= set(vocab) and rare not in vocab
+    assert not set(aliases) & set(AutoTokenizer.from_pretrained(off).get_vocab())
+    for alias, word in aliases.items():
+        holds = np.array([word in d.split() for d in docs])
+
+        def gap(folder, query, holds=holds):
+            s = scores(folder, query)
+            return s[holds].mean() - s[~holds].mean()
+
+        assert spearmanr(scores(on, alias), scores(on, word)).statistic > 0.95
+        assert holds[np.argsort(-scores(on, alias))[: holds.sum()]].all(), alias
+        # how far the documents holding the word score above the others, against the word's own query
+        assert gap(on, alias) > 0.8 * gap(on, word), alias
+        assert abs(gap(off, alias)) < 0.2 * gap(off, word), alias
+    # the word that tells positives from negatives no better than chance keeps its own embedding: it matches nothing
+    assert np.ptp(scores(on, flat)) < 0.1 * np.ptp(scores(on, "ror"))
+
+
 def test_lexical_init_refuses_shapes_it_cannot_build(tmp_path):
     from distill.teacher.train import build_scratch_model
 
