@@ -43,18 +43,22 @@ class DataConfig:
 class SampleOptions:
     """The sample world's generator (distill/data/sample.py)."""
 
-    VERSION: ClassVar[int] = 3  # bump when the generator's output changes (generated folders are re-made)
+    VERSION: ClassVar[int] = 4  # bump when the generator's output changes (generated folders are re-made)
     seed: int = 13
     n_docs: int = 6000
     n_train: int = 600
     n_test: int = 250
-    n_topics: int = 120
+    # version 4: 20 topics of 10 concepts (version 3: 120), so that a concept's alias recurs in the training
+    # queries (about 4 each) and can be learned from them
+    n_topics: int = 20
     concepts_per_topic: int = 10
     n_background: int = 800
     # Chance that a query writes a concept with a synonym instead of the documents' word.
     p_synonym: float = 0.7
-    # Chance that a concept's synonym is a morphological variant of the document word (else an unrelated word).
-    p_morph: float = 0.7
+    # Chance that a concept's synonym is a morphological variant of the document word (else an unrelated word, an
+    # alias that no document holds); version 4: 0 (version 3: 0.7, variants that WordPiece splits back into the
+    # document word, so that lexical matching over sub-words found most of them)
+    p_morph: float = 0.0
     # Fraction of a topic's concepts whose document word also belongs to another topic.
     p_ambiguous: float = 0.25
     # Fraction of topics whose broad topic word is shared with another topic.

@@ -74,32 +74,73 @@ def test_simulated_clicks_for_any_beir_folder(tiny_beir):
     assert ctr.get("d1", 0) > ctr.get("d4", 0)  # judged relevant for q1 vs never relevant
 
 
-def test_the_sample_world_of_this_version_is_pinned(tmp_path):
-    """The generator's output at SampleOptions.VERSION 3, recorded from the generator of that version: the
-    faster generator must draw the same world from the same seed. A change that moves any of these bumps
-    SampleOptions.VERSION (generated folders are then made again) and records the new world here."""
-    assert SampleOptions.VERSION == 3
-    opts = SampleOptions(n_docs=400, n_train=30, n_test=10, n_topics=10, sessions_per_query=3)
-    generate(tmp_path, opts)
-    digest = {f: hashlib.sha256((tmp_path / f).read_bytes()).hexdigest()[:16] for f in PINNED}
-    assert digest == PINNED
-    log = pd.read_parquet(tmp_path / "logs" / "impressions.parquet")
-    clicked = log[log.clicked]
-    assert (len(log), len(clicked), int(clicked.position.sum()), round(float(log.dwell_s.sum()), 1)) == (
-        1167,
-        73,
-        226,
-        3469.2,
-    )
-    assert str(log.timestamp.min()) == "2025-01-01 17:44:49+00:00" and log.docid.iloc[-1] == "d212"
-
-
-PINNED = {
+PINNED_V3 = {
     "corpus.jsonl": "bd44578afa6f78ee",
     "queries.jsonl": "ebb148eefd0c18d6",
     "qrels/train.tsv": "1b158696f0ab553b",
     "qrels/test.tsv": "4048f5f03d2fa240",
 }
+PINNED_V4 = {
+    "corpus.jsonl": "331072caf3009eba",
+    "queries.jsonl": "b3d9fc918133cf92",
+    "qrels/train.tsv": "a326afaca84f6e6d",
+    "qrels/test.tsv": "a25ad23abcea131c",
+}
+
+
+@pytest.mark.parametrize(
+    "options,pinned,log_figures",
+    [
+        ({}, PINNED_V4, (1200, 66, 199, 3718.3, "2025-01-08 12:35:16+00:00", "d369")),
+        # version 3's options draw version 3's world, recorded from the generator of that version
+        ({"p_morph": 0.7}, PINNED_V3, (1167, 73, 226, 3469.2, "2025-01-01 17:44:49+00:00", "d212")),
+    ],
+    ids=["version-4", "version-3-options"],
+)
+def test_the_sample_world_of_this_version_is_pinned(tmp_path, options, pinned, log_figures):
+    """The generator's output at SampleOptions.VERSION 4, and at version 3's options (version 3 differed only in
+    its defaults): the same seed must draw the same world. A change that moves any of these bumps
+    SampleOptions.VERSION (generated folders are then made again) and records the new world here."""
+    assert SampleOptions.VERSION == 4
+    opts = SampleOptions(n_docs=400, n_train=30, n_test=10, n_topics=10, sessions_per_query=3, **options)
+    generate(tmp_path, opts)
+    digest = {f: hashlib.sha256((tmp_path / f).read_bytes()).hexdigest()[:16] for f in pinned}
+    assert digest == pinned
+    log = pd.read_parquet(tmp_path / "logs" / "impressions.parquet")
+    clicked = log[log.clicked]
+    assert (
+        len(log),
+        len(clicked),
+        int(clicked.position.sum()),
+        round(float(log.dwell_s.sum()), 1),
+        str(log.timestamp.min()),
+        log.docid.iloc[-1],
+    ) == log_figures
+
+
+def test_version_4_aliases_are_in_no_document_and_recur_in_training_queries(tmp_path):
+    """At version 4's defaults, the words queries use for concepts are aliases no document holds (so no lexical
+    match reaches them), and nearly every alias a test query uses is in a training query too (so it can be
+    learned)."""
+    import json
+
+    info = generate(tmp_path)
+    assert (info["docs"], info["train_queries"], info["test_queries"]) == (6000, 600, 250)
+    doc_words = set()
+    with open(tmp_path / "corpus.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            doc_words.update(f"{d['title']} {d['text']}".split())
+    queries = pd.read_json(tmp_path / "queries.jsonl", lines=True).set_index("_id")
+    train = set(pd.read_csv(tmp_path / "qrels" / "train.tsv", sep="\t")["query-id"])
+    test = set(pd.read_csv(tmp_path / "qrels" / "test.tsv", sep="\t")["query-id"])
+    unseen = {q: set(queries.text[q].split()) - doc_words for q in queries.index}
+    train_aliases = set().union(*(unseen[q] for q in train))
+    test_aliases = set().union(*(unseen[q] for q in test))
+    # most queries name at least one concept by an alias
+    assert sum(bool(unseen[q]) for q in queries.index) / len(queries) > 0.6
+    assert len(test_aliases & train_aliases) / len(test_aliases) > 0.9
+    assert 150 <= len(train_aliases) <= 200  # 200 concepts, one alias each
 
 
 def test_a_query_that_asks_for_an_intent_is_answered_only_by_documents_of_that_intent(tmp_path):
