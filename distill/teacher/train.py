@@ -363,16 +363,23 @@ def translation_init(
     A document token d scores, for word w, the mean over the lists whose query holds w of [d in the positive] -
     (the share of negatives holding d): a word the relevant documents hold and the other candidates of the same
     query do not (a topic's word, which both hold, scores near 0). The tokens scoring at least `threshold` and
-    `close` times the best (at most `most`) give w's embedding: their rows mixed by score and rescaled to the norm of w's
-    own token dimensions, idf dimensions included, so that w matches them as it would match itself. A word whose
-    best token scores below `threshold` keeps its own embedding. Returns {word id: [(token id, score)]}.
+    `close` times the best (at most `most`) give w's embedding, idf dimensions included: one token's row as it is,
+    so that w matches it as the token matches itself, or several rows mixed by score and rescaled to the norm of
+    w's own row. A word whose best token scores below `threshold` keeps its own embedding. Returns
+    {word id: [(token id, score)]}.
 
     Written by hand: no library starts a transformer's embeddings from a translation table."""
     words = model.bert.embeddings.word_embeddings.weight
-    special = {0, 1, 2, 3, 4}
+    # the special tokens come first in every vocabulary built here (`wordpiece_vocab`), and no word stands for
+    # another query-only word
+    skip = set(range(len(SPECIAL_TOKENS))) | set(word_ids)
+    holding: dict[int, list[int]] = {w: [] for w in word_ids}
+    for i, (q, _, _) in enumerate(lists):
+        for w in q & holding.keys():
+            holding[w].append(i)
     out: dict[int, list[tuple[int, float]]] = {}
     for w in word_ids:
-        mine = [(pos, negs) for q, pos, negs in lists if w in q]
+        mine = [lists[i][1:] for i in holding[w]]
         if not mine:
             continue
         score: dict[int, float] = {}
@@ -383,7 +390,7 @@ def translation_init(
                 for d in n:
                     score[d] = score.get(d, 0.0) - 1.0 / len(negs)
         ranked = sorted(
-            ((d, v / len(mine)) for d, v in score.items() if d not in special and d not in word_ids),
+            ((d, v / len(mine)) for d, v in score.items() if d not in skip),
             key=lambda kv: (-kv[1], kv[0]),
         )
         if not ranked or ranked[0][1] < threshold:
