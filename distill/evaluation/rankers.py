@@ -95,19 +95,26 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     except Exception as e:  # no trained teacher, a hub id with no cached copy and no network
         log.warning("ranker bm25_wordpiece left out: the teacher's tokenizer is not available here (%s)", e)
         return []
-    # whole texts, as BM25 reads them (a tokenizer file may carry the model's truncation)
-    backend = copy.deepcopy(tok.backend_tokenizer)
-    backend.no_truncation()
-    backend.no_padding()
     record = Path(folder) / TRANSLATION_FILE
-    if record.is_file():
-        vocab = backend.get_vocab()
-        for word in json.loads(record.read_text())["words"]:
-            vocab.pop(word, None)
-        backend.model = models.WordPiece(vocab, unk_token=str(tok.unk_token))
+    if not getattr(tok, "is_fast", False):  # a Python-only tokenizer (no translation record: not built here)
 
-    def pieces(texts: Sequence[str]) -> list[list[str]]:
-        return [e.tokens for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+        def pieces(texts: Sequence[str]) -> list[list[str]]:
+            ids = tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+            return [list(tok.convert_ids_to_tokens(row)) for row in ids]
+
+    else:
+        # whole texts, as BM25 reads them (a tokenizer file may carry the model's truncation)
+        backend = copy.deepcopy(tok.backend_tokenizer)
+        backend.no_truncation()
+        backend.no_padding()
+        if record.is_file():
+            vocab = backend.get_vocab()
+            for word in json.loads(record.read_text())["words"]:
+                vocab.pop(word, None)
+            backend.model = models.WordPiece(vocab, unk_token=str(tok.unk_token))
+
+        def pieces(texts: Sequence[str]) -> list[list[str]]:
+            return [e.tokens for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
     rc = cfg.retrieval
     index = BM25Index(
