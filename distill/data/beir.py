@@ -318,9 +318,9 @@ def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
     reader (in C++, a block of lines at a time): one JSON object per line, no blank line, a string `_id` without
     surrounding spaces on every line, `text` (and a document's `title`) strings or null, not both empty, a string
     `timestamp` if any, and every other field a string, or a number, a boolean, an object or a list on every line.
-    None for any other file: `_jsonl_by_line` reads it and names each bad line (parsing each line in Python took 31 of the 38 s of
-    loading the 300x sample world's 1.8M documents). The frame is the one the line reader makes: the same
-    columns in the first line's order, missing or null texts empty."""
+    None for any other file: `_jsonl_by_line` reads it and names each bad line (parsing each line in Python took
+    31 of the 38 s of loading the 300x sample world's 1.8M documents). The frame is the one the line reader makes:
+    the same columns in the first line's order, missing or null texts empty."""
     import pyarrow as pa
     import pyarrow.json as pajson
 

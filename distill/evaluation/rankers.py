@@ -95,7 +95,6 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
     except Exception as e:  # no trained teacher, a hub id with no cached copy and no network
         log.warning("ranker bm25_wordpiece left out: the teacher's tokenizer is not available here (%s)", e)
         return []
-    record = Path(folder) / TRANSLATION_FILE
     if not getattr(tok, "is_fast", False):  # a Python-only tokenizer (no translation record: not built here)
 
         def pieces(texts: Sequence[str]) -> list[list[str]]:
@@ -107,6 +106,7 @@ def subword_bm25(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
         backend = copy.deepcopy(tok.backend_tokenizer)
         backend.no_truncation()
         backend.no_padding()
+        record = Path(folder) / TRANSLATION_FILE
         if record.is_file():
             vocab = backend.get_vocab()
             for word in json.loads(record.read_text())["words"]:

@@ -413,12 +413,13 @@ def translation_lists(ds: Dataset, lists: pd.DataFrame) -> Any:
         docids = sorted({d for docs in lists.docs for d in docs})
         ids = tokenizer(ds.doc_texts(docids), add_special_tokens=False, verbose=False)["input_ids"]
         doc = {d: set(i) for d, i in zip(docids, ids, strict=True)}
-        queries = tokenizer([qtext[q] for q in lists.qid], add_special_tokens=False, verbose=False)[
-            "input_ids"
-        ]
+        # a query has up to 3 lists: each query tokenised once
+        qids = list(dict.fromkeys(lists.qid))
+        ids = tokenizer([qtext[q] for q in qids], add_special_tokens=False, verbose=False)["input_ids"]
+        query = {q: set(i) for q, i in zip(qids, ids, strict=True)}
         return [
-            (set(q), doc[docs[0]], [doc[d] for d in docs[1:]])
-            for q, docs in zip(queries, lists.docs, strict=True)
+            (query[q], doc[docs[0]], [doc[d] for d in docs[1:]])
+            for q, docs in zip(lists.qid, lists.docs, strict=True)
             if len(docs) > 1
         ]
 

@@ -193,6 +193,8 @@ def test_translation_init_matches_an_alias_with_the_document_word_it_stands_for(
     """With teacher.train.translate_min_queries, a word only queries use becomes a token started as the document
     word it predicts in the training lists: before any training, a query holding only the alias ranks the
     documents as the query of its word does. Without it the alias matches nothing."""
+    import functools
+
     import torch
     from scipy.stats import spearmanr
     from transformers import AutoTokenizer, BertForSequenceClassification
@@ -209,9 +211,14 @@ def test_translation_init_matches_an_alias_with_the_document_word_it_stands_for(
 
     translate = ([q for q, _, _ in lists], read)
 
+    @functools.cache
+    def loaded(folder):
+        return AutoTokenizer.from_pretrained(folder), BertForSequenceClassification.from_pretrained(
+            folder
+        ).eval()
+
     def scores(folder, query):
-        tok = AutoTokenizer.from_pretrained(folder)
-        model = BertForSequenceClassification.from_pretrained(folder).eval()
+        tok, model = loaded(folder)
         with torch.no_grad():
             return (
                 model(**tok([query] * len(docs), docs, padding=True, return_tensors="pt"))
