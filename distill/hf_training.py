@@ -75,19 +75,40 @@ def _any_rank(flag: bool, device: Any) -> bool:
 
 def time_limit_callback(seconds: float | None, key: str) -> Any:
     """A transformers callback that stops training once `seconds` have passed since training began (on any rank,
-    so that all ranks of a distributed run stop together)."""
+    so that all ranks of a distributed run stop together). A guard, not a schedule: the model a config decides is
+    set by its steps or epochs, and `schedule_facts` records whether the guard cut that schedule short."""
     from transformers import TrainerCallback
 
     class TimeLimit(TrainerCallback):
         start = 0.0
+        planned = 0
+        cut_at: int | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
+            self.planned = int(state.max_steps)
 
         def on_step_end(self, args, state, control, **kwargs):
             if seconds is not None and _any_rank(time.perf_counter() - self.start > seconds, args.device):
-                log.warning("%s=%s reached at step %d: stopping", key, seconds, state.global_step)
+                if state.global_step < state.max_steps:
+                    log.warning(
+                        "%s=%s reached at step %d of %d: stopping; this model depends on the machine's speed "
+                        "(raise %s or set it to null to train the whole schedule)",
+                        key, seconds, state.global_step, state.max_steps, key,
+                    )  # fmt: skip
+                    self.cut_at = int(state.global_step)
                 control.should_training_stop = True
             return control
 
     return TimeLimit()
+
+
+def schedule_facts(limit: Any, key: str) -> tuple[dict[str, Any], str]:
+    """What a run's record and its closing line say about its schedule (`limit`: a `time_limit_callback` after
+    training): the steps planned, and where the time guard `key` cut them short if it did."""
+    facts: dict[str, Any] = {
+        "planned_steps": limit.planned,
+        "cut_by": key if limit.cut_at is not None else None,
+    }
+    note = "" if limit.cut_at is None else f" (cut short by {key} at step {limit.cut_at} of {limit.planned})"
+    return facts, note

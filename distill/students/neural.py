@@ -27,7 +27,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
-from distill.hf_training import time_limit_callback, training_args
+from distill.hf_training import schedule_facts, time_limit_callback, training_args
 from distill.ir.metrics import quality
 from distill.students.base import (
     Context,
@@ -167,6 +167,7 @@ def _train(
         seed=sc.seed,
         workspace=ws,
     )
+    limit = time_limit_callback(sc.max_seconds, "student.max_seconds")
     with start_run(cfg, stage=f"train-student-{sc.name}-{sc.loss}") as tracker:
         train_ds = recipe.dataset(ds, ex, sc) if recipe.dataset else hf_dataset(ds, ex, sc.label_norm)
         trainer = recipe.trainer(
@@ -174,12 +175,13 @@ def _train(
             args=args,
             train_dataset=train_ds,
             loss=recipe.loss(sc, model),
-            callbacks=[time_limit_callback(sc.max_seconds, "student.max_seconds")],
+            callbacks=[limit],
         )
         probe = train_ds.select(range(min(PROBE_SIZE, len(train_ds))))
         loss_before = probe_loss(trainer, probe)
         result = trainer.train()
         seconds = time.perf_counter() - t0
+        schedule, cut_note = schedule_facts(limit, "student.max_seconds")
         # on every rank: the trainer's evaluation is collective under DDP
         loss_after = probe_loss(trainer, probe)
         if not ranks.is_main:  # rank 0 saves, evaluates and reports
@@ -193,6 +195,7 @@ def _train(
             "examples": len(ex),
             "skipped": skipped,
             "steps": result.global_step,
+            **schedule,
             "train_loss": result.training_loss,
             "probe_loss_before": loss_before,
             "probe_loss_after": loss_after,
@@ -213,7 +216,7 @@ def _train(
         tracker.artifact(out, type="model", name=f"{sc.name}-{sc.loss}")
     modes = ", ".join(f"{mode} {m['ndcg@10']:.4f}" for mode, m in info["test"].items() if "ndcg@10" in m)
     print(
-        f"train-student {name}: {len(ex)} examples, {result.global_step} steps in {seconds:.0f}s; "
+        f"train-student {name}: {len(ex)} examples, {result.global_step} steps in {seconds:.0f}s{cut_note}; "
         f"test nDCG@10: {modes} -> {out}"
     )
     return info

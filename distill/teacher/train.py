@@ -33,7 +33,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
-from distill.hf_training import time_limit_callback, training_args
+from distill.hf_training import schedule_facts, time_limit_callback, training_args
 from distill.stamps import Stage, data_config
 from distill.teacher.schema import TeacherTrainConfig
 from distill.tracking import start_run
@@ -561,15 +561,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     args, lists, train_ds, model = prepare_training(cfg, tc, ws, ranks)
     out = ws.model("teacher")
+    limit = time_limit_callback(tc.max_seconds, "teacher.train.max_seconds")
     with start_run(cfg, stage="train-teacher") as tracker:
         trainer = CrossEncoderTrainer(
             model=model,
             args=args,
             train_dataset=train_ds,
             loss=_loss(tc.loss, model),
-            callbacks=[time_limit_callback(tc.max_seconds, "teacher.train.max_seconds")],
+            callbacks=[limit],
         )
         result = trainer.train()
+        schedule, cut_note = schedule_facts(limit, "teacher.train.max_seconds")
         if not ranks.is_main:  # rank 0 saves and reports
             return {"rank": ranks.rank, "steps": result.global_step}
         seconds = time.perf_counter() - t0
@@ -579,6 +581,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "loss": tc.loss,
             "train_lists": len(lists),
             "steps": result.global_step,
+            **schedule,
             "train_loss": result.training_loss,
             "seconds": round(seconds, 1),
         }
@@ -586,7 +589,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         tracker.summary({f"train/{k}": v for k, v in info.items() if isinstance(v, (int, float))})
         tracker.artifact(out, type="model", name="teacher")
     print(
-        f"train-teacher: {info['steps']} steps on {len(lists)} lists in {seconds:.0f}s "
+        f"train-teacher: {info['steps']} steps on {len(lists)} lists in {seconds:.0f}s{cut_note} "
         f"(loss {result.training_loss:.4f}) -> {out}"
     )
     return info

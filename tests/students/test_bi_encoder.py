@@ -100,7 +100,8 @@ def test_tiny_end_to_end_lowers_loss_and_writes_a_loadable_model(tiny_sample_cfg
     info = run_student(cfg)
     assert info["probe_loss_after"] < info["probe_loss_before"]
     out = Path(cfg.paths.workspace) / "models" / "bi_encoder" / loss
-    assert json.loads((out / "distill_train.json").read_text())["steps"] == info["steps"] > 0
+    record = json.loads((out / "distill_train.json").read_text())
+    assert record["steps"] == info["steps"] == record["planned_steps"] > 0 and record["cut_by"] is None
     model = SentenceTransformer(str(out), device="cpu")  # a normal sentence-transformers folder
     emb = model.encode(["a query", "a document"])
     assert emb.shape[0] == 2 and np.isfinite(emb).all()
@@ -130,6 +131,30 @@ def test_same_seed_same_bi_encoder(tiny_sample_cfg):
     second = [run_student(cfg)["probe_loss_after"], SentenceTransformer(str(out), device="cpu").encode(texts)]
     assert first[0] == second[0]
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_a_time_guard_that_cuts_the_schedule_says_so_in_the_record_and_the_closing_line(
+    tiny_sample_cfg, capsys
+):
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    cfg = tiny_sample_cfg(
+        *TINY_TEACHER,
+        "student=bi_encoder",
+        "student.negatives=3",
+        "student.negative_margin=null",
+        "student.embedding_dim=16",
+        "student.batch_size=8",
+        "student.epochs=3",
+        "student.max_seconds=1e-6",
+    )
+    info = run_student(cfg)
+    record = json.loads((Path(cfg.paths.workspace) / "models/bi_encoder/kl/distill_train.json").read_text())
+    assert record["steps"] == info["steps"] == 1 < record["planned_steps"]
+    assert record["cut_by"] == "student.max_seconds"
+    assert (
+        f"(cut short by student.max_seconds at step 1 of {record['planned_steps']})"
+        in capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize("similarity,fn", [("dot", "dot"), ("cos", "cosine")])

@@ -21,7 +21,8 @@ def test_train_teacher_end_to_end_then_score_with_it(tiny_sample_cfg):
     cfg = tiny_sample_cfg(*TINY_TRAIN)
     run_candidates(cfg)
     info = run_train(cfg)
-    assert info["steps"] > 0 and np.isfinite(info["train_loss"])
+    assert info["steps"] == info["planned_steps"] > 0 and info["cut_by"] is None
+    assert np.isfinite(info["train_loss"])
     model_dir = f"{cfg.paths.workspace}/models/teacher"
     ce = load_teacher(model_dir, max_length=48, device="cpu")  # a normal Hugging Face folder
     assert ce.num_labels == 1
