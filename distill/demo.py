@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.config import CONFIG_DIR, check_known_keys
 from distill.data.prepare import dataset_dir
@@ -51,7 +51,11 @@ def plan(cfg: DictConfig) -> list[tuple[Stage, DictConfig]]:
     if cfg.demo.stack:
         c = cfg.copy()
         with open_dict(c):
-            c.student = student_config("lightgbm", cfg.demo.overrides.get("lightgbm"), "demo.stack")
+            over = OmegaConf.merge(
+                *(OmegaConf.create(OmegaConf.to_container(o) if isinstance(o, DictConfig) else o or {})
+                  for o in (cfg.demo.overrides.get("lightgbm"), cfg.demo.stack_overrides))
+            )  # fmt: skip
+            c.student = student_config("lightgbm", over, "demo.stack", "demo.stack_overrides")
             c.features.students = list(cfg.demo.stack)
         steps.append((TRAIN_STUDENT, c))
     return steps
@@ -81,12 +85,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def student_config(name: str, overrides: Any, where: str) -> DictConfig:
+def student_config(name: str, overrides: Any, where: str, key: str | None = None) -> DictConfig:
     """configs/student/<name>.yaml as `student=<name>` composes it (Hydra's compose API, on its schema), then
-    `overrides`, checked."""
+    `overrides` (the config key `key` names them in errors; default demo.overrides.<name>), checked."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     path = CONFIG_DIR / "student" / f"{name}.yaml"
     if not path.is_file():
@@ -97,9 +100,20 @@ def student_config(name: str, overrides: Any, where: str) -> DictConfig:
     else:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             node = compose("config", overrides=[f"student={name}"]).student
-    merged = OmegaConf.merge(node, overrides or {})
+    from dataclasses import fields, is_dataclass
+
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    key = key or f"demo.overrides.{name}"
+    try:
+        merged = OmegaConf.merge(node, overrides or {})
+    except (ConfigKeyError, ValidationError) as e:
+        kind = getattr(e, "object_type", None)
+        options = f"; known: {sorted(f.name for f in fields(kind))}" if kind and is_dataclass(kind) else ""
+        sub = str(getattr(e, "full_key", "") or "").removeprefix("student.")
+        raise ConfigError(f"{key}.{sub}: {str(e).splitlines()[0]}{options}") from e
     assert isinstance(merged, DictConfig)
-    check_known_keys(merged, f"demo.overrides.{name}")
+    check_known_keys(merged, key)
     OmegaConf.to_object(merged)  # the schema's value checks
     return merged
 

@@ -200,3 +200,35 @@ def test_demo_with_your_own_teacher_on_a_beir_folder(tiny_sample_cfg, make_cfg, 
     assert info["started_from"] == str(tiny_model_dir)
     manifest = json.loads((ws / "soft_labels" / "manifest.json").read_text())
     assert manifest["identity"]["teachers"][0]["id"] == str(tiny_model_dir)
+
+
+def test_the_stacked_lightgbm_takes_demo_stack_overrides_over_the_lightgbm_ones(make_cfg):
+    import pytest
+
+    from distill.demo import plan
+    from distill.errors import ConfigError
+    from distill.students.stage import STAGE as TRAIN_STUDENT
+
+    cfg = make_cfg("+demo.overrides.lightgbm.num_trees=10", "+demo.overrides.lightgbm.num_leaves=63")
+    steps = [c for stage, c in plan(cfg) if stage is TRAIN_STUDENT]
+    (alone, stack) = (c.student for c in steps if c.student.name == "lightgbm")
+    assert (
+        list(steps[-1].features.students) == ["bi_encoder_kl", "bi_encoder_kl+bm25"]
+        and steps[-1].student is stack
+    )
+    assert (alone.num_trees, alone.num_leaves, alone.labels.alpha) == (10, 63, 1.0)  # LightGBM alone: its own
+    assert (stack.num_trees, stack.num_leaves, stack.min_data_in_leaf, stack.labels.alpha) == (
+        10,
+        7,
+        100,
+        0.5,
+    )
+    with pytest.raises(
+        ConfigError, match=r"^demo.stack_overrides.num_leafs: Key 'num_leafs' not in 'LightGBMConfig'; kn"
+    ):
+        plan(make_cfg("+demo.stack_overrides.num_leafs=3"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^demo.overrides.lightgbm.labels.alpha: Value 'high' of type 'str' could not be conv",
+    ):
+        plan(make_cfg("+demo.overrides.lightgbm.labels.alpha=high"))
