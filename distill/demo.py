@@ -11,11 +11,13 @@ evaluation always runs.
 from __future__ import annotations
 
 import time
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigKeyError, ValidationError
 
-from distill.config import CONFIG_DIR, check_known_keys
+from distill.config import CONFIG_DIR, check_known_keys, to_container
 from distill.data.prepare import dataset_dir
 from distill.errors import ConfigError, StageNotReadyError
 from distill.evaluation.report import table
@@ -51,10 +53,11 @@ def plan(cfg: DictConfig) -> list[tuple[Stage, DictConfig]]:
     if cfg.demo.stack:
         c = cfg.copy()
         with open_dict(c):
+            # plain copies: the composed nodes are in struct mode, which refuses a key only one of them has
             over = OmegaConf.merge(
-                *(OmegaConf.create(OmegaConf.to_container(o) if isinstance(o, DictConfig) else o or {})
-                  for o in (cfg.demo.overrides.get("lightgbm"), cfg.demo.stack_overrides))
-            )  # fmt: skip
+                to_container(cfg.demo.overrides.get("lightgbm")) or {},
+                to_container(cfg.demo.stack_overrides) or {},
+            )
             c.student = student_config("lightgbm", over, "demo.stack", "demo.stack_overrides")
             c.features.students = list(cfg.demo.stack)
         steps.append((TRAIN_STUDENT, c))
@@ -100,10 +103,6 @@ def student_config(name: str, overrides: Any, where: str, key: str | None = None
     else:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             node = compose("config", overrides=[f"student={name}"]).student
-    from dataclasses import fields, is_dataclass
-
-    from omegaconf.errors import ConfigKeyError, ValidationError
-
     key = key or f"demo.overrides.{name}"
     try:
         merged = OmegaConf.merge(node, overrides or {})
