@@ -49,19 +49,13 @@ class CheckBeforeRun(Callback):
 def explain(e: Exception) -> str:
     """One line for a composition error: the key and the options its schema knows, a missing group option and
     the available ones, or Hydra's own first line."""
-    from dataclasses import fields, is_dataclass
-
     from hydra.errors import MissingConfigException
 
-    cause = e.__cause__
-    key = getattr(cause, "full_key", None)
-    kind = getattr(cause, "object_type", None)
-    if key and type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
-        known = sorted(f.name for f in fields(kind)) if kind and is_dataclass(kind) else []
-        where = f" of {kind.__name__}" if kind else ""
-        return f"{key}: no such option{where}; known: {known}" if known else f"{key}: no such option"
-    if key and type(cause).__name__ == "ValidationError":
-        return f"{key}: {str(cause).splitlines()[0]}"
+    from distill.config import omegaconf_error_line
+
+    line = omegaconf_error_line(e.__cause__)
+    if line:
+        return line
     if isinstance(e, MissingConfigException):
         group = str(getattr(e, "config_name", "") or "").rpartition("/")[0]
         options = [o for o in (getattr(e, "options", None) or []) if not o.endswith("_schema")]

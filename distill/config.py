@@ -137,6 +137,20 @@ def refuse_unknown_keys(cls: type, keys: Any, where: str) -> list[str]:
     return known
 
 
+def omegaconf_error_line(error: BaseException | None) -> str | None:
+    """One line for OmegaConf's error on a key: the key and the options its schema knows (an unknown key), or the
+    key and OmegaConf's first line (a value of the wrong type); None for any other error."""
+    key = getattr(error, "full_key", None)
+    kind = getattr(error, "object_type", None)
+    if key and type(error).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
+        known = sorted(f.name for f in fields(kind)) if kind and is_dataclass(kind) else []
+        where = f" of {kind.__name__}" if kind else ""
+        return f"{key}: no such option{where}; known: {known}" if known else f"{key}: no such option"
+    if key and type(error).__name__ == "ValidationError":
+        return f"{key}: {str(error).splitlines()[0]}"
+    return None
+
+
 def check_known_keys(node: DictConfig, where: str) -> None:
     """A key that a typed node's dataclass does not declare is a `ConfigError` naming it. Hydra lets
     `+group.key=value` append one, and `OmegaConf.to_object` would keep it as a stray attribute."""

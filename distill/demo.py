@@ -11,13 +11,12 @@ evaluation always runs.
 from __future__ import annotations
 
 import time
-from dataclasses import fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from distill.config import CONFIG_DIR, check_known_keys, to_container
+from distill.config import CONFIG_DIR, check_known_keys, omegaconf_error_line, to_container
 from distill.data.prepare import dataset_dir
 from distill.errors import ConfigError, StageNotReadyError
 from distill.evaluation.report import table
@@ -106,11 +105,9 @@ def student_config(name: str, overrides: Any, where: str, key: str | None = None
     key = key or f"demo.overrides.{name}"
     try:
         merged = OmegaConf.merge(node, overrides or {})
-    except (ConfigKeyError, ValidationError) as e:
-        kind = getattr(e, "object_type", None)
-        options = f"; known: {sorted(f.name for f in fields(kind))}" if kind and is_dataclass(kind) else ""
-        sub = str(getattr(e, "full_key", "") or "").removeprefix("student.")
-        raise ConfigError(f"{key}.{sub}: {str(e).splitlines()[0]}{options}") from e
+    except (ConfigKeyError, ValidationError) as e:  # the key under `key`, not under the composed `student`
+        line = omegaconf_error_line(e) or f"student: {str(e).splitlines()[0]}"
+        raise ConfigError(f"{key}{line.removeprefix('student')}") from e
     assert isinstance(merged, DictConfig)
     check_known_keys(merged, key)
     OmegaConf.to_object(merged)  # the schema's value checks

@@ -76,7 +76,8 @@ def _any_rank(flag: bool, device: Any) -> bool:
 def time_limit_callback(seconds: float | None, key: str) -> Any:
     """A transformers callback that stops training once `seconds` have passed since training began (on any rank,
     so that all ranks of a distributed run stop together). A guard, not a schedule: the model a config decides is
-    set by its steps or epochs, and `schedule_facts` records whether the guard cut that schedule short."""
+    set by its steps or epochs, and after training its `schedule()` says whether the guard cut that schedule
+    short: the facts for the run's record (steps planned, `cut_by`) and a note for its closing line."""
     from transformers import TrainerCallback
 
     class TimeLimit(TrainerCallback):
@@ -100,15 +101,9 @@ def time_limit_callback(seconds: float | None, key: str) -> Any:
                 control.should_training_stop = True
             return control
 
+        def schedule(self) -> tuple[dict[str, Any], str]:
+            cut = self.cut_at is not None
+            note = f" (cut short by {key} at step {self.cut_at} of {self.planned})" if cut else ""
+            return {"planned_steps": self.planned, "cut_by": key if cut else None}, note
+
     return TimeLimit()
-
-
-def schedule_facts(limit: Any, key: str) -> tuple[dict[str, Any], str]:
-    """What a run's record and its closing line say about its schedule (`limit`: a `time_limit_callback` after
-    training): the steps planned, and where the time guard `key` cut them short if it did."""
-    facts: dict[str, Any] = {
-        "planned_steps": limit.planned,
-        "cut_by": key if limit.cut_at is not None else None,
-    }
-    note = "" if limit.cut_at is None else f" (cut short by {key} at step {limit.cut_at} of {limit.planned})"
-    return facts, note

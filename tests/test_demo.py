@@ -224,7 +224,8 @@ def test_the_stacked_lightgbm_takes_demo_stack_overrides_over_the_lightgbm_ones(
         0.5,
     )
     with pytest.raises(
-        ConfigError, match=r"^demo.stack_overrides.num_leafs: Key 'num_leafs' not in 'LightGBMConfig'; kn"
+        ConfigError,
+        match=r"^demo.stack_overrides.num_leafs: no such option of LightGBMConfig; known: \[.*'num_leaves'",
     ):
         plan(make_cfg("+demo.stack_overrides.num_leafs=3"))
     with pytest.raises(

@@ -27,7 +27,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
-from distill.hf_training import schedule_facts, time_limit_callback, training_args
+from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import quality
 from distill.students.base import (
     Context,
@@ -181,7 +181,7 @@ def _train(
         loss_before = probe_loss(trainer, probe)
         result = trainer.train()
         seconds = time.perf_counter() - t0
-        schedule, cut_note = schedule_facts(limit, "student.max_seconds")
+        schedule, cut_note = limit.schedule()
         # on every rank: the trainer's evaluation is collective under DDP
         loss_after = probe_loss(trainer, probe)
         if not ranks.is_main:  # rank 0 saves, evaluates and reports

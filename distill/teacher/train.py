@@ -33,7 +33,7 @@ from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
-from distill.hf_training import schedule_facts, time_limit_callback, training_args
+from distill.hf_training import time_limit_callback, training_args
 from distill.stamps import Stage, data_config
 from distill.teacher.schema import TeacherTrainConfig
 from distill.tracking import start_run
@@ -571,7 +571,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks=[limit],
         )
         result = trainer.train()
-        schedule, cut_note = schedule_facts(limit, "teacher.train.max_seconds")
+        schedule, cut_note = limit.schedule()
         if not ranks.is_main:  # rank 0 saves and reports
             return {"rank": ranks.rank, "steps": result.global_step}
         seconds = time.perf_counter() - t0
