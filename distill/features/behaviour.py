@@ -44,14 +44,27 @@ class BehaviourFeatures(FeatureFamily):
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """The log aggregated per (query, document), before the cut-off: the log's distinct pairs, not its rows
         and not the candidates'."""
-        cutoff = click_cutoff(ctx.ds, ctx.opts, ctx.splits)
-        self.table = aggregate(ctx.ds, ctx.opts, cutoff, ctx.splits.get("train", []), ctx.chunk_rows)
+        self.table = click_table(ctx)
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         if self.table is None:
             return {}
         key = position_keys(ctx.ds, rows.qpos.to_numpy(), rows.dpos.to_numpy())
         return {k: v for k, v in lookup(self.table, key, ctx.opts).items() if k in wanted}
+
+
+def click_table(ctx: FeatureContext) -> ClickTable | None:
+    """The used log aggregated per pair (`aggregate`), once for every family that reads it (`ctx.shared`)."""
+    return ctx.shared(
+        "clicks",
+        lambda: aggregate(
+            ctx.ds,
+            ctx.opts,
+            click_cutoff(ctx.ds, ctx.opts, ctx.splits),
+            ctx.splits.get("train", []),
+            ctx.chunk_rows,
+        ),
+    )
 
 
 def click_cutoff(ds: Dataset, opts: FeatureOptions, splits: dict[str, list[str]]) -> pd.Timestamp | None:

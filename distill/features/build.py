@@ -4,7 +4,7 @@ The features come from families (`distill/features/family.py`), each one module 
 `configs/feature/<name>.yaml`, selected as `feature@features.families: [...]` (default: every built-in family):
 `bm25` (bm25, bm25_rank, bm25_title, bm25_text), `lexical` (query_len, doc_len, coverage), `freshness` (age_days,
 log_age), `behaviour` (impressions, clicks, ctr, ctr_debiased, dwell_mean, last_click_rate, from the click log),
-`popularity`. `features.names` picks among their features ([] = all of them); a name no family computes is
+`popularity`, `translation` (click_translation, judged_translation). `features.names` picks among their features ([] = all of them); a name no family computes is
 refused at start; a feature whose source is missing is dropped with a logged reason, never filled in.
 """
 
@@ -63,6 +63,7 @@ def prepare(
             ctx.release_tokens()
             if not keep_texts:  # before the families still to prepare (the click log's aggregation) run
                 ctx.release_texts()
+    ctx.release_shared()
     return used
 
 
@@ -206,8 +207,16 @@ def default_families() -> list[FeatureFamily]:
     from distill.features.freshness import FreshnessFeatures
     from distill.features.lexical import LexicalFeatures
     from distill.features.popularity import PopularityFeatures
+    from distill.features.translation import TranslationFeatures
 
-    return [BM25Features(), LexicalFeatures(), FreshnessFeatures(), BehaviourFeatures(), PopularityFeatures()]
+    return [
+        BM25Features(),
+        LexicalFeatures(),
+        FreshnessFeatures(),
+        BehaviourFeatures(),
+        PopularityFeatures(),
+        TranslationFeatures(),
+    ]
 
 
 def feature_options(cfg: DictConfig) -> FeatureOptions:

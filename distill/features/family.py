@@ -5,17 +5,28 @@ with `hydra.utils.instantiate`, as the trackers are."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from distill.data.beir import Dataset
 from distill.errors import ConfigError, DataError
 from distill.features.schema import FeatureOptions
 from distill.ir.bm25 import CompactTokens, Tokenizer
 from distill.workspace import release_arrow_memory
+
+
+@dataclass
+class DocTerms:
+    """The corpus as term sets: `vocab` (term -> column) and `held` (documents x terms, 1 where the document
+    holds the term, int8)."""
+
+    vocab: dict[str, int]
+    held: sp.csr_matrix
 
 
 @dataclass
@@ -30,6 +41,7 @@ class FeatureContext:
     chunk_rows: int = 200_000  # rows a family reads at a time from what it streams (the click log)
     source: str = "the candidates"  # where the rows come from, for messages
     _tokens: dict[str, CompactTokens] = field(default_factory=dict, repr=False)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def corpus_tokens(self, name: str) -> CompactTokens:
         """Every document's field `name` in the retrieval's tokenisation, tokenised once for every family that
@@ -44,6 +56,51 @@ class FeatureContext:
     def release_tokens(self) -> None:
         """Forget the corpus's tokens (once no family left to prepare reads them)."""
         self._tokens.clear()
+
+    def shared(self, name: str, build: Callable[[], Any]) -> Any:
+        """What several families prepare from (the corpus's term sets, the aggregated click log): built by the
+        first that asks, handed to the rest, and forgotten here once every family is prepared (`release_shared`;
+        the families keep what they hold)."""
+        if name not in self._shared:
+            self._shared[name] = build()
+        return self._shared[name]
+
+    def release_shared(self) -> None:
+        self._shared.clear()
+
+    def doc_terms(self) -> DocTerms:
+        """Every document's set of terms, in the retrieval's tokenisation, from each of `retrieval.fields`'
+        tokens (`corpus_tokens`): a document's text is its fields joined by a space, and a space splits words, so
+        its terms are its fields' terms together. Memory holds the term sets, not every document's tokens."""
+        return self.shared("doc_terms", self._doc_terms)
+
+    def _doc_terms(self) -> DocTerms:
+        rc = self.rc
+        # the fields the corpus has (none of them: tokenising names the missing fields in a DataError)
+        fields = [f for f in rc.fields if f in self.ds.corpus] or list(rc.fields)
+        vocab: dict[str, int] = {}
+        docs: sp.csr_matrix | None = None
+        for name in fields:
+            part = self.corpus_tokens(name)
+            # the field's term ids in the vocabulary of every field; its tokens as a documents x terms matrix
+            # whose repeated entries add up (the token arrays are its indices: nothing else is built)
+            remap = np.fromiter(
+                (vocab.setdefault(t, len(vocab)) for t in part.vocab), np.int32, len(part.vocab)
+            )
+            field_docs = sp.csr_matrix(
+                (np.ones(len(part.flat), dtype=np.float32), remap[part.flat], part.offsets),
+                shape=(len(self.ds.corpus), len(vocab)),
+            )
+            field_docs.sum_duplicates()
+            if docs is not None:
+                docs.resize(field_docs.shape)
+                field_docs = docs + field_docs
+            docs = field_docs
+        assert docs is not None  # rc.fields is never empty (RetrievalConfig)
+        # whether the document holds the term, one byte per entry: the matrix is held for the whole corpus, and
+        # float32 counts would take four
+        held = sp.csr_matrix((np.ones(docs.nnz, dtype=np.int8), docs.indices, docs.indptr), shape=docs.shape)
+        return DocTerms(vocab, held)
 
     def release_texts(self) -> None:
         """Drop the corpus's text columns (title, text, `retrieval.fields`) from the dataset itself, once the
@@ -118,6 +175,8 @@ def load_families(node: Any) -> list[FeatureFamily]:
         try:
             fam = instantiate(spec)
         except Exception as e:  # Hydra's InstantiationException
+            if isinstance(e.__cause__, ConfigError):  # the family's own one line on its options
+                raise e.__cause__ from None
             raise ConfigError(f"features.families.{key}: cannot build {spec['_target_']!r}") from e
         if not isinstance(fam, FeatureFamily):
             raise ConfigError(f"features.families.{key}: {spec['_target_']!r} is not a FeatureFamily")
@@ -125,4 +184,11 @@ def load_families(node: Any) -> list[FeatureFamily]:
     return out
 
 
-__all__ = ["FeatureContext", "FeatureFamily", "load_families", "query_positions", "with_positions"]
+__all__ = [
+    "DocTerms",
+    "FeatureContext",
+    "FeatureFamily",
+    "load_families",
+    "query_positions",
+    "with_positions",
+]

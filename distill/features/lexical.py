@@ -23,45 +23,21 @@ class LexicalFeatures(FeatureFamily):
     reads_corpus_tokens = True
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
-        """Every document's term set and length (the corpus's size), in the retrieval's tokenisation, from each
-        of `retrieval.fields`' tokens (`ctx.corpus_tokens`, shared with the BM25 family): a document's text is its
-        fields joined by a space, and a space splits words, so its terms are its fields' terms together. Memory
-        holds the term sets, not every document's tokens."""
+        """Every document's length and term set (the corpus's size), in the retrieval's tokenisation, from each
+        of `retrieval.fields`' tokens (`ctx.corpus_tokens`, shared with the BM25 family; the term sets with the
+        translation family, `ctx.doc_terms`)."""
         rc = ctx.rc
         self.tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
-        # the fields the corpus has (none of them: tokenising names the missing fields in a DataError)
         fields = [f for f in rc.fields if f in ctx.ds.corpus] or list(rc.fields)
-        self.vocab: dict[str, int] = {}
         lengths = np.zeros(len(ctx.ds.corpus), dtype=np.int64)
-        docs: sp.csr_matrix | None = None
         for name in fields:
-            part = ctx.corpus_tokens(name)
-            lengths += np.diff(part.offsets)
-            if "coverage" not in wanted:
-                continue
-            # the field's term ids in the vocabulary of every field; its tokens as a documents x terms matrix
-            # whose repeated entries add up (the token arrays are its indices: nothing else is built)
-            remap = np.fromiter(
-                (self.vocab.setdefault(t, len(self.vocab)) for t in part.vocab), np.int32, len(part.vocab)
-            )
-            field_docs = sp.csr_matrix(
-                (np.ones(len(part.flat), dtype=np.float32), remap[part.flat], part.offsets),
-                shape=(len(ctx.ds.corpus), len(self.vocab)),
-            )
-            field_docs.sum_duplicates()
-            if docs is not None:
-                docs.resize(field_docs.shape)
-                field_docs = docs + field_docs
-            docs = field_docs
+            lengths += np.diff(ctx.corpus_tokens(name).offsets)
         self.doc_len = lengths.astype(np.float32)
-        self.docs = None
-        if docs is not None:
-            # whether the document holds the term, one byte per entry: the matrix is the family's state for the
-            # whole corpus, and float32 counts would take four
-            self.docs = sp.csr_matrix(
-                (np.ones(docs.nnz, dtype=np.int8), docs.indices, docs.indptr), shape=docs.shape
-            )
-            del docs
+        self.vocab: dict[str, int] = {}
+        self.docs: sp.csr_matrix | None = None
+        if "coverage" in wanted:
+            terms = ctx.doc_terms()
+            self.vocab, self.docs = terms.vocab, terms.held
 
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         distinct, q_idx = query_positions(rows)
