@@ -113,7 +113,7 @@ class TranslationFeatures(FeatureFamily):
                 "%s: %d source queries; %d of %d query words translated",
                 name,
                 int(source.sum()),
-                int(np.diff(tables[-1].indptr).astype(bool).sum()),
+                int(np.diff(tables[self.folds].indptr).astype(bool).sum()),
                 len(ids),
             )
 
@@ -181,7 +181,7 @@ class TranslationFeatures(FeatureFamily):
             total, total_count = sum(sums[1:], sums[0]), np.sum(counts, axis=0)
             for f in range(self.folds):
                 parts[f].append(self._finish(total - sums[f], total_count - counts[f], background, start))
-            parts[-1].append(self._finish(total, total_count, background, start))
+            parts[self.folds].append(self._finish(total, total_count, background, start))
             start = end
         return [
             sp.vstack(p, format="csr") if p else sp.csr_matrix((n_words, n_terms), dtype=np.float32)
@@ -219,9 +219,9 @@ class TranslationFeatures(FeatureFamily):
             use = fold[distinct][q_idx]  # each row's table: its query's fold, or -1 (every source query)
             for f in np.unique(use):
                 at = np.flatnonzero(use == f)
-                expanded = (
-                    words @ tables[int(f)]
-                ).tocsr()  # the chunk's queries x the terms their words stand for
+                table = tables[int(f)] if f >= 0 else tables[self.folds]
+                # the chunk's queries x the terms their words stand for
+                expanded = (words @ table).tocsr()
                 value[at] = pair_dots(expanded, self.held, q_idx[at], d_idx[at])
             out[name] = value
         return out
