@@ -88,9 +88,15 @@ class TranslationFeatures(FeatureFamily):
         self.held = terms.held
         rc = ctx.rc
         tokens = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)(ctx.ds.queries["text"].tolist())
+        # word ids in order of first appearance: a set's order of strings changes with each process's hash seed,
+        # and with it the order the tables' scores are added in (the features' last bits)
         ids: dict[str, int] = {}
         rows = [
-            [ids.setdefault(t, len(ids)) for t in set(toks) if self.words == "all" or t not in terms.vocab]
+            [
+                ids.setdefault(t, len(ids))
+                for t in dict.fromkeys(toks)
+                if self.words == "all" or t not in terms.vocab
+            ]
             for toks in tokens
         ]
         self.query_words = count_matrix(rows, len(ids), binary=True)

@@ -1,7 +1,11 @@
 """The translation family: hand-worked tables, a dense NumPy reference at several block sizes, out-of-fold scoring
 of source queries, both sources (qrels and clicks), and its options' checks."""
 
+import os
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -144,10 +148,8 @@ def reference(ds: Dataset, rows: list[tuple[str, str]], marks: list[tuple[str, s
     return np.array(out)
 
 
-@pytest.mark.parametrize("block", [1, 7, 1_000_000])
-@pytest.mark.parametrize("options", [dict(), dict(folds=3, min_queries=1, most=2, close=0.5, threshold=0.05)])
-def test_features_equal_a_dense_reference_at_any_block_of_words(monkeypatch, block, options):
-    monkeypatch.setattr(translation, "BLOCK_INCIDENCES", block)
+def random_world() -> tuple[Dataset, list[tuple[str, str]], list[tuple[str, str]]]:
+    """30 documents of 4 of 12 words; 40 queries of two aliases and a document word; 30 of them judged."""
     rng = np.random.default_rng(3)
     doc_words, aliases = [f"w{i}" for i in range(12)], [f"a{i}" for i in range(5)]
     texts = [" ".join(rng.choice(doc_words, size=4, replace=False)) for _ in range(30)]
@@ -160,6 +162,14 @@ def test_features_equal_a_dense_reference_at_any_block_of_words(monkeypatch, blo
     qrels = {"train": pd.DataFrame(marks, columns=["qid", "docid"]).assign(relevance=1)}
     ds = Dataset("random", corpus, q, qrels, None)
     rows = [(f"q{i}", f"d{j}") for i in range(40) for j in range(0, 30, 3)]
+    return ds, rows, marks
+
+
+@pytest.mark.parametrize("block", [1, 7, 1_000_000])
+@pytest.mark.parametrize("options", [dict(), dict(folds=3, min_queries=1, most=2, close=0.5, threshold=0.05)])
+def test_features_equal_a_dense_reference_at_any_block_of_words(monkeypatch, block, options):
+    monkeypatch.setattr(translation, "BLOCK_INCIDENCES", block)
+    ds, rows, marks = random_world()
     o = dict(threshold=0.2, close=0.0, most=3, min_queries=2, folds=5) | options
     got = features(ds, rows, **o)["judged_translation"]
     expected = reference(ds, rows, marks, **o)
@@ -181,3 +191,26 @@ def test_a_bad_option_is_one_line_naming_it(key, value, match):
     spec = {"translation": {"_target_": "distill.features.translation.TranslationFeatures", key: value}}
     with pytest.raises(ConfigError, match=match):
         load_families(spec)
+
+
+def test_the_features_are_the_same_bits_under_any_hash_seed():
+    """Word ids follow the queries' texts, not a set's order of strings, which each process's hash seed changes
+    (and with it the order the tables' scores are added in)."""
+    script = (
+        "from tests.features.test_translation import features, random_world; "
+        "ds, rows, _ = random_world(); "
+        "print(features(ds, rows, min_queries=1, most=8, threshold=0.01)['judged_translation'].tobytes().hex())"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(out) == 1
