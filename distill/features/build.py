@@ -4,8 +4,9 @@ The features come from families (`distill/features/family.py`), each one module 
 `configs/feature/<name>.yaml`, selected as `feature@features.families: [...]` (default: every built-in family):
 `bm25` (bm25, bm25_rank, bm25_title, bm25_text), `lexical` (query_len, doc_len, coverage), `freshness` (age_days,
 log_age), `behaviour` (impressions, clicks, ctr, ctr_debiased, dwell_mean, last_click_rate, from the click log),
-`popularity`, `translation` (click_translation, judged_translation). `features.names` picks among their features ([] = all of them); a name no family computes is
-refused at start; a feature whose source is missing is dropped with a logged reason, never filled in.
+`popularity`, `translation` (click_translation, judged_translation). `features.names` picks among their
+features ([] = all of them); a name no family computes is refused at start; a feature whose source is missing is
+dropped with a logged reason, never filled in.
 """
 
 from __future__ import annotations

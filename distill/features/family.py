@@ -57,6 +57,11 @@ class FeatureContext:
         """Forget the corpus's tokens (once no family left to prepare reads them)."""
         self._tokens.clear()
 
+    def token_fields(self) -> list[str]:
+        """The `retrieval.fields` the corpus has, whose tokens make a document's terms (none of them: all, and
+        tokenising names the missing fields in a DataError)."""
+        return [f for f in self.rc.fields if f in self.ds.corpus] or list(self.rc.fields)
+
     def shared(self, name: str, build: Callable[[], Any]) -> Any:
         """What several families prepare from (the corpus's term sets, the aggregated click log): built by the
         first that asks, handed to the rest, and forgotten here once every family is prepared (`release_shared`;
@@ -75,12 +80,9 @@ class FeatureContext:
         return self.shared("doc_terms", self._doc_terms)
 
     def _doc_terms(self) -> DocTerms:
-        rc = self.rc
-        # the fields the corpus has (none of them: tokenising names the missing fields in a DataError)
-        fields = [f for f in rc.fields if f in self.ds.corpus] or list(rc.fields)
         vocab: dict[str, int] = {}
         docs: sp.csr_matrix | None = None
-        for name in fields:
+        for name in self.token_fields():
             part = self.corpus_tokens(name)
             # the field's term ids in the vocabulary of every field; its tokens as a documents x terms matrix
             # whose repeated entries add up (the token arrays are its indices: nothing else is built)

@@ -28,9 +28,8 @@ class LexicalFeatures(FeatureFamily):
         translation family, `ctx.doc_terms`)."""
         rc = ctx.rc
         self.tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
-        fields = [f for f in rc.fields if f in ctx.ds.corpus] or list(rc.fields)
         lengths = np.zeros(len(ctx.ds.corpus), dtype=np.int64)
-        for name in fields:
+        for name in ctx.token_fields():
             lengths += np.diff(ctx.corpus_tokens(name).offsets)
         self.doc_len = lengths.astype(np.float32)
         self.vocab: dict[str, int] = {}

@@ -148,13 +148,12 @@ def start_spread(model: Any, ds: Dataset, lists: pd.DataFrame) -> float:
     come out larger and it switches on related terms too. On the sample world (version 4) the taught weights
     spread 2.5 and the model 53.8; from the 2.5 the loss saw scores 20 times sharper than the labels, began at 18
     instead of about 0.6, and a quarter epoch of distillation lowered test nDCG@10 (docs/results.md)."""
-    qids, dids = lists.qid.unique(), lists.docid.unique()
-    q_vec = encode(model, ds.queries.loc[qids, "text"].tolist(), True)
-    d_vec = encode(model, ds.doc_texts(list(dids)), False)
-    q_row = pd.Series(np.arange(len(qids)), index=qids)[lists.qid].to_numpy()
-    d_row = pd.Series(np.arange(len(dids)), index=dids)[lists.docid].to_numpy()
-    start = _rerank(q_vec, q_row, d_vec, d_row)
-    spread = float(pd.Series(start).groupby(lists.qid.to_numpy()).std().median())
+    return median_spread(rerank_scores(model, ds, lists, None), lists.qid.to_numpy())
+
+
+def median_spread(scores: Any, qids: np.ndarray) -> float:
+    """The median over queries of the scores' standard deviation within each query's rows (1 when that is 0)."""
+    spread = float(pd.Series(np.asarray(scores)).groupby(qids).std().median())
     return spread if spread > 0 else 1.0
 
 
@@ -164,8 +163,7 @@ def label_spread(ws: Workspace, sc: SparseConfig, lists: pd.DataFrame) -> float:
     if sc.label_norm == "zscore":
         return 1.0
     soft = read_soft_labels(ws.require(ws.soft_labels, "teacher-score"), ws.candidates, lists.qid.unique())
-    spread = float(soft.groupby("qid").score.std().median())
-    return spread if spread > 0 else 1.0
+    return median_spread(soft.score.to_numpy(), soft.qid.to_numpy())
 
 
 def scaled_dot(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
