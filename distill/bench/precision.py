@@ -86,13 +86,15 @@ def precision_setting(workspace: str, data: str, pairs: int) -> list[dict]:
 
     from distill.config import CONFIG_DIR
     from distill.data.prepare import load_dataset
+    from distill.retrieval.candidates import checked_candidates
     from distill.workspace import Workspace
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"data={data}", f"paths.workspace={workspace}", "logger=none"])
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
-    every = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    checked_candidates(cfg, ws, ds)
+    every = pd.read_parquet(ws.candidates)
     cands = every[every.split == "test"]
     per_query = max(1, int(cands.groupby("qid").size().mean()))
     cands = cands[cands.qid.isin(cands.qid.unique()[: max(1, pairs // per_query)])].reset_index(drop=True)

@@ -33,6 +33,7 @@ from distill.ir.metrics import evaluate, kendall_per_query, per_query, quality
 from distill.ir.timing import median_ms, query_groups
 from distill.objectives.adapters import teacher_grades
 from distill.objectives.groups import Groups
+from distill.retrieval.candidates import checked_candidates
 from distill.tracking import start_run
 from distill.workspace import Workspace, write_json_atomic
 
@@ -166,7 +167,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ec: EvaluateConfig = OmegaConf.to_object(cfg.evaluate)  # type: ignore[assignment]
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    checked_candidates(cfg, ws, ds)
+    cands = pd.read_parquet(ws.candidates)
     cands = cands[cands.split == ec.split].reset_index(drop=True)
     qrels = ds.qrels[ec.split]
     rankers = find_rankers(cfg, ds, ws, cands)

@@ -43,6 +43,7 @@ from distill.graphs import runtime as graph
 from distill.ir import fingerprint
 from distill.ir.metrics import kendall_per_query, quality
 from distill.ir.timing import machine, median_ms, query_groups
+from distill.retrieval.candidates import checked_candidates
 from distill.students.base import (
     Context,
     FunctionScorer,
@@ -414,7 +415,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dest = ws.exports / f"{ec.student}-{kind}"
     where = f"export {ec.student}@{kind}"
     ds = load_dataset(cfg)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    checked_candidates(cfg, ws, ds)
+    cands = pd.read_parquet(ws.candidates)
     ctx = Context.of(cfg, ds, ws, cands)
     module = student_module(model_dir, ctx)
     opener = load_callable(f"{module}:open_model", f"{where}: the student's module {module}")

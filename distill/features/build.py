@@ -34,7 +34,7 @@ from distill.errors import ConfigError, DataError
 from distill.features.family import FeatureContext, FeatureFamily, load_families, with_positions
 from distill.features.schema import FeatureOptions
 from distill.ir import fingerprint
-from distill.retrieval.candidates import iter_shards
+from distill.retrieval.candidates import candidate_splits, checked_candidates, iter_shards
 from distill.stamps import Stage
 from distill.workspace import Workspace, write_json_atomic
 
@@ -107,19 +107,12 @@ def build_features(
 CANDIDATE_COLUMNS = ("qid", "docid", "rank", "bm25", "split")
 
 
-def candidate_splits(path: Path) -> dict[str, list[str]]:
-    """The queries of each split of a candidates file, read a batch at a time (memory: the queries, not pairs)."""
-    seen: dict[str, dict[str, None]] = {}
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=262_144, columns=["qid", "split"]):
-        df = batch.to_pandas().drop_duplicates()
-        for split, qid in zip(df["split"].astype(str), df["qid"].astype(str), strict=True):
-            seen.setdefault(split, {})[qid] = None
-    return {s: list(q) for s, q in seen.items()}
-
-
-def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[str], Iterator[pd.DataFrame]]:
+def feature_chunks(
+    cfg: DictConfig, ws: Workspace, ds: Dataset, splits: dict[str, list[str]]
+) -> tuple[list[str], Iterator[pd.DataFrame]]:
     """(the features' names, each chunk of features.parquet in order): computed here, or on the Dask cluster of
-    `features.dask` (each worker prepares the families once; the same rows either way)."""
+    `features.dask` (each worker prepares the families once; the same rows either way). `splits`: the candidates'
+    queries of each split (`checked_candidates`)."""
     families = load_families(cfg.features.families)
     names = resolve_names(list(cfg.features.names), families)
     chunks = iter_shards(ws.candidates, cfg.features.chunk_rows, CANDIDATE_COLUMNS)
@@ -128,7 +121,7 @@ def feature_chunks(cfg: DictConfig, ws: Workspace, ds: Dataset) -> tuple[list[st
             ds,
             feature_options(cfg),
             cfg.retrieval,
-            candidate_splits(ws.candidates),
+            splits,
             cfg.features.chunk_rows,
             str(ws.candidates),
         )
@@ -168,10 +161,12 @@ def features_task(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return chunk_features(ctx, rows.reset_index(drop=True), names, used)
 
 
-def write_features(cfg: DictConfig, ws: Workspace, ds: Dataset) -> dict[str, Any]:
+def write_features(
+    cfg: DictConfig, ws: Workspace, ds: Dataset, splits: dict[str, list[str]]
+) -> dict[str, Any]:
     """features.parquet from the candidates, `features.chunk_rows` pairs (whole queries) at a time, one row group
     each, into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk."""
-    names, chunks = feature_chunks(cfg, ws, ds)
+    names, chunks = feature_chunks(cfg, ws, ds, splits)
     tmp = ws.features.with_name(ws.features.name + ".tmp")
     writer: pq.ParquetWriter | None = None
     rows = 0
@@ -247,8 +242,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     t0 = time.perf_counter()
     ds = load_dataset(cfg)
-    ws.require(ws.candidates, "candidates")
-    out = write_features(cfg, ws, ds)
+    out = write_features(cfg, ws, ds, checked_candidates(cfg, ws, ds))
     # the options themselves too: an export's features.json says how each feature was computed
     options = {"retrieval": fingerprint.plain(cfg.retrieval), "features": STAGE.config(cfg)[1]}
     write_json_atomic(features_record(cfg, ws) | {"options": options}, ws.features_record)

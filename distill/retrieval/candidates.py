@@ -22,7 +22,7 @@ from distill.config import to_container
 from distill.data.beir import Dataset
 from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import dask_client, ordered_map
-from distill.errors import ConfigError, DataError
+from distill.errors import ConfigError, DataError, StageNotReadyError
 from distill.ir import fingerprint
 from distill.ir.bm25 import BM25Index, Tokenizer
 from distill.ir.metrics import per_query
@@ -72,6 +72,63 @@ def queries_per_split(ds: Dataset, splits: list[str]) -> dict[str, list[str]]:
                 )
             seen[q] = s
     return out
+
+
+def candidate_splits(path: Path) -> dict[str, list[str]]:
+    """The queries of each split of a candidates file, read a batch at a time (memory: the queries, not pairs)."""
+    seen: dict[str, dict[str, None]] = {}
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=262_144, columns=["qid", "split"]):
+        df = batch.to_pandas().drop_duplicates()
+        for split, qid in zip(df["split"].astype(str), df["qid"].astype(str), strict=True):
+            seen.setdefault(split, {})[qid] = None
+    return {s: list(q) for s, q in seen.items()}
+
+
+def checked_candidates(cfg: DictConfig, ws: Workspace, ds: Dataset) -> dict[str, list[str]]:
+    """The queries of each split of the workspace's candidates.parquet, once checked against the dataset `ds` the
+    stage loaded from `cfg.data`; every stage that reads the candidates with the dataset calls this first.
+
+    - Made from this dataset: the fingerprint of the dataset folder that `make candidates` (or the run-file
+      importer) recorded in candidates.record.json equals the folder's now. Ids alone cannot tell: a dataset
+      regenerated or edited keeps its ids and changes its texts and judgements.
+    - Each query listed in the split the dataset judges it in now (the data.split_seed / data.test_fraction of a
+      dataset split at load time changes that without changing a file), also when no record is there
+      (candidates written by another tool)."""
+    path = ws.require(ws.candidates, "candidates")
+    if ws.candidates_record.is_file():
+        try:
+            recorded = json.loads(ws.candidates_record.read_text())["inputs"]["dataset"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(
+                f"{ws.candidates_record} does not say which dataset the candidates were made from ({e!r}): re-run "
+                f"`make candidates`"
+            ) from e
+        folder = dataset_dir(cfg)
+        if recorded != fingerprint.of_folder(folder):
+            raise StageNotReadyError(
+                f"{path} was made from another dataset than {folder} holds now (the dataset's fingerprint in "
+                f"{ws.candidates_record.name} differs): re-run `make candidates` with the same data= and "
+                f"paths.workspace= overrides"
+            )
+    splits = candidate_splits(path)
+    judged: dict[str, set[str]] = {}
+    for split, qrels in ds.qrels.items():
+        for q in pd.unique(qrels.qid):
+            judged.setdefault(str(q), set()).add(split)
+    moved = [(q, s) for s, qids in splits.items() for q in qids if s not in judged.get(q, ())]
+    if moved:
+        q, s = moved[0]
+        where = (
+            f"judged in {'/'.join(repr(x) for x in sorted(judged[q]))}"
+            if q in judged
+            else "which the dataset does not judge"
+        )
+        raise DataError(
+            f"{path}: {len(moved)} of {sum(map(len, splits.values()))} queries are listed in a split the dataset does "
+            f"not judge them in now (first: query {q!r} in {s!r}, {where}): the dataset or its split "
+            f"(data.test_fraction, data.split_seed) changed since the candidates were made; re-run `make candidates`"
+        )
+    return splits
 
 
 CANDIDATES_SCHEMA = pa.schema(

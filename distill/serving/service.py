@@ -31,7 +31,7 @@ from distill.evaluation.cascade import DepthController
 from distill.export.stage import find_ranker
 from distill.ir.bm25 import BM25Index
 from distill.ir.tantivy_index import TantivyIndex
-from distill.retrieval.candidates import build_index
+from distill.retrieval.candidates import build_index, checked_candidates
 from distill.serving.schema import ServeConfig
 from distill.students.base import Context, Scorer, student_dirs
 from distill.workspace import Workspace
@@ -185,6 +185,7 @@ class CascadeService:
         ws = Workspace.from_cfg(cfg)
         ws.require(ws.candidates, "candidates")
         self.ds = ds = load_dataset(cfg)
+        checked_candidates(cfg, ws, ds)
         names = teacher_names(cfg)
         if len(names) != 1:
             raise ConfigError(f"teacher.ensemble={names}: the server runs one teacher; set teacher.model")

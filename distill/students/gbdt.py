@@ -36,6 +36,7 @@ from distill.features.build import run as build_features_stage
 from distill.features.build import stale_features
 from distill.objectives import Groups, build_objective
 from distill.objectives.adapters import lightgbm_objective, teacher_grades, xgboost_objective
+from distill.retrieval.candidates import checked_candidates
 from distill.students.base import Context, FunctionScorer, Scorer, student_meta, write_student_json
 from distill.students.gbdt_data import (
     ID_COLUMNS,
@@ -172,6 +173,8 @@ def build_frames(cfg: DictConfig, sc: GBDTConfig, ws: Workspace) -> Frames:
     that cache), and the dataset is loaded only when the qrels (labels.alpha < 1) or stacked students need it."""
     stacked = list(cfg.features.get("students") or [])
     ds = load_dataset(cfg) if stacked or sc.labels.alpha < 1 else None
+    if ds is not None:  # else the features' record vouches for the candidates (`fresh_features`)
+        checked_candidates(cfg, ws, ds)
     qrels = pd.DataFrame(columns=["qid", "docid", "relevance"])
     if ds is not None:
         qrels = ds.qrels.get("train", qrels)

@@ -29,6 +29,7 @@ from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
 from distill.ir.metrics import quality
+from distill.retrieval.candidates import checked_candidates
 from distill.students.base import (
     Context,
     FunctionScorer,
@@ -143,6 +144,7 @@ def train(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     ranks = process_ranks()
     ds = load_dataset(cfg)
+    checked_candidates(cfg, ws, ds)
     torch.manual_seed(sc.seed)
     out = ws.model(sc.name) / sc.loss
     with exclusive(out, f"training {run_name(sc)}") if ranks.is_main else contextlib.nullcontext():

@@ -31,7 +31,7 @@ from distill.distributed import process_ranks
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.faults import kill_point
 from distill.ir import fingerprint
-from distill.retrieval.candidates import iter_shards
+from distill.retrieval.candidates import checked_candidates, iter_shards
 from distill.stamps import Stage
 from distill.teacher.calibration import calibration_sample, check_precision
 from distill.teacher.engine import engine_for
@@ -294,7 +294,8 @@ def score_all_shards(cfg: DictConfig, ds: Dataset, ws: Workspace, tracker=None) 
     first and finishes it last (stray parts removed, `complete`, summary over all ranks)."""
     with contextlib.ExitStack() as stack:
         ranks = process_ranks()
-        cand_path = ws.require(ws.candidates, "candidates")
+        checked_candidates(cfg, ws, ds)
+        cand_path = ws.candidates
         models = load_teachers(cfg, ws, ranks.device(cfg.teacher.device))
         if cfg.teacher.num_threads:
             import torch

@@ -34,6 +34,7 @@ from distill.data.prepare import dataset_dir, load_dataset
 from distill.distributed import process_ranks
 from distill.errors import ConfigError
 from distill.hf_training import time_limit_callback, training_args
+from distill.retrieval.candidates import checked_candidates
 from distill.stamps import Stage, data_config
 from distill.teacher.schema import TeacherTrainConfig
 from distill.tracking import start_run
@@ -526,7 +527,8 @@ def prepare_training(cfg: DictConfig, tc: TeacherTrainConfig, ws: Workspace, ran
 
     torch.manual_seed(tc.seed)
     ds = load_dataset(cfg)
-    cands = pd.read_parquet(ws.require(ws.candidates, "candidates"))
+    checked_candidates(cfg, ws, ds)
+    cands = pd.read_parquet(ws.candidates)
     args = training_args(
         CrossEncoderTrainingArguments,
         cfg,

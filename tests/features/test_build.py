@@ -218,6 +218,7 @@ def test_the_stage_lets_the_texts_go_only_when_no_family_reads_them(tiny_sample_
     """The stage owns its dataset: once the families are prepared it drops the corpus's texts, unless a family
     reads them per chunk. The features are those computed with the texts held."""
     from distill.features.build import feature_chunks
+    from distill.retrieval.candidates import checked_candidates
 
     for extra, kept in (([], False), ([f"+features.families.chars._target_={__name__}.TextLength"], True)):
         cfg = tiny_sample_cfg("retrieval.k=5", "feature@features.families=[bm25,lexical]", *extra)
@@ -225,7 +226,8 @@ def test_the_stage_lets_the_texts_go_only_when_no_family_reads_them(tiny_sample_
         ds = load_dataset(cfg)
         cands = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
         held = build_features(load_dataset(cfg), cands, [], {}, cfg.retrieval, load_families_of(cfg))
-        names, chunks = feature_chunks(cfg, Workspace.from_cfg(cfg), ds)
+        ws = Workspace.from_cfg(cfg)
+        names, chunks = feature_chunks(cfg, ws, ds, checked_candidates(cfg, ws, ds))
         got = pd.concat(list(chunks), ignore_index=True)
         assert ("text" in ds.corpus) == kept and "timestamp" in ds.corpus
         pd.testing.assert_frame_equal(got, held.reset_index(drop=True), check_dtype=False)
