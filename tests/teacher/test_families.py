@@ -66,6 +66,55 @@ def test_family_matches_crossencoder_predict(family_dirs, arch, layout):
         np.testing.assert_allclose(shuffled, ref[perm], atol=1e-5, rtol=0)
 
 
+# pairs none of which the engine's probe sees: truncation on either side and on both, and odd text
+OTHER_Q = ["Fish SALMON swim", "a " * 90 + "cat", "markets", "Ünïcode  dogs\tpark", "the cat sat " * 40]
+OTHER_D = [
+    "salmon swim upstream to spawn " * 30,
+    "dogs chase cats",
+    "",
+    "park-dogs, (cats) & fish!",
+    "mat " * 99,
+]
+
+
+@pytest.mark.parametrize("layout", ["hf", "st"])
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_encoders_tokenise_through_the_backend_with_preprocess_ids(family_dirs, arch, layout):
+    """Every encoder's pairs go through its tokenizer's backend (`BackendPairs`), and the ids and token types are
+    preprocess's, also on pairs the probe never saw; the causal-LM rerankers keep preprocess (their templates)."""
+    teacher = load_teacher(str(family_dirs[arch][0 if layout == "hf" else 1]), device="cpu")
+    engine = ScoringEngine(teacher)
+    engine.score(Q[:3], D[:3])
+    if arch in tiny_models.CAUSAL:
+        assert engine.tokenising == "preprocess"
+        return
+    assert engine.tokenising == "backend"
+    got_ids, got_types = engine._tokenize(OTHER_Q, OTHER_D)
+    want_ids, want_types = engine._preprocess(OTHER_Q, OTHER_D)
+    assert max(len(i) for i in want_ids) == teacher.max_length  # truncation happened
+    assert [i.tolist() for i in got_ids] == [i.tolist() for i in want_ids]
+    assert (got_types is None) == (want_types is None)
+    if want_types is not None:
+        assert [t.tolist() for t in got_types] == [t.tolist() for t in want_types]
+
+
+def test_a_preprocessing_step_the_backend_lacks_keeps_preprocess(family_dirs, monkeypatch):
+    """A model whose preprocess changes the texts before its tokenizer (here: a word put before each query) is
+    caught by the probe: the engine keeps preprocess, and the scores are predict's."""
+    folder = family_dirs["bert"][0]
+    teacher = load_teacher(str(folder), device="cpu")
+    plain = teacher.ce.preprocess
+
+    def worded(pairs, **kw):
+        return plain([("fish " + q, d) for q, d in pairs], **kw)
+
+    monkeypatch.setattr(teacher.ce, "preprocess", worded)
+    engine = ScoringEngine(teacher, batch_tokens=256)
+    got = engine.score(Q, D)
+    assert engine.tokenising == "preprocess"
+    np.testing.assert_allclose(got, predict(folder, ["fish " + q for q in Q], D), atol=1e-5, rtol=0)
+
+
 def test_two_label_encoder_scores_relevant_minus_not(tmp_path):
     folder = tiny_models.build("bert", tmp_path / "m", num_labels=2)
     teacher = load_teacher(str(folder), device="cpu")
