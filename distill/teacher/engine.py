@@ -97,7 +97,7 @@ class BackendPairs:
 
     Why by hand: `CrossEncoder.preprocess` tokenises every pair whole (a query once per candidate, a document once
     per query it is a candidate of), pads the lot into tensors and the engine unpads them again: on the sample
-    world 165-175 us a pair in the teacher job's chunks, against about 50 here (docs/results.md). The engine uses
+    world 163-173 us a pair in the teacher job's chunks, against 49-55 here (docs/results.md). The engine uses
     this only after `probe` found the ids equal to `preprocess`'s."""
 
     def __init__(self, tokenizer: Any, max_length: int):
