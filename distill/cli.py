@@ -12,9 +12,9 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-import distill.schema  # noqa: F401  (registers every schema before Hydra composes)
 from distill.config import CONFIG_DIR, validate
 from distill.errors import DistillError
+from distill.schema import compose_config  # (importing it registers every schema before Hydra composes)
 from distill.workspace import user_os_error
 
 
@@ -71,7 +71,6 @@ def check_overrides(argv: list[str]) -> None:
     """Compose the config with the command line's overrides before Hydra does, so that a misspelt key, a wrong
     type or an unknown group option is one line (exit 2) rather than Hydra's multi-line error (exit 1). A sweep
     (`a=1,2` with -m) is checked with its first value; flags and hydra.* overrides are Hydra's own."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.")]
@@ -92,8 +91,7 @@ def check_overrides(argv: list[str]) -> None:
     if not multirun and any(o.is_sweep_override() for o in parsed):
         first = list(overrides)  # without -m a sweep is an error: let compose name it
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            compose("config", overrides=[x for x in first if x is not None])
+        compose_config([x for x in first if x is not None])
     except Exception as e:  # ConfigCompositionException, MissingConfigException, OmegaConf errors
         fail(explain(e))
 

@@ -90,18 +90,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def student_config(name: str, overrides: Any, where: str, key: str | None = None) -> DictConfig:
     """configs/student/<name>.yaml as `student=<name>` composes it (Hydra's compose API, on its schema), then
     `overrides` (the config key `key` names them in errors; default demo.overrides.<name>), checked."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from distill.schema import compose_config
 
     path = CONFIG_DIR / "student" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"{where}: no student {name!r} ({path} does not exist); choose among {known}")
-    if GlobalHydra.instance().is_initialized():  # inside @hydra.main
-        node = compose("config", overrides=[f"student={name}"]).student
-    else:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            node = compose("config", overrides=[f"student={name}"]).student
+    node = compose_config([f"student={name}"]).student
     key = key or f"demo.overrides.{name}"
     try:
         merged = OmegaConf.merge(node, overrides or {})

@@ -4,16 +4,18 @@ Each room owns its schema beside its code (`distill/<room>/schema.py`, `distill/
 puts them together as `Config` (what `configs/config.yaml` composes onto) and registers every group's schema
 under the name its YAML's `defaults` list gives (`<group>_schema`, `<name>_schema` for students,
 `<format>_data_schema` for datasets). Entry points import it before composing (`distill/cli.py`, and
-`tests/conftest.py`). `make demo`'s own options (`DemoConfig`) live here too: the demo is this root's only stage
+`tests/conftest.py`); code outside `@hydra.main` composes through `compose_config`, which imports it. `make demo`'s own options (`DemoConfig`) live here too: the demo is this root's only stage
 that has no room of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from distill.config import CONFIG_DIR, PathsConfig, check, is_plain_name
 from distill.dashboard import DashboardConfig
@@ -128,3 +130,16 @@ def register() -> None:
 
 
 register()
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """configs/config.yaml with `overrides`, composed by Hydra's compose API on the schemas registered above: the
+    one way code outside `@hydra.main` (benchmarks, the command line's checks, the demo's student configs) makes
+    the project's config. Inside `@hydra.main` Hydra is initialised already and composes in place."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=list(overrides))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))

@@ -75,3 +75,35 @@ def test_every_group_of_the_root_is_checked_at_start(make_cfg):
     ]:
         with pytest.raises(ConfigError, match=message):
             validate(make_cfg(override))
+
+
+def test_code_outside_hydra_main_composes_through_compose_config():
+    """`make bench ARGS="--settings job"` composed the config itself without the schemas registered and stopped on
+    Hydra's "Could not load 'evaluate/evaluate_schema'". Every compose outside `@hydra.main` now goes through
+    `distill.schema.compose_config`, which registers them, and no other module opens Hydra's config folder."""
+    import ast
+
+    from distill.config import PROJECT_ROOT
+
+    opened = sorted(
+        str(path.relative_to(PROJECT_ROOT))
+        for path in (PROJECT_ROOT / "distill").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Name | ast.Attribute)
+        and (node.id if isinstance(node, ast.Name) else node.attr) == "initialize_config_dir"
+    )
+    assert set(opened) == {"distill/schema.py"}
+
+
+def test_compose_config_registers_the_schemas_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = (
+        "from distill.schema import compose_config\n"
+        "cfg = compose_config(['data=vaswani', 'logger=none'])\n"
+        "print(cfg.evaluate.split, cfg.data.name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["test", "vaswani"]

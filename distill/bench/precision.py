@@ -82,15 +82,12 @@ def compare(
 
 def precision_setting(workspace: str, data: str, pairs: int) -> list[dict]:
     """The records of `--settings precision` for the workspace's trained teacher on about `pairs` test pairs."""
-    from hydra import compose, initialize_config_dir
-
-    from distill.config import CONFIG_DIR
     from distill.data.prepare import load_dataset
     from distill.retrieval.candidates import checked_candidates
+    from distill.schema import compose_config
     from distill.workspace import Workspace
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"data={data}", f"paths.workspace={workspace}", "logger=none"])
+    cfg = compose_config([f"data={data}", f"paths.workspace={workspace}", "logger=none"])
     ws = Workspace.from_cfg(cfg)
     ds = load_dataset(cfg)
     checked_candidates(cfg, ws, ds)

@@ -331,13 +331,12 @@ def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> 
     and its best is kept."""
     import shutil
 
-    from hydra import compose, initialize_config_dir
     from scipy.stats import kendalltau, spearmanr
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    from distill.config import CONFIG_DIR
     from distill.data.prepare import load_dataset
     from distill.retrieval.candidates import run as run_candidates
+    from distill.schema import compose_config
     from distill.teacher.scoring import run as run_score
     from distill.teacher.scoring import texts_for
     from distill.teacher.soft_labels import read_manifest, read_soft_labels
@@ -351,8 +350,7 @@ def job_setting(data: str, k: int, model_dir: Path, tmp: Path, repeats: int) -> 
         f"teacher.model={model_dir}",
         "logger=none",
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     run_candidates(cfg)
     best: dict | None = None
     for _ in range(repeats):
