@@ -4,8 +4,8 @@ Each room owns its schema beside its code (`distill/<room>/schema.py`, `distill/
 puts them together as `Config` (what `configs/config.yaml` composes onto) and registers every group's schema
 under the name its YAML's `defaults` list gives (`<group>_schema`, `<name>_schema` for students,
 `<format>_data_schema` for datasets). Entry points import it before composing (`distill/cli.py`, and
-`tests/conftest.py`); code outside `@hydra.main` composes through `compose_config`, which imports it. `make demo`'s own options (`DemoConfig`) live here too: the demo is this root's only stage
-that has no room of its own.
+`tests/conftest.py`); code outside `@hydra.main` composes through `compose_config`, defined here. `make demo`'s
+own options (`DemoConfig`) live here too: the demo is this root's only stage that has no room of its own.
 """
 
 from __future__ import annotations

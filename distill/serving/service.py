@@ -183,7 +183,6 @@ class CascadeService:
 
         self.sc: ServeConfig = typed(cfg.serve, ServeConfig, "serve")
         ws = Workspace.from_cfg(cfg)
-        ws.require(ws.candidates, "candidates")
         self.ds = ds = load_dataset(cfg)
         checked_candidates(cfg, ws, ds)
         names = teacher_names(cfg)

@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import pytest
 
+from distill.config import load_callable
 from distill.data.prepare import load_dataset
 from distill.errors import DistillError
 from distill.retrieval.candidates import run as run_candidates
@@ -34,51 +35,23 @@ def beir_cfg(make_cfg, tmp_path):
     return root, lambda *o: make_cfg("data=beir", f"data.path={root}", "data.name=tiny", "retrieval.k=5", *o)
 
 
-def _features(cfg):
-    from distill.features.build import run
-
-    return run(cfg)
-
-
-def _teacher_score(cfg):
-    from distill.teacher.scoring import run
-
-    return run(cfg)
-
-
-def _train_teacher(cfg):
-    from distill.teacher.train import run
-
-    return run(cfg)
-
-
-def _train_student(cfg):
-    from distill.students.stage import run
-
-    return run(cfg)
-
-
-def _evaluate(cfg):
-    from distill.evaluation.stage import run
-
-    return run(cfg)
-
-
-def _serve(cfg):
-    from distill.serving.service import CascadeService
-
-    return CascadeService(cfg)
-
-
+# each stage's entry (imported when its case runs) and the overrides it runs with
 STAGES = {
-    "features": (_features, []),
-    "teacher-score": (_teacher_score, []),
-    "train-teacher": (_train_teacher, []),
-    "train-student (bi-encoder)": (_train_student, ["student=bi_encoder"]),
-    "train-student (lightgbm, learning from qrels)": (_train_student, ["student.labels.alpha=0.5"]),
-    "evaluate": (_evaluate, []),
-    "serve": (_serve, []),
+    "features": ("distill.features.build:run", []),
+    "teacher-score": ("distill.teacher.scoring:run", []),
+    "train-teacher": ("distill.teacher.train:run", []),
+    "train-student (bi-encoder)": ("distill.students.stage:run", ["student=bi_encoder"]),
+    "train-student (lightgbm, learning from qrels)": (
+        "distill.students.stage:run",
+        ["student.labels.alpha=0.5"],
+    ),
+    "evaluate": ("distill.evaluation.stage:run", []),
+    "serve": ("distill.serving.service:CascadeService", []),
 }
+
+
+def _features(cfg):
+    return load_callable(STAGES["features"][0], "features")(cfg)
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -87,7 +60,8 @@ def test_a_stage_refuses_candidates_made_from_another_dataset(beir_cfg, stage):
     run_candidates(cfg())
     corpus = root / "corpus.jsonl"  # the same ids, another text: every id the candidates name still exists
     corpus.write_text(corpus.read_text().replace("doc 3 cats", "doc 3 birds"))
-    fn, overrides = STAGES[stage]
+    entry, overrides = STAGES[stage]
+    fn = load_callable(entry, stage)
     with pytest.raises(
         DistillError,
         match=r"candidates.parquet was made from another dataset than .*tiny holds now .*re-run `make candidates`",
