@@ -1,9 +1,10 @@
 """The rankers present in a workspace, each with its scores on a split's candidates and a latency probe.
 
 Latency is the median wall time to score one query's top `n` BM25 candidates, on this machine, with what a
-production reranker would have precomputed excluded: GBDT features are read from `features.parquet`, and the
-bi-encoder's document embeddings are computed once (it encodes only the query at request time). The teacher
-runs through the project's scoring engine with the run's `teacher.*` settings.
+production reranker would have precomputed excluded: GBDT features are read from `features.parquet`, the
+bi-encoder's document embeddings are computed once (it encodes only the query at request time), and the
+cross-encoders' (the teacher's and a cross-encoder student's) document token ids are computed once (they tokenise
+only the query). The teacher runs through the project's scoring engine with the run's `teacher.*` settings.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def find_rankers(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFram
         if t.score.isna().any():
             raise_missing(int(t.score.isna().sum()))
         rankers.append(
-            Ranker("teacher", "teacher", t.score.to_numpy(np.float64), _teacher_probe(cfg, ds, ws))
+            Ranker("teacher", "teacher", t.score.to_numpy(np.float64), _teacher_probe(cfg, ds, ws, cands))
         )
     ctx = Context.of(cfg, ds, ws, cands)
     scorers = [s for model_dir in student_dirs(ws) for s in load_scorers(model_dir, ctx)]
@@ -138,7 +139,9 @@ def raise_missing(n: int) -> None:
     )
 
 
-def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
+def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace, cands: pd.DataFrame) -> Probe | None:
+    """The teacher's latency probe: one query's candidates through the scoring engine, the candidates'
+    documents tokenised beforehand (`keep_documents`)."""
     from distill.teacher.engine import engine_for
     from distill.teacher.scoring import load_configured_teacher, resolve_teacher
 
@@ -151,6 +154,7 @@ def _teacher_probe(cfg: DictConfig, ds: Dataset, ws: Workspace) -> Probe | None:
         logging.getLogger(__name__).warning("teacher latency not measured: %s", e)
         return None
     qtext = ds.queries["text"]
+    engine.keep_documents(ds.doc_texts(list(cands.docid.unique())), qtext.loc[cands.qid.unique()].tolist())
 
     def probe(rows: pd.DataFrame) -> object:
         return engine.score([qtext[rows.qid.iloc[0]]] * len(rows), ds.doc_texts(list(rows.docid)))

@@ -192,6 +192,8 @@ class CascadeService:
         self.engine = engine_for(
             load_configured_teacher(cfg, resolve_teacher(names[0], ws), cfg.teacher.device), cfg.teacher
         )
+        # the corpus's token ids, as an index holds them: a request tokenises only its query
+        self.engine.keep_documents(ds.doc_texts(list(ds.corpus.index)), ds.queries["text"].iloc[:48].tolist())
         self.student = pick_student(
             ws, Context.of(cfg, ds, ws, corpus_rows(ds)), self.sc.student, self.sc.backend
         )

@@ -186,12 +186,17 @@ class _Predict:
 
 
 def load(model_dir: Path, ctx: Context) -> list[Scorer]:
-    """The student as a reranker through the scoring engine (or, when the context adapts the model, through
-    `CrossEncoder.predict` on the adapted model)."""
+    """The student as a reranker through the scoring engine, the documents of the context's candidates tokenised
+    once (a production index holds their token ids; each call tokenises its queries), or, when the context
+    adapts the model, through `CrossEncoder.predict` on the adapted model."""
     sc: CrossEncoderStudentConfig = trained_config(model_dir, CrossEncoderStudentConfig)
-    engine = (
-        _Predict(ctx.model(model_dir, open_model(model_dir)))
-        if ctx.adapted(model_dir)
-        else _scorer(str(model_dir), sc)
-    )
+    engine: Any
+    if ctx.adapted(model_dir):
+        engine = _Predict(ctx.model(model_dir, open_model(model_dir)))
+    else:
+        engine = _scorer(str(model_dir), sc)
+        qids = [q for q in ctx.cands.qid.unique()[:48] if q in ctx.ds.queries.index]
+        engine.keep_documents(
+            ctx.ds.doc_texts(list(ctx.cands.docid.unique())), ctx.ds.queries.loc[qids, "text"].tolist()
+        )
     return [FunctionScorer(student_meta(model_dir)["name"], lambda rows: score_rows(engine, ctx.ds, rows))]

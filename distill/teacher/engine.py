@@ -6,8 +6,9 @@ and truncation are the folder's; its own modules compute the scores):
 
 - pairs are tokenised once, in chunks, on a background thread while the model scores the previous chunk (the
   first chunk is small, so the model starts early); an encoder's pairs go straight to its Rust tokenizer
-  (`BackendPairs`: each distinct text of a chunk encoded once, each pair assembled by the tokenizer's own
-  `post_process`), once a probe has shown that this gives the ids `preprocess` gives;
+  (distill/teacher/pairs.py: each distinct text of a chunk encoded once, each pair assembled in the tokenizer's
+  own layout), once a probe has shown that this gives the ids `preprocess` gives; documents kept with
+  `keep_documents` (a reranker's index, an evaluation's candidates) are not tokenised again;
 - within a chunk, pairs are sorted by their real token length (not character length) and cut into batches by a
   token budget (`batch_tokens` = rows x padded length), so short pairs travel in large batches; a pair joins a
   batch only if it needs little padding (`MAX_PADDING`, on CPU), so padding stays small even for few pairs;
@@ -33,6 +34,7 @@ import torch
 
 from distill.errors import ConfigError
 from distill.teacher.model import TeacherModel
+from distill.teacher.pairs import BackendPairs, probe_pairs
 from distill.teacher.prefix import PrefixScorer, common_prefix
 
 log = logging.getLogger(__name__)
@@ -88,66 +90,6 @@ def plan_batches(
         batches.append(order[start : start + rows])
         start += rows
     return batches
-
-
-class BackendPairs:
-    """Pair token ids made by a fast tokenizer's Rust backend directly: each distinct text of a call encoded once
-    without special tokens (`encode_batch`, in parallel), then each pair truncated and given its special tokens by
-    the tokenizer's own `post_process` (what encoding the pair does inside, so the ids are the same).
-
-    Why by hand: `CrossEncoder.preprocess` tokenises every pair whole (a query once per candidate, a document once
-    per query it is a candidate of), pads the lot into tensors and the engine unpads them again: on the sample
-    world 163-173 us a pair in the teacher job's chunks, against 49-55 here (docs/results.md). The engine uses
-    this only after `probe` found the ids equal to `preprocess`'s."""
-
-    def __init__(self, tokenizer: Any, max_length: int):
-        import copy
-
-        backend = tokenizer.backend_tokenizer
-        self.plain = copy.deepcopy(backend)
-        self.plain.no_truncation()
-        self.plain.no_padding()
-        self.pairs = copy.deepcopy(backend)
-        self.pairs.no_padding()
-        self.pairs.enable_truncation(
-            max_length, strategy="longest_first", direction=getattr(tokenizer, "truncation_side", "right")
-        )
-
-    @staticmethod
-    def usable(teacher: TeacherModel) -> bool:
-        """An encoder without a prompt whose tokenizer has a Rust backend (else `preprocess` stays)."""
-        tok = teacher.tokenizer
-        return teacher.family == "encoder" and not teacher.prompt and bool(getattr(tok, "is_fast", False))
-
-    def encode(
-        self, queries: Sequence[str], docs: Sequence[str]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        texts = list(dict.fromkeys([*queries, *docs]))
-        at = {t: i for i, t in enumerate(texts)}
-        encs = self.plain.encode_batch(texts, add_special_tokens=False)
-        ids, types = [], []
-        for q, d in zip(queries, docs, strict=True):
-            pair = self.pairs.post_process(encs[at[q]], encs[at[d]], add_special_tokens=True)
-            ids.append(np.asarray(pair.ids, dtype=np.int64))
-            types.append(np.asarray(pair.type_ids, dtype=np.int64))
-        return ids, types
-
-
-def probe_pairs(queries: Sequence[str], docs: Sequence[str], max_length: int) -> tuple[list[str], list[str]]:
-    """Pairs on which the two ways of tokenising must agree before the engine trusts the backend's: the job's
-    first pairs, pairs whose query, document or both run past `max_length` (truncation), and text whose case,
-    accents, spacing and punctuation a preprocessing step might change."""
-    q = list(queries[:48])
-    d = list(docs[:48])
-    long_q = max(q, key=len) if q else "query"
-    long_d = max(d, key=len) if d else "document"
-    reps = 4 * max_length
-    far_q = " ".join([long_q] * max(1, reps // max(1, len(long_q.split()))))
-    far_d = " ".join([long_d] * max(1, reps // max(1, len(long_d.split()))))
-    odd = "  Ünïcode CAPITALS, tabs\tand\nlines: don't (stop) -- 3.14 e-mail@x.org  "
-    q += [far_q, long_q, far_q, odd, long_q, "a"]
-    d += [long_d, far_d, far_d, long_d, odd, ""]
-    return q, d
 
 
 def engine_for(teacher: TeacherModel, t: Any) -> ScoringEngine:
@@ -225,6 +167,19 @@ class ScoringEngine:
             return ids, (types if self.with_types else None)
         return self._preprocess(queries, docs)
 
+    def keep_documents(self, docs: Sequence[str], queries: Sequence[str]) -> int:
+        """Tokenise `docs` now and keep their ids, so that later calls tokenise only their queries and the
+        documents not kept: what a production reranker precomputes when it indexes its documents. `queries`
+        (any of the workload's) pair with them in the probe when the engine has not tokenised yet. Only on the
+        backend's path; returns how many documents are kept (0 through `preprocess`)."""
+        if self.tokenising == "unprobed":
+            n = min(48, len(docs))
+            self._probe([queries[i % len(queries)] for i in range(n)] if queries else [""] * n, docs[:n])
+        if self.backend is None:
+            return 0
+        self.backend.keep(docs)
+        return len(self.backend.kept)
+
     def _probe(self, queries: Sequence[str], docs: Sequence[str]) -> None:
         """Choose how to tokenise: the backend only when it gives `preprocess`'s ids (and token types) on
         `probe_pairs`; `preprocess` sets `self.static` either way."""
@@ -289,6 +244,9 @@ class ScoringEngine:
         """Tokenised chunks; the next chunk is tokenised on a worker thread while the caller scores this one."""
         starts = self.chunk_starts(len(queries))
         if not starts:
+            return
+        if len(starts) == 1:  # nothing to overlap: no thread (a request's few pairs)
+            yield 0, self._tokenize(queries, docs)
             return
         ends = [*starts[1:], len(queries)]
         with ThreadPoolExecutor(max_workers=1) as pool:

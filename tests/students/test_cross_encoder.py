@@ -95,8 +95,17 @@ def test_bad_options():
 
 
 @pytest.mark.parametrize("loss", ["margin_mse", "listnet"])
-def test_tiny_end_to_end(tiny_sample_cfg, loss):
+def test_tiny_end_to_end(tiny_sample_cfg, loss, monkeypatch):
     from sentence_transformers import CrossEncoder
+
+    from distill.students import cross_encoder
+    from tests.teacher.test_pairs import Recorder
+
+    engines = []
+    made = cross_encoder._scorer
+    monkeypatch.setattr(
+        cross_encoder, "_scorer", lambda *a, **kw: engines.append(made(*a, **kw)) or engines[-1]
+    )
 
     from distill.data.prepare import load_dataset
 
@@ -128,4 +137,10 @@ def test_tiny_end_to_end(tiny_sample_cfg, loss):
     assert scorer.name == f"cross_encoder_{loss}"
     rows = cands.head(12)
     pairs = list(zip(ds.queries.loc[rows.qid, "text"], ds.doc_texts(list(rows.docid)), strict=True))
+    # the candidates' documents were tokenised when the scorer loaded (as an index holds them): a call
+    # tokenises its queries only
+    (engine,) = engines[-1:]
+    assert len(engine.backend.kept) == len(set(ds.doc_texts(cands.docid.unique())))
+    engine.backend.plain = recorder = Recorder(engine.backend.plain)
     np.testing.assert_allclose(scorer.score(rows), ce.predict(pairs), rtol=1e-4, atol=1e-5)
+    assert set(recorder.seen) == {q for q, _ in pairs}
