@@ -5,6 +5,7 @@ measured figure carries."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -51,26 +52,45 @@ def query_groups(
 
 
 # CPU features that decide which precisions are native (bf16 matrix units) or fast (AVX-512, AVX2)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx_vnni",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str | None, frozenset[str]] | None:
+    """The CPU's model name and flags as the kernel lists them (None where /proc/cpuinfo is not readable)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return model, frozenset(flags)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's flags (`avx2`, `avx512_vnni`, `amx_bf16`, ...): empty where the kernel does not list them."""
+    info = _cpuinfo()
+    return info[1] if info else frozenset()
 
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on: CPU model and its relevant flags, cores, threads, GPU."""
     info: dict[str, Any] = {"platform": platform.platform(), "cores": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpuinfo = fh.read()
-        model = next(
-            (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-            None,
-        )
-        flags = next(
-            (set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
-            set(),
-        )
-        info["cpu"] = model
-        info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
-    except OSError:
+    cpu = _cpuinfo()
+    if cpu is not None:
+        info["cpu"] = cpu[0]
+        info["cpu_flags"] = [f for f in CPU_FLAGS if f in cpu[1]]
+    else:
         info["cpu"] = platform.processor() or None
     try:
         import torch
@@ -82,4 +102,4 @@ def machine() -> dict[str, Any]:
     return info
 
 
-__all__ = ["CPU_FLAGS", "best_of", "machine", "median_ms", "query_groups"]
+__all__ = ["CPU_FLAGS", "best_of", "cpu_flags", "machine", "median_ms", "query_groups"]

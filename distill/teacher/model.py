@@ -73,11 +73,9 @@ def cpu_has_native_bf16() -> bool:
                 return True
         except Exception:  # a private probe that changed: fall back to the kernel's flags
             break
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    from distill.ir.timing import cpu_flags
+
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 # what `teacher.dtype=int8` (distill/teacher/int8.py: OpenVINO with NNCF) needs: the `export` extra
