@@ -145,19 +145,25 @@ class KeptTexts:
     def nbytes(self) -> int:
         return int(self.flat.nbytes + self.offsets.nbytes + self.lengths.nbytes)
 
-    def add(self, texts: Sequence[str], encodings: Sequence[Any], template: PairTemplate) -> None:
-        parts = [
-            template.cut(np.asarray(e.ids, np.int32), min(len(e.ids), template.target)) for e in encodings
-        ]
+    def add(self, texts: Sequence[str], encode: Any, template: PairTemplate, batch: int = 8192) -> None:
+        """Encode `texts` (not kept yet) with `encode` a batch at a time (only a batch's `Encoding` objects live
+        at once) and keep their cut ids; the arrays grow once per call."""
+        flats, sizes, lengths = [], [], []
+        for s in range(0, len(texts), batch):
+            encs = encode(list(texts[s : s + batch]))
+            parts = [
+                template.cut(np.asarray(e.ids, np.int32), min(len(e.ids), template.target)) for e in encs
+            ]
+            flats.append(np.concatenate(parts) if parts else np.empty(0, np.int32))
+            sizes.append(np.fromiter((len(p) for p in parts), np.int64, len(parts)))
+            lengths.append(np.fromiter((len(e.ids) for e in encs), np.int64, len(encs)))
+        if not flats:
+            return
         start = len(self.rows)
-        for i, t in enumerate(texts):
-            self.rows[t] = start + i
-        sizes = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-        self.flat = np.concatenate([self.flat, *parts]) if parts else self.flat
-        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(sizes)])
-        self.lengths = np.concatenate(
-            [self.lengths, np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))]
-        )
+        self.rows.update((t, start + i) for i, t in enumerate(texts))
+        self.flat = np.concatenate([self.flat, *flats])
+        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(np.concatenate(sizes))])
+        self.lengths = np.concatenate([self.lengths, *lengths])
 
     def get(self, text: str) -> tuple[np.ndarray, int] | None:
         i = self.rows.get(text)
@@ -198,8 +204,7 @@ class BackendPairs:
     def keep(self, texts: Sequence[str]) -> None:
         """Encode these texts now and keep their ids for every later call."""
         new = [t for t in dict.fromkeys(texts) if t not in self.kept.rows]
-        if new:
-            self.kept.add(new, self.plain.encode_batch(new, add_special_tokens=False), self.template)
+        self.kept.add(new, lambda b: self.plain.encode_batch(b, add_special_tokens=False), self.template)
 
     def encode(
         self, queries: Sequence[str], docs: Sequence[str]

@@ -135,3 +135,24 @@ def test_through_preprocess_nothing_is_kept_and_scores_hold(bert_dir, monkeypatc
     assert engine.keep_documents(D, Q) == 0
     assert engine.tokenising == "preprocess"
     np.testing.assert_allclose(engine.score(queries, D * len(Q)), want, atol=1e-6, rtol=0)
+
+
+def test_texts_kept_a_batch_at_a_time_equal_those_kept_at_once():
+    """The corpus is encoded a batch at a time (only a batch's `Encoding` objects live at once): any batch size
+    keeps the same ids, and texts added later extend what is kept."""
+    from distill.teacher.pairs import KeptTexts
+
+    backend = BackendPairs(tokenizer("bert", "right"), 12)
+
+    def encode(batch):
+        return backend.plain.encode_batch(batch, add_special_tokens=False)
+
+    docs = [texts("mat", m) for m in range(16)]
+    whole, batched = KeptTexts(), KeptTexts()
+    whole.add(docs, encode, backend.template)
+    batched.add(docs[:5], encode, backend.template, batch=2)
+    batched.add(docs[5:], encode, backend.template, batch=3)
+    for d in docs:
+        (a, la), (b, lb) = whole.get(d), batched.get(d)
+        assert a.tolist() == b.tolist() and la == lb == len(encode([d])[0].ids)
+    assert whole.nbytes == batched.nbytes and whole.get("not kept") is None
