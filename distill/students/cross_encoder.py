@@ -10,7 +10,8 @@
 - `lambdaloss`: `LambdaLoss` (Wang et al., 2018) with the teacher's scores as graded gains.
 
 The student starts from the teacher (default; `layers` keeps its first N transformer layers, as DistilBERT and
-TinyBERT start from theirs) or any CrossEncoder / encoder id or folder (e.g. ../shared/data/all_minilm_l6_v2 on
+TinyBERT start from theirs), from a lexical start of its own, smaller shape (`base_model=lexical`, as the teacher
+from scratch starts; `student=cross_encoder_small`) or any CrossEncoder / encoder id or folder (e.g. ../shared/data/all_minilm_l6_v2 on
 real data: a new 1-logit head). `label_norm=zscore` standardises the teacher's scores within each list first, so a
 listwise loss sees the same spread whatever the teacher's scale. The folder is a plain `CrossEncoder(path)`
 model: it scores through the project's scoring engine as a reranker, and can be a cheaper teacher for the other
@@ -19,7 +20,10 @@ students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from distill.students import neural
 from distill.students.base import Context, FunctionScorer, Scorer, query_texts, student_meta, trained_config
 from distill.students.examples import label_list
 from distill.students.schema import CrossEncoderStudentConfig
+from distill.teacher.schema import TeacherTrainConfig
 from distill.workspace import Workspace
 
 
@@ -57,25 +62,62 @@ def keep_layers(model: Any, n: int | None, which: str = "first") -> int:
     return len(layers)
 
 
-def build_model(sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset, teacher: Callable[[], str]) -> Any:
-    from sentence_transformers import CrossEncoder
-
-    from_teacher = sc.base_model in ("teacher", "scratch")
-    path = teacher() if from_teacher else sc.base_model
-    torch.manual_seed(sc.seed)
-    model = CrossEncoder(
-        path,
-        num_labels=1,
-        max_length=sc.max_length,
-        activation_fn=torch.nn.Identity(),
-        device=neural.device(),
-    )
+def build_model(
+    sc: CrossEncoderStudentConfig,
+    ws: Workspace,
+    ds: Dataset,
+    teacher: Callable[[], str],
+    train: TeacherTrainConfig | None = None,
+) -> Any:
+    """The student to train: the teacher's weights (`teacher`; `layers` of them), a fresh model of its shape
+    (`scratch`), a lexical start of the student's own shape (`lexical`, from `train`: teacher.train) or any id or
+    folder."""
+    if sc.base_model == "lexical":
+        with tempfile.TemporaryDirectory(dir=ws.model(sc.name), prefix=".lexical-start-") as start:
+            return _open(sc, lexical_start(sc, ws, ds, train or TeacherTrainConfig(), Path(start)))
+    model = _open(sc, teacher() if sc.base_model in ("teacher", "scratch") else sc.base_model)
     if sc.base_model == "scratch":  # the teacher's shape and tokenizer, fresh weights
         from transformers import AutoModelForSequenceClassification
 
         model[0].model = AutoModelForSequenceClassification.from_config(model.model.config).to(model.device)
     keep_layers(model.model, sc.layers, sc.keep)
     return model
+
+
+def _open(sc: CrossEncoderStudentConfig, path: str | Path) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(sc.seed)
+    return CrossEncoder(
+        str(path),
+        num_labels=1,
+        max_length=sc.max_length,
+        activation_fn=torch.nn.Identity(),
+        device=neural.device(),
+    )
+
+
+def lexical_start(
+    sc: CrossEncoderStudentConfig, ws: Workspace, ds: Dataset, train: TeacherTrainConfig, dest: Path
+) -> Path:
+    """`student.base_model=lexical`: the start `make train-teacher` builds for a teacher from scratch (`train`'s
+    vocabulary and training lists from the workspace's candidates; lexical_init, so it ranks as an idf-weighted
+    exact match before any step), at the student's width, one head and `layers` layers (2 unless set). A small
+    student that begins as a lexical ranker learns the teacher's scores in fewer steps than a random one, and its
+    width, not the teacher's, sets its cost."""
+    from distill.teacher.train import build_lists, build_start
+
+    tc = replace(
+        train,
+        base_model="scratch",
+        init="lexical",
+        num_heads=1,
+        num_layers=sc.layers or 2,
+        hidden_size=sc.hidden_size or train.hidden_size,
+        intermediate_size=sc.intermediate_size or train.intermediate_size,
+    )
+    lists = build_lists(ds, pd.read_parquet(ws.candidates), tc.negatives, tc.seed)
+    return build_start(tc, ds, lists, dest)
 
 
 def _loss(sc: CrossEncoderStudentConfig, model: Any) -> Any:
@@ -150,7 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg,
         neural.Recipe(
             config=CrossEncoderStudentConfig.from_cfg,
-            build_model=build_model,
+            build_model=partial(build_model, train=TeacherTrainConfig.from_cfg(cfg.teacher.train)),
             loss=_loss,
             trainer=CrossEncoderTrainer,
             arguments=CrossEncoderTrainingArguments,

@@ -354,6 +354,11 @@ class CrossEncoderStudentConfig(NeuralStudentConfig):
     # inference precision of the student's scorer, as teacher.dtype (auto: bf16 on native-bf16 CPUs, fp16 GPU)
     dtype: str = "auto"
     batch_tokens: int = 16384
+    # base_model=lexical: a small model built from scratch and started as `make train-teacher` starts a teacher
+    # from scratch (teacher.train's vocabulary from the corpus, lexical_init, the training queries' own words
+    # from translation_init), at this width (null: teacher.train's), one head and `layers` layers (null: 2)
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
 
     LOSSES: ClassVar[tuple[str, ...]] = ("margin_mse", "mse", "listnet", "lambdaloss")
 
@@ -361,6 +366,30 @@ class CrossEncoderStudentConfig(NeuralStudentConfig):
         super().__post_init__()
         check(self.keep in ("first", "last"), "student.keep", self.keep, "use first or last")
         check(self.layers is None or self.layers >= 1, "student.layers", self.layers, "must be >= 1 or null")
+        lexical = self.base_model == "lexical"
+        for key in ("hidden_size", "intermediate_size"):
+            value = getattr(self, key)
+            check(
+                value is None or lexical, f"student.{key}", value, "is for base_model=lexical; set it to null"
+            )
+        check(
+            self.hidden_size is None or self.hidden_size >= 24,
+            "student.hidden_size",
+            self.hidden_size,
+            "must be >= 24 (lexical_init's token, match, segment and idf dimensions)",
+        )
+        check(
+            self.intermediate_size is None or self.intermediate_size >= 1,
+            "student.intermediate_size",
+            self.intermediate_size,
+            "must be >= 1 or null",
+        )
+        check(
+            not lexical or self.layers is None or self.layers >= 2,
+            "student.layers",
+            self.layers,
+            "base_model=lexical needs 2 layers or more (lexical_init's match and pooling layers)",
+        )
         check(
             self.dtype in ("auto", "fp32", "bf16", "fp16"),
             "student.dtype",

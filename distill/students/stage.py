@@ -74,6 +74,8 @@ STAGE = Stage(
         to_container(cfg.student),
         data_config(cfg),
         list(cfg.features.get("students") or []),
+        # a lexical start is built as teacher.train builds the teacher's (distill.students.cross_encoder)
+        *([to_container(cfg.teacher.train)] if cfg.student.get("base_model") == "lexical" else []),
     ],
     inputs=_inputs,
     outputs=lambda cfg, ws: trained_folders(ws, folder_name(cfg)),

@@ -504,10 +504,16 @@ def starting_point(
         return tc.base_model
     with args.main_process_first(desc="teacher init"):
         if ranks.is_main:
-            queries = ds.queries["text"][sorted(set(lists.qid))].tolist()
-            translate = (queries, translation_lists(ds, lists))
-            build_scratch_model(train_texts(ds), tc, ws.teacher_init, translate=translate)
+            build_start(tc, ds, lists, ws.teacher_init)
     return str(ws.teacher_init)
+
+
+def build_start(tc: TeacherTrainConfig, ds: Dataset, lists: pd.DataFrame, dest: Path) -> Path:
+    """The from-scratch start in `dest`: the corpus's vocabulary (plus the training queries' own words) and the
+    model of `tc`'s shape and init, its query-only words started from the training `lists` (`build_scratch_model`).
+    The teacher's start, and a cross-encoder student's with `student.base_model=lexical` (at its own shape)."""
+    queries = ds.queries["text"][sorted(set(lists.qid))].tolist()
+    return build_scratch_model(train_texts(ds), tc, dest, translate=(queries, translation_lists(ds, lists)))
 
 
 def save_teacher(model: Any, info: dict[str, Any], out: Path, init: Path | None = None) -> None:

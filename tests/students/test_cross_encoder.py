@@ -144,3 +144,65 @@ def test_tiny_end_to_end(tiny_sample_cfg, loss, monkeypatch):
     engine.backend.plain = recorder = Recorder(engine.backend.plain)
     np.testing.assert_allclose(scorer.score(rows), ce.predict(pairs), rtol=1e-4, atol=1e-5)
     assert set(recorder.seen) == {q for q, _ in pairs}
+
+
+def test_lexical_options_are_checked():
+    with pytest.raises(
+        ConfigError, match=r"student.hidden_size=64: is for base_model=lexical; set it to null"
+    ):
+        CrossEncoderStudentConfig.from_cfg({"hidden_size": 64})
+    with pytest.raises(ConfigError, match=r"student.hidden_size=16: must be >= 24"):
+        CrossEncoderStudentConfig.from_cfg({"base_model": "lexical", "hidden_size": 16})
+    with pytest.raises(ConfigError, match=r"student.layers=1: base_model=lexical needs 2 layers or more"):
+        CrossEncoderStudentConfig.from_cfg({"base_model": "lexical", "layers": 1})
+
+
+def test_small_preset_starts_lexical_at_its_own_shape(tiny_sample_cfg):
+    """student=cross_encoder_small: a start built as the teacher's from-scratch start is (the same vocabulary),
+    at the student's width; it ranks a document holding the query's words above one that does not before any
+    training step; it trains, and its temporary start is gone; its stamp follows teacher.train."""
+    from sentence_transformers import CrossEncoder
+
+    from distill.data.prepare import load_dataset
+    from distill.students.cross_encoder import lexical_start
+    from distill.students.stage import STAGE
+    from distill.teacher.schema import TeacherTrainConfig
+
+    scored_by_tiny_teacher(tiny_sample_cfg)
+    opts = [
+        *TINY_TEACHER,
+        "student=cross_encoder_small",
+        "student.hidden_size=32",
+        "student.intermediate_size=32",
+    ]
+    cfg = tiny_sample_cfg(*opts, "student.samples_per_positive=1", "student.dtype=fp32")
+    ws, ds = Workspace.from_cfg(cfg), load_dataset(cfg)
+    sc = CrossEncoderStudentConfig.from_cfg(cfg.student)
+    assert (sc.base_model, sc.max_length) == ("lexical", 24)
+    start = lexical_start(sc, ws, ds, TeacherTrainConfig.from_cfg(cfg.teacher.train), ws.root / "start")
+    model = CrossEncoder(str(start), device="cpu", activation_fn=__import__("torch").nn.Identity())
+    c = model.model.config
+    assert (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads) == (32, 32, 2, 1)
+    teacher_tok = CrossEncoder(str(ws.model("teacher")), device="cpu").tokenizer
+    assert model.tokenizer.get_vocab() == teacher_tok.get_vocab()
+    # before training it is a lexical ranker: a query's own words beat words it does not hold
+    queries = ds.queries.text.tolist()[:8]
+    other = queries[::-1]
+    held, not_held = model.predict(list(zip(queries, queries))), model.predict(list(zip(queries, other)))
+    assert (held > not_held).all()
+
+    info = run_student(cfg)
+    assert info["steps"] > 0 and info["base_model"] == "lexical"
+    folder = ws.model("cross_encoder_small")
+    assert not list(folder.glob(".lexical-start-*"))
+    trained = CrossEncoder(str(folder / "margin_mse"), device="cpu")
+    assert (trained.model.config.hidden_size, trained.max_length) == (32, 24)
+
+    def stamp(*more):
+        return STAGE.config(tiny_sample_cfg(*opts, *more))
+
+    assert stamp("teacher.train.saturation=2.0") != stamp()
+    plain = [*TINY_TEACHER, "student=cross_encoder"]
+    assert STAGE.config(tiny_sample_cfg(*plain, "teacher.train.saturation=2.0")) == STAGE.config(
+        tiny_sample_cfg(*plain)
+    )
