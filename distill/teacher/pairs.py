@@ -9,13 +9,14 @@ same ids and token types as `preprocess` (distill/teacher/engine.py).
 
 A production reranker does not tokenise its documents at request time: they are tokenised when they are indexed
 and their ids stored beside them (Vespa's cross-encoder ranking stores them as a document tensor). `keep` does
-that: the documents' ids, cut to the most a pair can hold, in one int32 array with offsets, so that later calls
-tokenise only their queries and the texts not kept.
+that: the documents' ids, cut to the most a pair can hold, in one int32 array with offsets, found by each text's
+digest (not the text), so that later calls tokenise only their queries and the texts not kept.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,29 +129,68 @@ class PairTemplate:
         return True
 
 
+def digests(texts: Sequence[str]) -> np.ndarray:
+    """Each text's 128-bit BLAKE2b digest as two uint64 columns: the key a kept text is found by, so that the
+    store holds 16 bytes a text rather than the text (a corpus's texts would double what its ids take)."""
+    if not texts:
+        return np.empty((0, 2), np.uint64)
+    joined = b"".join(
+        hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts
+    )
+    return np.frombuffer(joined, np.uint64).reshape(-1, 2)
+
+
 class KeptTexts:
     """Texts' token ids kept ahead of time, each cut to what a pair can hold (`PairTemplate.target` tokens from
-    the side truncation keeps), in one int32 array with offsets, and each text's whole length."""
+    the side truncation keeps), in one int32 array with offsets, and each text's whole length; a text is found by
+    its digest (`digests`), kept sorted beside its row.
+
+    Why by hand: the lookup is a sorted array and `searchsorted` (20 bytes a text) rather than a dict keyed by
+    the texts, which for a server's corpus would hold every text again."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
         self.flat = np.empty(0, np.int32)
         self.offsets = np.zeros(1, np.int64)
         self.lengths = np.empty(0, np.int64)
+        # the digests' two halves, sorted, and the row of each
+        self.hi = np.empty(0, np.uint64)
+        self.lo = np.empty(0, np.uint64)
+        self.row = np.empty(0, np.int32)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.row)
 
     @property
     def nbytes(self) -> int:
-        return int(self.flat.nbytes + self.offsets.nbytes + self.lengths.nbytes)
+        arrays = (self.flat, self.offsets, self.lengths, self.hi, self.lo, self.row)
+        return int(sum(a.nbytes for a in arrays))
+
+    def find(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's row, or -1 where it is not kept."""
+        return self._find(digests(texts))
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        left = np.searchsorted(self.hi, keys[:, 0], "left")
+        right = np.searchsorted(self.hi, keys[:, 0], "right")
+        out = np.full(len(keys), -1, np.int64)
+        one = np.flatnonzero(right - left == 1)
+        hit = one[self.lo[left[one]] == keys[one, 1]]
+        out[hit] = self.row[left[hit]]
+        for i in np.flatnonzero(right - left > 1):  # texts whose first 64 bits agree: one in 2**64 pairs
+            same = left[i] + np.flatnonzero(self.lo[left[i] : right[i]] == keys[i, 1])
+            out[i] = self.row[same[0]] if len(same) else -1
+        return out
 
     def add(self, texts: Sequence[str], encode: Any, template: PairTemplate, batch: int = 8192) -> None:
-        """Encode `texts` (not kept yet) with `encode` a batch at a time (only a batch's `Encoding` objects live
+        """Encode the texts not kept yet with `encode` a batch at a time (only a batch's `Encoding` objects live
         at once) and keep their cut ids; the arrays grow once per call."""
+        keys = digests(texts)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        first = np.sort(first)
+        new = first[self._find(keys[first]) < 0]
         flats, sizes, lengths = [], [], []
-        for s in range(0, len(texts), batch):
-            encs = encode(list(texts[s : s + batch]))
+        for s in range(0, len(new), batch):
+            encs = encode([texts[i] for i in new[s : s + batch]])
             parts = [
                 template.cut(np.asarray(e.ids, np.int32), min(len(e.ids), template.target)) for e in encs
             ]
@@ -159,17 +199,22 @@ class KeptTexts:
             lengths.append(np.fromiter((len(e.ids) for e in encs), np.int64, len(encs)))
         if not flats:
             return
-        start = len(self.rows)
-        self.rows.update((t, start + i) for i, t in enumerate(texts))
+        hi = np.concatenate([self.hi, keys[new, 0]])
+        lo = np.concatenate([self.lo, keys[new, 1]])
+        row = np.concatenate([self.row, np.arange(len(self), len(self) + len(new), dtype=np.int32)])
+        order = np.lexsort((lo, hi))
+        self.hi, self.lo, self.row = hi[order], lo[order], row[order]
         self.flat = np.concatenate([self.flat, *flats])
         self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(np.concatenate(sizes))])
         self.lengths = np.concatenate([self.lengths, *lengths])
 
+    def ids(self, row: int) -> tuple[np.ndarray, int]:
+        """A kept row's cut ids and its text's whole length."""
+        return self.flat[self.offsets[row] : self.offsets[row + 1]], int(self.lengths[row])
+
     def get(self, text: str) -> tuple[np.ndarray, int] | None:
-        i = self.rows.get(text)
-        if i is None:
-            return None
-        return self.flat[self.offsets[i] : self.offsets[i + 1]], int(self.lengths[i])
+        row = int(self.find([text])[0])
+        return None if row < 0 else self.ids(row)
 
 
 class BackendPairs:
@@ -203,20 +248,22 @@ class BackendPairs:
 
     def keep(self, texts: Sequence[str]) -> None:
         """Encode these texts now and keep their ids for every later call."""
-        new = [t for t in dict.fromkeys(texts) if t not in self.kept.rows]
-        self.kept.add(new, lambda b: self.plain.encode_batch(b, add_special_tokens=False), self.template)
+        self.kept.add(texts, lambda b: self.plain.encode_batch(b, add_special_tokens=False), self.template)
 
     def encode(
         self, queries: Sequence[str], docs: Sequence[str]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        texts = [t for t in dict.fromkeys([*queries, *docs]) if t not in self.kept.rows]
-        known: dict[str, tuple[np.ndarray, int]] = {}
+        distinct = list(dict.fromkeys([*queries, *docs]))
+        rows = self.kept.find(distinct) if len(self.kept) else np.full(len(distinct), -1)
+        texts = [t for t, r in zip(distinct, rows, strict=True) if r < 0]
+        known: dict[str, tuple[np.ndarray, int]] = {
+            t: self.kept.ids(int(r)) for t, r in zip(distinct, rows, strict=True) if r >= 0
+        }
         for text, e in zip(texts, self.plain.encode_batch(texts, add_special_tokens=False), strict=True):
             known[text] = (np.asarray(e.ids, np.int64), len(e.ids))
 
         def of(text: str) -> tuple[np.ndarray, int]:
-            got = known.get(text)
-            return got if got is not None else self.kept.get(text)  # type: ignore[return-value]
+            return known[text]
 
         ids: list[np.ndarray] = []
         types: list[np.ndarray] = []

@@ -156,3 +156,35 @@ def test_texts_kept_a_batch_at_a_time_equal_those_kept_at_once():
         (a, la), (b, lb) = whole.get(d), batched.get(d)
         assert a.tolist() == b.tolist() and la == lb == len(encode([d])[0].ids)
     assert whole.nbytes == batched.nbytes and whole.get("not kept") is None
+
+
+def test_kept_texts_are_found_by_digest_even_when_half_of_it_collides(monkeypatch):
+    """The store keeps a digest, not the text (20 bytes a text beside its ids); two texts whose digests share the
+    first 64 bits are still told apart, and a text given twice is kept once."""
+    from distill.teacher import pairs
+    from distill.teacher.pairs import KeptTexts
+
+    backend = BackendPairs(tokenizer("bert", "right"), 12)
+
+    def encode(batch):
+        return backend.plain.encode_batch(batch, add_special_tokens=False)
+
+    docs = [texts("mat", m) for m in range(1, 9)]
+    real = pairs.digests
+
+    def colliding(ts):
+        d = real(ts).copy()
+        d[:, 0] = 7  # every text's first half the same
+        return d
+
+    monkeypatch.setattr(pairs, "digests", colliding)
+    kept = KeptTexts()
+    kept.add([*docs[:5], docs[0]], encode, backend.template)
+    kept.add(docs[3:], encode, backend.template)
+    assert len(kept) == len(docs)
+    assert kept.find([*reversed(docs), "not kept"]).tolist() == [*reversed(range(len(docs))), -1]
+    for d in docs:
+        a, la = kept.get(d)
+        assert a.tolist() == encode([d])[0].ids[: backend.template.target] and la == len(encode([d])[0].ids)
+    ids_bytes = kept.flat.nbytes + kept.offsets.nbytes + kept.lengths.nbytes
+    assert kept.nbytes - ids_bytes == 20 * len(docs)
