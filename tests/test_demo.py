@@ -216,12 +216,20 @@ def test_the_stacked_lightgbm_takes_demo_stack_overrides_over_the_lightgbm_ones(
         list(steps[-1].features.students) == ["bi_encoder_kl", "bi_encoder_kl+bm25"]
         and steps[-1].student is stack
     )
-    assert (alone.num_trees, alone.num_leaves, alone.labels.alpha) == (10, 63, 1.0)  # LightGBM alone: its own
-    assert (stack.num_trees, stack.num_leaves, stack.min_data_in_leaf, stack.labels.alpha) == (
+    # LightGBM alone: its own options (its YAML's temperature 2); the stack: the demo's (temperature 1)
+    assert (alone.num_trees, alone.num_leaves, alone.labels.alpha, alone.temperature) == (10, 63, 1.0, 2.0)
+    assert (
+        stack.num_trees,
+        stack.num_leaves,
+        stack.min_data_in_leaf,
+        stack.labels.alpha,
+        stack.temperature,
+    ) == (
         10,
         7,
         100,
         0.5,
+        1.0,
     )
     with pytest.raises(
         ConfigError,
