@@ -188,3 +188,19 @@ def test_kept_texts_are_found_by_digest_even_when_half_of_it_collides(monkeypatc
         assert a.tolist() == encode([d])[0].ids[: backend.template.target] and la == len(encode([d])[0].ids)
     ids_bytes = kept.flat.nbytes + kept.offsets.nbytes + kept.lengths.nbytes
     assert kept.nbytes - ids_bytes == 20 * len(docs)
+
+
+def test_a_student_says_what_share_of_its_documents_max_length_cuts(caplog):
+    from distill.students.neural import report_cut
+
+    tok = tokenizer("bert", "right")
+    docs = [texts("mat", 3), texts("mat", 10), texts("mat", 12)]  # 5, 12 and 14 tokens with [CLS] and [SEP]
+    with caplog.at_level("INFO", logger="distill.students.neural"):
+        assert report_cut(tok, docs, 8) == 2 / 3
+        assert report_cut(tok, docs, 14) == 0.0
+        assert report_cut(tok.backend_tokenizer, docs, 8) == 0.0  # not a transformers tokenizer: nothing said
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "student.max_length=8 cuts 67% of 3 training documents (raise it to keep more of each)",
+        "student.max_length=14 cuts 0% of 3 training documents (raise it to keep more of each)",
+    ]
