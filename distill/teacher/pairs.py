@@ -262,13 +262,10 @@ class BackendPairs:
         for text, e in zip(texts, self.plain.encode_batch(texts, add_special_tokens=False), strict=True):
             known[text] = (np.asarray(e.ids, np.int64), len(e.ids))
 
-        def of(text: str) -> tuple[np.ndarray, int]:
-            return known[text]
-
         ids: list[np.ndarray] = []
         types: list[np.ndarray] = []
         for q, d in zip(queries, docs, strict=True):
-            (a, la), (b, lb) = of(q), of(d)
+            (a, la), (b, lb) = known[q], known[d]
             pair_ids, pair_types = self.template.assemble(a, la, b, lb)
             ids.append(pair_ids)
             types.append(pair_types)
