@@ -57,6 +57,9 @@ class IdPositions:
         self.order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[self.order]
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
     def __call__(self, asked: Any) -> np.ndarray:
         if not isinstance(asked, (pd.Series, pd.Index, np.ndarray, pd.api.extensions.ExtensionArray)):
             asked = np.asarray(asked, dtype=object)
@@ -207,6 +210,17 @@ class Dataset:
         if len(fields) == 1:
             return [t.strip() for t in fields[0]]
         return [" ".join(vals).strip() for vals in zip(*fields, strict=True)]
+
+    def drop_texts(self, fields: Iterable[str] = ()) -> None:
+        """Drop the corpus's text columns (title, text and `fields`) and hand their buffers back to the system: a
+        stage that needs the texts only to tokenise them lets them go once they are (they are the dataset's largest
+        part). Documents keep their ids, timestamps and other fields; once the texts are gone, this does nothing."""
+        texts = {"title", "text", *fields}
+        held = [c for c in self.corpus.columns if c in texts]
+        if not held:
+            return
+        self.corpus = self.corpus.drop(columns=held)
+        release_arrow_memory()
 
     def lazy_doc_texts(self, fields: Iterable[str] = ("title", "text")) -> DocTexts:
         """Every document's `doc_texts`, in corpus order, made when read (a slice at a time): for a reader that

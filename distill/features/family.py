@@ -17,7 +17,6 @@ from distill.data.beir import Dataset
 from distill.errors import ConfigError, DataError
 from distill.features.schema import FeatureOptions
 from distill.ir.bm25 import CompactTokens, Tokenizer
-from distill.workspace import release_arrow_memory
 
 
 @dataclass
@@ -109,12 +108,7 @@ class FeatureContext:
         families that tokenise the corpus are prepared and no family reads the texts otherwise
         (`FeatureFamily.reads_texts`): the texts are the dataset's largest part, and the stage that owns the dataset
         needs them only to tokenise. Once they are gone, this does nothing."""
-        texts = {"title", "text", *(self.rc.fields if self.rc is not None else ())}
-        held = [c for c in self.ds.corpus.columns if c in texts]
-        if not held:
-            return
-        self.ds.corpus = self.ds.corpus.drop(columns=held)
-        release_arrow_memory()  # the columns' buffers, back to the system
+        self.ds.drop_texts(self.rc.fields if self.rc is not None else ())
 
 
 def with_positions(ctx: FeatureContext, rows: pd.DataFrame) -> pd.DataFrame:

@@ -359,6 +359,7 @@ class BM25Index:
         tokenizer: Callable[[Sequence[str]], list[list[str]]] | None = None,
         tokens: CompactTokens | None = None,
         pairs_only: bool = False,
+        after_tokens: Callable[[], None] | None = None,
     ):
         self.tokenizer: Tokenizer | GivenTokens = (
             GivenTokens(tokenizer) if tokenizer else Tokenizer(stemmer, stopwords, lowercase)
@@ -370,6 +371,8 @@ class BM25Index:
             tokens = CompactTokens(texts, self.tokenizer)
         elif len(tokens) != self.n_docs:
             raise ValueError(f"tokens of {len(tokens)} texts given for an index of {self.n_docs}")
+        if after_tokens is not None:  # the caller lets its texts go before the index's own memory is taken
+            after_tokens()
         self.retriever = ArrayBM25(k1=k1, b=b, method=method)
         # `pairs_only`: only `score_pairs` will be asked, so no term-major postings are built (a stage that scores
         # given pairs holds one copy of the index, not two)

@@ -35,9 +35,13 @@ from distill.workspace import Workspace, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def build_index(ds: Dataset, rc: Any, ws: Workspace | None = None) -> BM25Index | TantivyIndex:
+def build_index(
+    ds: Dataset, rc: Any, ws: Workspace | None = None, release_texts: bool = False
+) -> BM25Index | TantivyIndex:
     """The BM25 index of the corpus for `retrieval.engine`: bm25s in memory, or tantivy in the workspace's
-    index/ folder (reused while the texts and the tokenisation are the same)."""
+    index/ folder (reused while the texts and the tokenisation are the same). `release_texts`: the caller needs
+    the corpus's texts no more, so the dataset drops them (`Dataset.drop_texts`) once they are tokenised, before
+    bm25s builds its postings (at 100x the sample world, the texts are a third of the candidates stage's peak)."""
     texts = ds.lazy_doc_texts(rc.fields)  # read a chunk at a time by both engines: no copy of the corpus
     if rc.engine == "tantivy":
         if ws is None:
@@ -47,7 +51,10 @@ def build_index(ds: Dataset, rc: Any, ws: Workspace | None = None) -> BM25Index 
         tokenizer = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)
         options = {k: rc[k] for k in ("fields", "stemmer", "stopwords", "lowercase")}
         identity = {"texts": fingerprint.of_texts(texts), "options": fingerprint.of_config(options)}
-        return TantivyIndex.open(ws.root / "index" / "tantivy", texts, tokenizer, identity)
+        index = TantivyIndex.open(ws.root / "index" / "tantivy", texts, tokenizer, identity)
+        if release_texts:
+            ds.drop_texts(rc.fields)
+        return index
     return BM25Index(
         texts,
         k1=rc.k1,
@@ -56,6 +63,7 @@ def build_index(ds: Dataset, rc: Any, ws: Workspace | None = None) -> BM25Index 
         stemmer=rc.stemmer,
         stopwords=rc.stopwords,
         lowercase=rc.lowercase,
+        after_tokens=(lambda: ds.drop_texts(rc.fields)) if release_texts else None,
     )
 
 
@@ -317,7 +325,8 @@ def query_chunks(splits: dict[str, list[str]], size: int) -> list[tuple[str, lis
 def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], cfg: DictConfig) -> dict:
     """Every split's queries searched `retrieval.chunk_queries` at a time (here, or on the Dask cluster of
     `retrieval.dask`: the same rows either way), streamed into candidates.parquet; returns BM25's metrics per
-    split, the counts and the index's facts."""
+    split, the counts and the index's facts. Searched here, the dataset's corpus texts are dropped once the index
+    has tokenised them (`build_index(release_texts=True)`): the caller must not need them afterwards."""
     rc = cfg.retrieval
     chunks = query_chunks(splits, rc.chunk_queries)
     k = min(rc.k, len(ds.corpus))
@@ -335,7 +344,8 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
             facts = {}
         else:
             t0 = time.perf_counter()
-            index = build_index(ds, rc, ws)
+            # only the queries' texts are read from here on
+            index = build_index(ds, rc, ws, release_texts=True)
             facts = {
                 "index_seconds": round(time.perf_counter() - t0, 2),
                 "index_bytes_per_doc": round(index.bytes_per_doc(), 1),

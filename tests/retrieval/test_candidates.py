@@ -166,3 +166,41 @@ def test_the_writer_uses_the_metrics_a_chunk_brings_and_computes_the_others(tmp_
     writer = CandidatesWriter(tmp_path / "candidates.parquet", {"test": qrels})
     writer.add(rows, ["q1", "q2"], "test", 2)
     assert writer.close()["test"]["ndcg@10"] == 0.5
+
+
+@pytest.mark.parametrize("engine", ["bm25s", "tantivy"])
+def test_the_stage_lets_the_corpus_texts_go_once_the_index_has_tokenised_them(
+    tiny_sample_cfg, engine, monkeypatch
+):
+    """Searching reads only the queries' texts, so the stage drops the corpus's (its dataset's largest part) as soon
+    as the index has them: for bm25s before its postings are built. The candidates are those of an index built
+    while the texts are held."""
+    from distill.data.prepare import load_dataset
+    from distill.ir.bm25 import ArrayBM25
+    from distill.retrieval.candidates import build_index, chunk_result, queries_per_split, write_candidates
+    from distill.workspace import Workspace
+
+    cfg = tiny_sample_cfg(*(["retrieval=tantivy"] if engine == "tantivy" else []))
+    ws, ds = Workspace.from_cfg(cfg), load_dataset(cfg)
+    docs = len(ds.corpus)
+    at_postings = []
+    original = ArrayBM25.index
+
+    def index(self, *args, **kwargs):
+        at_postings.append("text" in ds.corpus)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArrayBM25, "index", index)
+    splits = queries_per_split(ds, ["train", "test"])
+    write_candidates(ws, ds, splits, cfg)
+    assert at_postings == ([False] if engine == "bm25s" else [])
+    assert "text" not in ds.corpus and "title" not in ds.corpus
+    assert len(ds.corpus) == docs and "timestamp" in ds.corpus
+    got = pd.read_parquet(ws.candidates)
+    held = load_dataset(cfg)
+    rows, _ = chunk_result(
+        held, build_index(held, cfg.retrieval, ws), ("test", splits["test"]), cfg.retrieval.k
+    )
+    assert "text" in held.corpus
+    want = got[got.split == "test"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(want[rows.columns], rows.reset_index(drop=True), check_dtype=False)
