@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distill.data.beir import IdPositions
 from distill.data.convert import flagembedding_ids, read_flagembedding
 from distill.errors import DataError, DistillError, StageNotReadyError
 from distill.ir import fingerprint
@@ -139,13 +140,14 @@ def checked_pairs(df: pd.DataFrame, path: Path, fmt: str) -> tuple[pd.DataFrame,
 
 
 class DatasetIds:
-    """The query and document ids of a BEIR folder (each JSONL file's `_id`, read a line at a time), as indexes:
-    a pair's integer key is its query's position times the number of documents plus its document's."""
+    """The query and document ids of a BEIR folder (each JSONL file's `_id`, read a line at a time), found by the
+    dataset's own lookup (`IdPositions`: sorted hashes, each asked id once per chunk): a pair's integer key is its
+    query's position times the number of documents plus its document's."""
 
     def __init__(self, dataset: Path) -> None:
         self.dataset = dataset
-        self.queries = pd.Index(self._ids(dataset / "queries.jsonl"), dtype="str")
-        self.docs = pd.Index(self._ids(dataset / "corpus.jsonl"), dtype="str")
+        self.queries = IdPositions(self._ids(dataset / "queries.jsonl"))
+        self.docs = IdPositions(self._ids(dataset / "corpus.jsonl"))
 
     @staticmethod
     def _ids(f: Path) -> list[str]:
@@ -156,9 +158,7 @@ class DatasetIds:
 
     def codes(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Each row's query and document position in the dataset (-1: not there)."""
-        q = self.queries.get_indexer(pd.Index(df.qid, dtype="str"))
-        d = self.docs.get_indexer(pd.Index(df.docid, dtype="str"))
-        return q, d
+        return self.queries(df.qid), self.docs(df.docid)
 
 
 def workspace_dataset(ws: Workspace) -> Path:
@@ -291,7 +291,7 @@ def import_soft_labels(
             repeats += within + again
             if df.empty:
                 continue
-            queries[ids.queries.get_indexer(pd.Index(df.qid, dtype="str"))] = True
+            queries[ids.queries(df.qid)] = True
             key = f"{len(shards):05d}"
             sha = write_part(df[["qid", "docid", "score"]], tmp / part_name(len(shards)), identity)
             shards[key] = {"file": part_name(len(shards)), "rows": len(df), "sha256": sha}
