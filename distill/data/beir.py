@@ -780,14 +780,26 @@ def write_beir(
 ) -> Path:
     """Write a dataset in BEIR layout. `corpus`/`queries` are dicts with `_id`, `text` (+ `title`, `timestamp`...)."""
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_jsonl(root / "corpus.jsonl", corpus)
+    write_jsonl(root / "queries.jsonl", queries)
+    write_qrels(root, qrels)
+    return root
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object per line, as BEIR's corpus.jsonl and queries.jsonl hold them; `rows` is read as it is
+    written (a generator's records are never all held)."""
+    with path.open("w", encoding="utf-8") as fh:
+        for rec in rows:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def write_qrels(root: Path, qrels: Mapping[str, Iterable[tuple[str, str, int]]]) -> None:
+    """qrels/<split>.tsv of a BEIR folder: a header, then query-id, corpus-id, score per judgement."""
     (root / "qrels").mkdir(parents=True, exist_ok=True)
-    for fname, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
-        with (root / fname).open("w", encoding="utf-8") as fh:
-            for rec in rows:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     for split, judgements in qrels.items():
         with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as fh:
             fh.write("query-id\tcorpus-id\tscore\n")
             for qid, docid, rel in judgements:
                 fh.write(f"{qid}\t{docid}\t{int(rel)}\n")
-    return root

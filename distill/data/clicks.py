@@ -10,11 +10,23 @@ Dwell times are log-normal, longer for relevant documents.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 
-def simulate_clicks(
+def simulate_clicks(ranking: pd.DataFrame, qrels: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """One row per impression: session, qid, docid, position (1-based), clicked, dwell_s, timestamp.
+
+    `ranking` has columns qid, docid, rank (the logged ranking, e.g. BM25's top 10);
+    `qrels` has qid, docid, relevance (missing pairs count as grade 0); `options`: those of `click_batches`.
+    """
+    return pd.concat(list(click_batches(ranking, qrels, **options)), ignore_index=True)
+
+
+def click_batches(
     ranking: pd.DataFrame,
     qrels: pd.DataFrame,
     *,
@@ -25,12 +37,12 @@ def simulate_clicks(
     seed: int = 0,
     start: str = "2025-01-01",
     end: str = "2026-01-01",
-) -> pd.DataFrame:
-    """One row per impression: session, qid, docid, position (1-based), clicked, dwell_s, timestamp.
-
-    `ranking` has columns qid, docid, rank (the logged ranking, e.g. BM25's top 10);
-    `qrels` has qid, docid, relevance (missing pairs count as grade 0).
-    """
+    batch_sessions: int = 100_000,
+) -> Iterator[pd.DataFrame]:
+    """`simulate_clicks`' rows, `batch_sessions` sessions at a time (at least one frame, empty when there is no
+    session): the model draws its random numbers for every session at once, in one order, so the log is the
+    same for any batch size, while the rows as a frame (strings and timestamps: several times the numbers' size)
+    exist one batch at a time."""
     rng = np.random.default_rng(seed)
     ranking = ranking.sort_values(["qid", "rank"], kind="stable")
     qids, q_idx = np.unique(ranking["qid"].astype(str).to_numpy(), return_inverse=True)
@@ -63,21 +75,24 @@ def simulate_clicks(
     t0 = pd.Timestamp(start, tz="UTC").value // 10**9
     t1 = pd.Timestamp(end, tz="UTC").value // 10**9
     ts = rng.integers(t0, t1, size=n)
-    flat = shown[valid]
-    out = pd.DataFrame(
-        {
-            "session": np.broadcast_to(rows[:, None], shown.shape)[valid],
-            "qid": ranking["qid"].astype(str).to_numpy()[flat],
-            "docid": ranking["docid"].astype(str).to_numpy()[flat],
-            "position": pos[valid],
-            "clicked": clicked[valid],
-            "dwell_s": dwell[valid].round(1),
-            "timestamp": pd.to_datetime(np.broadcast_to(ts[:, None], shown.shape)[valid], unit="s", utc=True),
-        }
-    )
-    out["qid"] = out["qid"].astype("string")
-    out["docid"] = out["docid"].astype("string")
-    return out
+    qid, docid = ranking["qid"].astype(str).to_numpy(), ranking["docid"].astype(str).to_numpy()
+    for a in range(0, max(n, 1), batch_sessions):
+        b, v = min(n, a + batch_sessions), valid[a : a + batch_sessions]
+        flat = shown[a:b][v]
+        out = pd.DataFrame(
+            {
+                "session": np.broadcast_to(rows[a:b, None], v.shape)[v],
+                "qid": qid[flat],
+                "docid": docid[flat],
+                "position": pos[a:b][v],
+                "clicked": clicked[a:b][v],
+                "dwell_s": dwell[a:b][v].round(1),
+                "timestamp": pd.to_datetime(np.broadcast_to(ts[a:b, None], v.shape)[v], unit="s", utc=True),
+            }
+        )
+        out["qid"] = out["qid"].astype("string")
+        out["docid"] = out["docid"].astype("string")
+        yield out
 
 
 def logged_ranking(
@@ -94,12 +109,26 @@ def logged_ranking(
     )
 
 
-def write_log(root, log: pd.DataFrame) -> None:
-    """`logs/impressions.parquet` of a BEIR folder."""
+def write_log(root, log: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[int, int]:
+    """`logs/impressions.parquet` of a BEIR folder, from one frame or from batches (`click_batches`: each a row
+    group, held one at a time); returns its rows and clicks."""
     from pathlib import Path
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     (Path(root) / "logs").mkdir(exist_ok=True)
-    log.to_parquet(Path(root) / "logs" / "impressions.parquet", index=False)
+    writer, rows, clicks = None, 0, 0
+    try:
+        for batch in [log] if isinstance(log, pd.DataFrame) else log:
+            table = pa.Table.from_pandas(batch, preserve_index=False, schema=writer and writer.schema)
+            writer = writer or pq.ParquetWriter(Path(root) / "logs" / "impressions.parquet", table.schema)
+            writer.write_table(table)
+            rows, clicks = rows + len(batch), clicks + int(batch["clicked"].sum())
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, clicks
 
 
 def add_simulated_clicks(

@@ -26,6 +26,7 @@ Relevance is graded: 2 when a document of the query's topic covers every concept
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from distill.data.beir import write_beir
+from distill.data.beir import write_jsonl, write_qrels
 from distill.data.schema import SampleOptions
 
 _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
@@ -42,6 +43,8 @@ FRESH_WORDS = ["latest", "newest", "recent", "current"]
 _SUFFIXES = ["ox", "iq", "uv", "eth", "azo", "imo"]
 _ENDS = ["", "n", "r", "l", "x"]
 MARKERS = 3  # marker words per intent
+MAX_FOCUS = 4  # concepts a document focuses on: 2 to this many
+CHUNK_DOCS = 10_000  # documents drawn before their timestamps are made and they are written
 
 
 def _cdf(p: Any) -> np.ndarray:
@@ -135,45 +138,60 @@ def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
 
 
 def _docs(
-    o: SampleOptions, w: World, rng: np.random.Generator
-) -> tuple[list[dict], np.ndarray, list[set[int]], np.ndarray, np.ndarray]:
-    """Documents; returns (records, topic per doc, focus concepts per doc, day of each document since
-    `o.start`, intent per doc (-1 without intents))."""
+    o: SampleOptions, w: World, rng: np.random.Generator, corpus: Path
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Documents, written to `corpus` (JSONL) as they are drawn, `CHUNK_DOCS` at a time: no record is held.
+    Returns (each document's title and text joined, for the logged ranking; topic per doc; focus concepts per
+    doc, one row each padded with -1; day of each document since `o.start`; intent per doc, -1 without
+    intents)."""
     topic_p = rng.dirichlet(np.full(o.n_topics, 2.0))
     topics = rng.choice(o.n_topics, size=o.n_docs, p=topic_p)
     start = pd.Timestamp(o.start, tz="UTC")
     span_days = (pd.Timestamp(o.cutoff, tz="UTC") - start).days
     days = rng.integers(0, span_days, size=o.n_docs)
-    records, focus_sets = [], []
-    seconds = np.empty(o.n_docs, dtype=np.int64)
+    base = np.datetime64(start.tz_localize(None), "s")
+    joined: list[str] = []
+    focus_of = np.full((o.n_docs, MAX_FOCUS), -1, dtype=np.int64)
     intents = np.full(o.n_docs, -1, dtype=np.int64)
-    for i, t in enumerate(topics):
-        concepts = w.topic_concepts[t]
-        focus = rng.choice(concepts, size=rng.integers(2, 5), replace=False)
-        length = int(min(max(rng.lognormal(np.log(45), 0.5), 12), 300))
-        n_focus = max(3, int(length * rng.uniform(0.2, 0.35)))
-        n_topic = max(1, int(length * 0.1))
-        n_noise = rng.integers(0, 3)
-        toks = [w.topic_word[t]] * int(rng.integers(1, 4))
-        toks += list(w.doc_word[focus[_any(rng, len(focus), n_focus)]])
-        toks += list(w.doc_word[concepts[_any(rng, len(concepts), n_topic)]])
-        toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
-        toks += list(w.background[_pick(rng, w.background_cdf, length - len(toks))])
-        if w.intent_markers is not None:
-            intents[i] = rng.integers(len(w.intent_markers))
-            toks += list(w.intent_markers[intents[i]][_any(rng, MARKERS, int(rng.integers(2, 5)))])
-        rng.shuffle(toks)
-        title = list(
-            w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)]
-        )
-        title += list(w.background[_pick(rng, w.background_cdf, rng.integers(1, 3))])
-        seconds[i] = rng.integers(86400)
-        records.append({"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks)})
-        focus_sets.append(set(int(c) for c in focus))
-    stamps = np.datetime64(start.tz_localize(None), "s") + days * 86400 + seconds
-    for r, ts in zip(records, np.datetime_as_string(stamps, unit="s"), strict=True):
-        r["timestamp"] = f"{ts}Z"
-    return records, topics, focus_sets, days, intents
+    seconds = np.empty(o.n_docs, dtype=np.int64)
+
+    def records() -> Iterator[dict]:
+        pending: list[dict] = []
+        for i, t in enumerate(topics):
+            concepts = w.topic_concepts[t]
+            focus = rng.choice(concepts, size=rng.integers(2, MAX_FOCUS + 1), replace=False)
+            length = int(min(max(rng.lognormal(np.log(45), 0.5), 12), 300))
+            n_focus = max(3, int(length * rng.uniform(0.2, 0.35)))
+            n_topic = max(1, int(length * 0.1))
+            n_noise = rng.integers(0, 3)
+            toks = [w.topic_word[t]] * int(rng.integers(1, 4))
+            toks += list(w.doc_word[focus[_any(rng, len(focus), n_focus)]])
+            toks += list(w.doc_word[concepts[_any(rng, len(concepts), n_topic)]])
+            toks += list(w.doc_word[rng.integers(0, len(w.doc_word), size=n_noise)])
+            toks += list(w.background[_pick(rng, w.background_cdf, length - len(toks))])
+            if w.intent_markers is not None:
+                intents[i] = rng.integers(len(w.intent_markers))
+                toks += list(w.intent_markers[intents[i]][_any(rng, MARKERS, int(rng.integers(2, 5)))])
+            rng.shuffle(toks)
+            title = list(
+                w.doc_word[rng.choice(focus, size=min(len(focus), int(rng.integers(1, 4))), replace=False)]
+            )
+            title += list(w.background[_pick(rng, w.background_cdf, rng.integers(1, 3))])
+            seconds[i] = rng.integers(86400)
+            record = {"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks)}
+            pending.append(record)
+            joined.append(f"{record['title']} {record['text']}")
+            focus_of[i, : len(focus)] = focus
+            if len(pending) == CHUNK_DOCS or i == o.n_docs - 1:  # the chunk's timestamps, then its records
+                first = i + 1 - len(pending)
+                stamps = base + days[first : i + 1] * 86400 + seconds[first : i + 1]
+                for r, ts in zip(pending, np.datetime_as_string(stamps, unit="s"), strict=True):
+                    r["timestamp"] = f"{ts}Z"
+                    yield r
+                pending = []
+
+    write_jsonl(corpus, records())
+    return joined, topics, focus_of, days, intents
 
 
 def _queries(
@@ -181,29 +199,26 @@ def _queries(
     w: World,
     rng: np.random.Generator,
     doc_topics: np.ndarray,
-    focus: list[set[int]],
+    focus: np.ndarray,
     doc_days: np.ndarray,
     doc_intents: np.ndarray,
-) -> tuple[list[dict], list[tuple[str, str, int]], list[str]]:
-    """Queries with graded qrels. Returns (records, qrels, split per query)."""
+) -> tuple[list[dict], np.ndarray, list[str]]:
+    """Queries with graded qrels. Returns (records, qrels as rows of query number, document number and grade,
+    split per query)."""
     n = o.n_train + o.n_test
     by_topic = [np.flatnonzero(doc_topics == t) for t in range(o.n_topics)]
     # Concept popularity in queries follows how often documents focus on it (head and tail concepts).
-    concept_docs: dict[int, list[int]] = {}
-    for d, f in enumerate(focus):
-        for c in f:
-            concept_docs.setdefault(c, []).append(d)
+    focused = np.bincount(focus[focus >= 0], minlength=len(w.doc_word))
     asked_from = []  # per topic: the concepts some document focuses on, and how likely a query asks each
     for concepts in w.topic_concepts:
-        cands = [c for c in concepts if len(concept_docs.get(int(c), [])) >= 1]
-        weights = np.array([len(concept_docs[int(c)]) for c in cands], dtype=float)
+        cands = [c for c in concepts if focused[int(c)] >= 1]
+        weights = np.array([focused[int(c)] for c in cands], dtype=float)
         asked_from.append((cands, weights / weights.sum() if cands else weights))
     cutoff = pd.Timestamp(o.cutoff, tz="UTC")
     start = pd.Timestamp(o.start, tz="UTC")
     records: list[dict] = []
-    qrels: list[tuple[str, str, int]] = []
+    qrels: list[np.ndarray] = [np.zeros((0, 3), dtype=np.int64)]
     splits: list[str] = []
-    qi = 0
     while len(records) < n:
         split = "train" if len(records) < o.n_train else "test"
         topic = int(rng.integers(o.n_topics))
@@ -239,57 +254,69 @@ def _queries(
             else cutoff + pd.Timedelta(seconds=offset)
         )
         qday = (qtime - start).days
-        rows = []
-        asked_set = set(int(c) for c in asked)
-        for d in docs_t.tolist():
-            hit = len(asked_set & focus[d])
-            grade: int = 2 if hit == len(asked_set) else (1 if hit > 0 else 0)
-            if fresh and grade > 0 and qday - doc_days[d] > o.fresh_days:
-                grade = grade - 1
-            if intent >= 0 and doc_intents[d] != intent:
-                grade = 0
-            if grade > 0 and doc_days[d] <= qday:
-                rows.append((f"d{d}", grade))
-        if not rows or not any(g == 2 for _, g in rows) and rng.random() < 0.7:
+        # per document of the topic: how many of the (distinct) asked concepts it focuses on
+        hit = np.isin(focus[docs_t], asked).sum(axis=1)
+        grade = np.where(hit == len(asked), 2, np.where(hit > 0, 1, 0))
+        if fresh:
+            grade = np.where((grade > 0) & (qday - doc_days[docs_t] > o.fresh_days), grade - 1, grade)
+        if intent >= 0:
+            grade = np.where(doc_intents[docs_t] != intent, 0, grade)
+        kept = (grade > 0) & (doc_days[docs_t] <= qday)
+        if not kept.any() or not (grade[kept] == 2).any() and rng.random() < 0.7:
             continue
-        qid = f"q{qi}"
-        qi += 1
+        qid = f"q{len(records)}"
         rng.shuffle(words)
         records.append(
             {"_id": qid, "text": " ".join(words), "timestamp": qtime.strftime("%Y-%m-%dT%H:%M:%SZ")}
         )
-        qrels += [(qid, d, g) for d, g in rows]
+        qrels.append(np.column_stack([np.full(int(kept.sum()), len(records) - 1), docs_t[kept], grade[kept]]))
         splits.append(split)
-    return records, qrels, splits
+    return records, np.concatenate(qrels), splits
 
 
 def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, Any]:
-    """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`."""
-    from distill.data.clicks import logged_ranking, simulate_clicks, write_log
+    """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`. The documents are
+    written as they are drawn and the judgements are held as integers, so memory holds the documents' joined
+    texts (for the logged BM25 ranking) and a few numbers per document, not their records."""
+    from distill.data.clicks import click_batches, logged_ranking, write_log
 
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)
     world = _build_world(o, rng)
-    docs, doc_topics, focus, doc_days, doc_intents = _docs(o, world, rng)
-    queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days, doc_intents)
-    split_of = {q["_id"]: s for q, s in zip(queries, splits, strict=True)}
-    by_split: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
-    for qid, did, g in qrels:
-        by_split[split_of[qid]].append((qid, did, g))
     dest = Path(dest)
-    write_beir(dest, docs, queries, dict(by_split))
+    (dest / "qrels").mkdir(parents=True, exist_ok=True)
+    texts, doc_topics, focus, doc_days, doc_intents = _docs(o, world, rng, dest / "corpus.jsonl")
+    queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days, doc_intents)
+    del doc_topics, focus, doc_days, doc_intents
+    is_train = np.array([s == "train" for s in splits], dtype=bool)[qrels[:, 0]]
+    write_jsonl(dest / "queries.jsonl", queries)
+    write_qrels(
+        dest,
+        {
+            split: ((f"q{q}", f"d{d}", g) for q, d, g in qrels[rows].tolist())
+            for split, rows in (("train", is_train), ("test", ~is_train))
+        },
+    )
 
     # The logged ranking: BM25 top 10 of every query, as the production system would have shown it.
     logged = logged_ranking(
-        [d["_id"] for d in docs],
-        [f"{d['title']} {d['text']}" for d in docs],
+        [f"d{i}" for i in range(len(texts))],
+        texts,
         [q["_id"] for q in queries],
         [q["text"] for q in queries],
         10,
         stemmer=None,
     )
-    qrels_df = pd.DataFrame(qrels, columns=["qid", "docid", "relevance"])
-    clicks = simulate_clicks(
+    n_docs = len(texts)
+    del texts
+    qrels_df = pd.DataFrame(
+        {
+            "qid": np.char.add("q", qrels[:, 0].astype(str)).astype(object),
+            "docid": np.char.add("d", qrels[:, 1].astype(str)).astype(object),
+            "relevance": qrels[:, 2],
+        }
+    )
+    batches = click_batches(
         logged,
         qrels_df,
         sessions_per_query=o.sessions_per_query,
@@ -297,15 +324,15 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
         start=o.log_start,
         end=o.cutoff,
     )
-    write_log(dest, clicks)
+    impressions, clicks = write_log(dest, batches)
     info = {
-        "docs": len(docs),
+        "docs": n_docs,
         "queries": len(queries),
         "train_queries": splits.count("train"),
         "test_queries": splits.count("test"),
         "qrels": len(qrels),
-        "impressions": len(clicks),
-        "clicks": int(clicks["clicked"].sum()),
+        "impressions": impressions,
+        "clicks": clicks,
         "log_cutoff": o.cutoff,
         "fresh_queries": sum(
             q["text"].split()[0] in FRESH_WORDS or any(f in q["text"].split() for f in FRESH_WORDS)

@@ -61,6 +61,27 @@ def test_click_model_is_position_biased_and_relevance_driven():
     assert len(log) == 40000 and set(log.position) == set(range(1, 11))
 
 
+def test_the_click_log_is_the_same_for_any_batch_of_sessions(tmp_path):
+    """The click model draws its numbers for every session at once and makes the rows a batch of sessions at a
+    time (`click_batches`), each batch a row group of the written log: a batch smaller than the log gives the log
+    of one batch, frame and file."""
+    from distill.data.clicks import click_batches, write_log
+
+    ranking = pd.DataFrame(
+        {"qid": [f"q{i // 7}" for i in range(35)], "docid": [f"d{i % 11}" for i in range(35)], "rank": 0}
+    )
+    ranking["rank"] = ranking.groupby("qid").cumcount() + 1
+    qrels = pd.DataFrame({"qid": ["q0", "q3", "q4"], "docid": ["d0", "d10", "d6"], "relevance": [2, 1, 3]})
+    whole = simulate_clicks(ranking, qrels, sessions_per_query=9, seed=3)
+    batches = list(click_batches(ranking, qrels, sessions_per_query=9, seed=3, batch_sessions=4))
+    assert len(batches) == 12 and len(whole) == 45 * 7
+    pd.testing.assert_frame_equal(pd.concat(batches, ignore_index=True), whole)
+    assert write_log(tmp_path, iter(batches)) == (len(whole), int(whole.clicked.sum()))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "logs" / "impressions.parquet"), whole)
+    empty = simulate_clicks(ranking.iloc[:0], qrels)
+    assert empty.empty and list(empty.columns) == list(whole.columns)
+
+
 def test_simulated_clicks_for_any_beir_folder(tiny_beir):
     from distill.data.beir import load_beir
     from distill.data.clicks import add_simulated_clicks
