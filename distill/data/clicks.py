@@ -40,9 +40,10 @@ def click_batches(
     batch_sessions: int = 100_000,
 ) -> Iterator[pd.DataFrame]:
     """`simulate_clicks`' rows, `batch_sessions` sessions at a time (at least one frame, empty when there is no
-    session): the model draws its random numbers for every session at once, in one order, so the log is the
-    same for any batch size, while the rows as a frame (strings and timestamps: several times the numbers' size)
-    exist one batch at a time."""
+    session). Each of the model's draws (swaps, examination, attraction, dwell, time) covers every session before
+    the next begins, in the order one call over all sessions would draw them, so the log is the same for any batch
+    size; memory holds the draws' outcomes (a byte or two per shown slot, and the dwell times) and one batch's
+    random numbers and rows (strings and timestamps: several times the numbers' size)."""
     rng = np.random.default_rng(seed)
     ranking = ranking.sort_values(["qid", "rank"], kind="stable")
     qids, q_idx = np.unique(ranking["qid"].astype(str).to_numpy(), return_inverse=True)
@@ -59,32 +60,51 @@ def click_batches(
 
     n = len(qids) * sessions_per_query
     sess_q = np.repeat(np.arange(len(qids)), sessions_per_query)
-    order = np.tile(np.arange(width), (n, 1))
+    order = np.tile(
+        np.arange(width, dtype=np.min_scalar_type(width)), (n, 1)
+    )  # one byte a slot at depth < 256
     rows = np.arange(n)
     for i in range(width - 1):  # sequential adjacent swaps, vectorised over all sessions
         swap = (rng.random(n) < p_swap) & (i + 1 < n_per_q[sess_q])
         a, b = order[rows[swap], i].copy(), order[rows[swap], i + 1].copy()
         order[rows[swap], i], order[rows[swap], i + 1] = b, a
-    shown = doc_m[sess_q[:, None], order]
-    valid = shown >= 0
-    pos = np.broadcast_to(np.arange(1, width + 1), shown.shape)
-    examined = rng.random(shown.shape) < (1.0 / pos) ** eta
-    clicked = examined & (rng.random(shown.shape) < attract[np.where(valid, shown, 0)])
-    g = grades[np.where(valid, shown, 0)]
-    dwell = np.where(clicked, rng.lognormal(np.log(8 + 25 * g), 0.6), 0.0)
+    del rows
+
+    def shown(a: int, b: int) -> np.ndarray:
+        """Sessions a..b: the ranking's row shown at each position (-1: none)."""
+        return doc_m[sess_q[a:b, None], order[a:b]]
+
+    # Each draw covers every session in turn, as one call over all of them would (a generator fills an array
+    # element by element), but `batch_sessions` rows at a time, so that only the draws' outcomes are held.
+    pos = np.arange(1, width + 1)
+    spans = [(a, min(n, a + batch_sessions)) for a in range(0, n, batch_sessions)]
+    examined = np.empty((n, width), dtype=bool)
+    for a, b in spans:
+        examined[a:b] = rng.random((b - a, width)) < (1.0 / pos) ** eta
+    clicked = np.empty((n, width), dtype=bool)
+    for a, b in spans:
+        s = shown(a, b)
+        clicked[a:b] = examined[a:b] & (rng.random((b - a, width)) < attract[np.where(s >= 0, s, 0)])
+    del examined
+    dwell = np.empty((n, width))
+    for a, b in spans:
+        s = shown(a, b)
+        g = grades[np.where(s >= 0, s, 0)]
+        dwell[a:b] = np.where(clicked[a:b], rng.lognormal(np.log(8 + 25 * g), 0.6), 0.0)
     t0 = pd.Timestamp(start, tz="UTC").value // 10**9
     t1 = pd.Timestamp(end, tz="UTC").value // 10**9
     ts = rng.integers(t0, t1, size=n)
     qid, docid = ranking["qid"].astype(str).to_numpy(), ranking["docid"].astype(str).to_numpy()
-    for a in range(0, max(n, 1), batch_sessions):
-        b, v = min(n, a + batch_sessions), valid[a : a + batch_sessions]
-        flat = shown[a:b][v]
+    for a, b in spans or [(0, 0)]:
+        s = shown(a, b)
+        v = s >= 0
+        flat = s[v]
         out = pd.DataFrame(
             {
-                "session": np.broadcast_to(rows[a:b, None], v.shape)[v],
+                "session": np.broadcast_to(np.arange(a, b)[:, None], v.shape)[v],
                 "qid": qid[flat],
                 "docid": docid[flat],
-                "position": pos[a:b][v],
+                "position": np.broadcast_to(pos, v.shape)[v],
                 "clicked": clicked[a:b][v],
                 "dwell_s": dwell[a:b][v].round(1),
                 "timestamp": pd.to_datetime(np.broadcast_to(ts[a:b, None], v.shape)[v], unit="s", utc=True),
