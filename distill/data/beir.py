@@ -235,7 +235,8 @@ class Dataset:
                 f"qrels/{s}": {"queries": int(q.qid.nunique()), "judgements": len(q)}
                 for s, q in self.qrels.items()
             },
-            "clicks": 0 if self.clicks is None else len(self.clicks),
+            # counted a batch at a time, each checked as `clicks` checks it: the log is not held
+            "clicks": sum(len(batch) for batch in self.iter_clicks()),
         }
 
 

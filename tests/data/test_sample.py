@@ -82,6 +82,20 @@ def test_the_click_log_is_the_same_for_any_batch_of_sessions(tmp_path):
     assert empty.empty and list(empty.columns) == list(whole.columns)
 
 
+def test_make_data_counts_the_click_log_without_holding_it(tiny_sample_cfg, monkeypatch):
+    """`make data` prints the click log's rows, counted a checked batch at a time (at 100x the sample world the
+    log held whole was the stage's peak)."""
+    from distill.data.beir import Dataset
+    from distill.data.stage import run
+
+    monkeypatch.setattr(
+        Dataset, "clicks", property(lambda self: pytest.fail("the whole click log was loaded"))
+    )
+    cfg = tiny_sample_cfg()
+    stats = run(cfg)
+    assert stats["clicks"] == len(pd.read_parquet(dataset_dir(cfg) / "logs" / "impressions.parquet")) > 0
+
+
 def test_simulated_clicks_for_any_beir_folder(tiny_beir):
     from distill.data.beir import load_beir
     from distill.data.clicks import add_simulated_clicks
