@@ -60,9 +60,8 @@ def click_batches(
 
     n = len(qids) * sessions_per_query
     sess_q = np.repeat(np.arange(len(qids)), sessions_per_query)
-    order = np.tile(
-        np.arange(width, dtype=np.min_scalar_type(width)), (n, 1)
-    )  # one byte a slot at depth < 256
+    # each session's order of the logged slots: one byte a slot while the ranking is under 256 deep
+    order = np.tile(np.arange(width, dtype=np.min_scalar_type(width)), (n, 1))
     rows = np.arange(n)
     for i in range(width - 1):  # sequential adjacent swaps, vectorised over all sessions
         swap = (rng.random(n) < p_swap) & (i + 1 < n_per_q[sess_q])

@@ -41,7 +41,8 @@ def build_index(
     """The BM25 index of the corpus for `retrieval.engine`: bm25s in memory, or tantivy in the workspace's
     index/ folder (reused while the texts and the tokenisation are the same). `release_texts`: the caller needs
     the corpus's texts no more, so the dataset drops them (`Dataset.drop_texts`) once they are tokenised, before
-    bm25s builds its postings (at 100x the sample world, the texts are a third of the candidates stage's peak)."""
+    bm25s builds its postings (at 100x the sample world, the texts are about a fifth of the candidates stage's
+    peak)."""
     texts = ds.lazy_doc_texts(rc.fields)  # read a chunk at a time by both engines: no copy of the corpus
     if rc.engine == "tantivy":
         if ws is None:
