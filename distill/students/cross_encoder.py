@@ -12,10 +12,10 @@
 The student starts from the teacher (default; `layers` keeps its first N transformer layers, as DistilBERT and
 TinyBERT start from theirs), from a lexical start of its own, smaller shape (`base_model=lexical`, as the teacher
 from scratch starts; `student=cross_encoder_small`) or any CrossEncoder / encoder id or folder (e.g.
-../shared/data/all_minilm_l6_v2 on real data: a new 1-logit head). `label_norm=zscore` standardises the teacher's scores within each list first, so a
-listwise loss sees the same spread whatever the teacher's scale. The folder is a plain `CrossEncoder(path)`
-model: it scores through the project's scoring engine as a reranker, and can be a cheaper teacher for the other
-students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
+../shared/data/all_minilm_l6_v2 on real data: a new 1-logit head). `label_norm=zscore` standardises the
+teacher's scores within each list first, so a listwise loss sees the same spread whatever the teacher's scale.
+The folder is a plain `CrossEncoder(path)` model: it scores through the project's scoring engine as a reranker,
+and can be a cheaper teacher for the other students (`teacher.model=<workspace>/models/cross_encoder/<loss>`).
 """
 
 from __future__ import annotations

@@ -287,11 +287,13 @@ def import_soft_labels(
                 ids = DatasetIds(Path(dataset) if dataset else workspace_dataset(ws))
                 queries = np.zeros(len(ids.queries), bool)
             df, keys = known_pairs(df, path, fmt, ids, drop_unknown, facts)
+            # a key holds its query's position: the queries are counted without looking their ids up again (a pair
+            # the ledger drops below was imported before, its query counted then)
+            queries[keys // len(ids.docs)] = True
             df, again = ledger.add(df, keys, path, fmt)
             repeats += within + again
             if df.empty:
                 continue
-            queries[ids.queries(df.qid)] = True
             key = f"{len(shards):05d}"
             sha = write_part(df[["qid", "docid", "score"]], tmp / part_name(len(shards)), identity)
             shards[key] = {"file": part_name(len(shards)), "rows": len(df), "sha256": sha}
