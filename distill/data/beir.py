@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,91 @@ class IdPositions:
         return out
 
 
+class CorpusFile:
+    """The corpus.jsonl a dataset was loaded from, read again for the texts the dataset does not hold
+    (`load_beir(texts=False)`, `Dataset.drop_texts`): its size and modification time when loaded (a file changed
+    since is a `DataError`), the reader that read it (Arrow's where it is well formed, else line by line: the same
+    records, `_arrow_frames` / `_line_frames`) and each document's line in it, in corpus order.
+
+    Written here because neither Arrow's nor Python's JSON reading finds given records in a JSONL file: the file
+    is read forwards a block at a time, from the block where the last read stopped (a reader that goes through
+    the corpus in order, `DocTexts`, reads it once), and from the start for a position before it. Memory holds one
+    block's records, not the texts (at 100x the sample world they were about half of the candidates stage's
+    dataset)."""
+
+    def __init__(
+        self,
+        path: Path,
+        stamp: tuple[int, int],
+        kind: str,
+        well_formed: bool,
+        lines: np.ndarray,
+        fields: Sequence[str],
+    ):
+        self.path, self.stamp, self.kind, self.well_formed = path, stamp, kind, well_formed
+        self.lines = np.asarray(lines, dtype=np.int64)  # ascending: the corpus keeps the file's order
+        self.fields = tuple(fields)  # the records' fields, less _id, _line and timestamp
+        self._frames: Iterator[pd.DataFrame | None] | None = None
+        self._frame: pd.DataFrame | None = None
+        self._pid = os.getpid()  # the process whose reading `_frames` is (a forked one reads on its own)
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy (a Dask worker's, a forked process's) reads afresh
+        return self.__dict__ | {"_frames": None, "_frame": None}
+
+    def values(self, fields: Sequence[str], where: np.ndarray | slice) -> list[list[Any]]:
+        """Each of `fields`' values (fields the file has) for the documents at positions `where`."""
+        want = self.lines[where]
+        distinct = np.unique(want)
+        rows = self._rows(distinct, list(fields)) if len(distinct) else pd.DataFrame(columns=list(fields))
+        at = np.searchsorted(distinct, want)
+        return [rows[f].to_numpy(dtype=object)[at].tolist() for f in fields]
+
+    def _rows(self, lines: np.ndarray, fields: list[str]) -> pd.DataFrame:
+        """The records on `lines` (sorted), their `fields`, read forwards from the block held."""
+        if self._frame is None or self._pid != os.getpid() or lines[0] < int(self._frame["_line"].iat[0]):
+            self._restart()
+        parts = []
+        while self._frame is not None:
+            held = self._frame["_line"].to_numpy()
+            hit = np.isin(held, lines, assume_unique=True)
+            if hit.any():
+                parts.append(self._frame.loc[hit, fields])
+            if held[-1] >= lines[-1]:
+                break
+            self._advance()
+        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=fields)
+        if len(rows) != len(lines):
+            self._frame = self._frames = None
+            raise DataError(
+                f"{self.path}: {len(lines) - len(rows)} document(s) loaded from it are no longer on their lines: "
+                f"the file changed since the dataset was loaded; run the stage again"
+            )
+        return rows
+
+    def _restart(self) -> None:
+        st = self.path.stat() if self.path.exists() else None
+        if st is None or (st.st_size, st.st_mtime_ns) != self.stamp:
+            raise DataError(
+                f"{self.path}: changed or removed since the dataset was loaded, and its texts are read from it; "
+                f"run the stage again"
+            )
+        if self.well_formed:
+            with self.path.open("rb") as fh:
+                head = json.loads(fh.readline())
+            self._frames = _arrow_frames(self.path, self.kind, head)
+        else:  # the bad lines were reported when the dataset was loaded
+            self._frames = _line_frames(self.path, self.kind, Quarantine("drop"))
+        self._pid = os.getpid()
+        self._advance()
+
+    def _advance(self) -> None:
+        """The next block with a record (None past the last)."""
+        assert self._frames is not None
+        self._frame = next(self._frames, None)
+        while self._frame is not None and not len(self._frame):
+            self._frame = next(self._frames, None)
+
+
 @dataclass
 class Dataset:
     """A loaded, validated collection. Ids are strings; `corpus` and `queries` are indexed by id."""
@@ -96,6 +182,8 @@ class Dataset:
     qrels: dict[str, pd.DataFrame]  # split -> columns qid, docid, relevance (int)
     clicks_source: Any = None  # a loaded click log, or the path of one read (and checked) on first use
     quarantine: Quarantine = field(default_factory=Quarantine)
+    # where the corpus's texts are read again once the corpus holds them no more (None: they are gone then)
+    corpus_file: CorpusFile | None = None
 
     @property
     def clicks(self) -> pd.DataFrame | None:
@@ -106,12 +194,15 @@ class Dataset:
             self.clicks_source = pd.concat(list(self.iter_clicks()), ignore_index=True)
         return self.clicks_source
 
-    def iter_clicks(self, batch_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
+    def iter_clicks(
+        self, batch_rows: int = 1_000_000, quarantine: Quarantine | None = None
+    ) -> Iterator[pd.DataFrame]:
         """The click log `batch_rows` rows at a time, each batch validated as `clicks` is (bad rows named by
-        their row number in the file): memory holds one batch, not the log. Nothing without a click log."""
+        their row number in the file, in `quarantine`, by default the dataset's, which reports them at the end;
+        a second pass over the log gives its own): memory holds one batch, not the log. Nothing without a click log."""
         if batch_rows < 1:
             raise ConfigError(f"batch_rows={batch_rows}: a click-log batch needs at least one row")
-        src = self.clicks_source
+        src, q = self.clicks_source, self.quarantine if quarantine is None else quarantine
         if isinstance(src, pd.DataFrame):
             for start in range(0, len(src), batch_rows):
                 yield src.iloc[start : start + batch_rows]
@@ -130,11 +221,12 @@ class Dataset:
         first = 0
         for batch in pf.iter_batches(batch_size=batch_rows):
             df = batch.to_pandas()
-            yield _check_clicks(df, src, self.quarantine, first)
+            yield _check_clicks(df, src, q, first)
             first += len(df)
         if first == 0:  # a log with no row: one empty batch with the columns
-            yield _check_clicks(pf.schema_arrow.empty_table().to_pandas(), src, self.quarantine)
-        self.quarantine.report()
+            yield _check_clicks(pf.schema_arrow.empty_table().to_pandas(), src, q)
+        if quarantine is None:  # a pass with its own quarantine is not the one that reports
+            q.report()
 
     def judged(self, split: str, stage: str) -> pd.DataFrame:
         """The qrels of `split`, or a one-line error saying how to get them (`stage` needs them)."""
@@ -176,7 +268,6 @@ class Dataset:
     def doc_texts(self, docids: Iterable[str], fields: Iterable[str] = ("title", "text")) -> list[str]:
         """Document text for the model and BM25: the fields joined by a space, empty fields skipped. An id the
         corpus lacks, or fields of which the corpus has none, are a `DataError`: never an empty text."""
-        cols = self._text_columns(fields)
         docids = list(docids)
         where = self.doc_positions(docids)
         if (where < 0).any():
@@ -185,28 +276,35 @@ class Dataset:
                 f"dataset {self.name!r}: {len(missing)} docid(s) not in corpus.jsonl (first: {missing[:3]}); "
                 f"their texts would be empty: the input naming them belongs to another dataset"
             )
-        return self._joined(cols, where)
+        return self.texts_at(where, fields)
 
     def texts_at(self, where: np.ndarray | slice, fields: Iterable[str] = ("title", "text")) -> list[str]:
-        """`doc_texts` of the documents at positions `where` (an array, or a slice: read in place) of the corpus."""
-        return self._joined(self._text_columns(fields), where)
-
-    def _text_columns(self, fields: Iterable[str]) -> list[pd.Series]:
-        fields = list(fields)
-        cols = [self.corpus[f] for f in fields if f in self.corpus]
-        if not cols:
+        """`doc_texts` of the documents at positions `where` (an array, or a slice: read in place) of the corpus:
+        each field from the corpus, or, where the corpus holds it no more, from its file (`CorpusFile`)."""
+        fields = [f for f in fields if self.has_field(f)] or list(fields)
+        if not any(self.has_field(f) for f in fields):
             have = sorted(c for c in self.corpus.columns if self.corpus[c].dtype == object)
+            have = sorted({*have, *(self.corpus_file.fields if self.corpus_file else ())})
             raise DataError(
                 f"dataset {self.name!r}: the corpus has none of the fields {fields} (retrieval.fields); it has {have}"
             )
-        return cols
+        on_disk = [f for f in fields if f not in self.corpus]
+        read: dict[str, list[Any]] = {}
+        if on_disk:
+            assert self.corpus_file is not None  # `has_field`
+            read = dict(zip(on_disk, self.corpus_file.values(on_disk, where), strict=True))
+        return self._joined([read[f] if f in read else self.corpus[f].iloc[where].tolist() for f in fields])
+
+    def has_field(self, name: str) -> bool:
+        """Whether the documents have the field `name`: held by the corpus, or read from its file."""
+        return name in self.corpus or (self.corpus_file is not None and name in self.corpus_file.fields)
 
     @staticmethod
-    def _joined(cols: list[pd.Series], where: np.ndarray | slice) -> list[str]:
-        """The fields' values at `where` joined by a space (a missing value as empty), stripped. Joined in Python:
-        pandas' string arithmetic copies the slice in Arrow at each step, and Arrow's memory pool keeps the pages
-        it frees (tokenising a corpus a slice at a time left several hundred MB with it)."""
-        fields = [[_text(v) for v in c.iloc[where].tolist()] for c in cols]
+    def _joined(cols: list[list[Any]]) -> list[str]:
+        """The fields' values joined by a space (a missing value as empty), stripped. Joined in Python: pandas'
+        string arithmetic copies the slice in Arrow at each step, and Arrow's memory pool keeps the pages it frees
+        (tokenising a corpus a slice at a time left several hundred MB with it)."""
+        fields = [[_text(v) for v in c] for c in cols]
         if len(fields) == 1:
             return [t.strip() for t in fields[0]]
         return [" ".join(vals).strip() for vals in zip(*fields, strict=True)]
@@ -214,7 +312,9 @@ class Dataset:
     def drop_texts(self, fields: Iterable[str] = ()) -> None:
         """Drop the corpus's text columns (title, text and `fields`) and hand their buffers back to the system: a
         stage that needs the texts only to tokenise them lets them go once they are (they are the dataset's largest
-        part). Documents keep their ids, timestamps and other fields; once the texts are gone, this does nothing."""
+        part). Documents keep their ids, timestamps and other fields; a text asked for afterwards is read from the
+        corpus's file (`corpus_file`; a dataset made in memory has none: the texts are gone). Once the texts are
+        dropped, this does nothing."""
         texts = {"title", "text", *fields}
         held = [c for c in self.corpus.columns if c in texts]
         if not held:
@@ -293,18 +393,25 @@ def _lines(path: Path, q: Quarantine) -> Iterator[tuple[int, str]]:
 
 
 RECORDS_PER_FRAME = 100_000  # records parsed into a frame at a time while reading a JSONL file
+JSON_BLOCK_BYTES = 1 << 24  # bytes of a JSONL file read and parsed by Arrow at a time
+JSON_PARSE_BYTES = 1 << 22  # Arrow's parsing blocks (on its threads); a longer line goes line by line
 
 
-def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
-    """Records of a corpus/queries JSONL file as a DataFrame indexed by `_id`, with a `_line` column."""
+def _read_jsonl(
+    path: Path, kind: str, q: Quarantine, drop: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, bool]:
+    """Records of a corpus/queries JSONL file as a DataFrame indexed by `_id`, with a `_line` column, and whether
+    Arrow's reader read it (`_well_formed_jsonl`). The fields `drop` are left out of each block as it is read:
+    never held for the whole file."""
     if not path.is_file():
         raise DataError(
             f"{path}: file not found. A BEIR dataset folder needs corpus.jsonl, queries.jsonl and "
             f"qrels/<split>.tsv"
         )
-    df = _well_formed_jsonl(path, kind)
+    df = _well_formed_jsonl(path, kind, drop)
+    well_formed = df is not None
     if df is None:
-        df = _jsonl_by_line(path, kind, q)
+        df = _jsonl_by_line(path, kind, q, drop)
     if df.empty:
         raise DataError(f"{path}: no valid {kind} in the file")
     # repeated ids found over the whole frame at once (a dict of every id and its line cost ~180 bytes per
@@ -325,19 +432,18 @@ def _read_jsonl(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
         "docid" if kind == "document" else "qid"
     )
     df["timestamp"], ok = _parse_timestamps(df, path, q)
-    return df if ok.all() else df[ok]
+    return (df if ok.all() else df[ok]), well_formed
 
 
-def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
+def _well_formed_jsonl(path: Path, kind: str, drop: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """The records (`_id`, the fields, `_line`) of a well-formed corpus/queries JSONL file, read by Arrow's JSON
     reader (in C++, a block of lines at a time): one JSON object per line, no blank line, a string `_id` without
     surrounding spaces on every line, `text` (and a document's `title`) strings or null, not both empty, a string
     `timestamp` if any, and every other field a string, or a number, a boolean, an object or a list on every line.
     None for any other file: `_jsonl_by_line` reads it and names each bad line (parsing each line in Python took
     31 of the 38 s of loading the 300x sample world's 1.8M documents). The frame is the one the line reader makes:
-    the same columns in the first line's order, missing or null texts empty."""
+    the same columns in the first line's order, missing or null texts empty, less the fields `drop`."""
     import pyarrow as pa
-    import pyarrow.json as pajson
 
     with path.open("rb") as fh:
         first = fh.readline()
@@ -352,22 +458,11 @@ def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
         head = json.loads(first)
         if not isinstance(head, dict):
             return None
-        # a block at a time (reading the whole file at once holds the file beside its table: 2.2 GB for the
-        # 300x sample world's 1 GB of documents, against 1.3 GB this way)
-        reader = pajson.open_json(
-            path,
-            read_options=pajson.ReadOptions(block_size=1 << 24),
-            # a timestamp stays the text it is (Arrow would infer its own type): `_parse_timestamps` reads it
-            parse_options=pajson.ParseOptions(
-                explicit_schema=pa.schema([("timestamp", pa.string())]), unexpected_field_behavior="infer"
-            ),
-        )
         frames = []
-        for batch in reader:
-            frame = _well_formed_batch(pa.Table.from_batches([batch]), kind, head)
+        for frame in _arrow_frames(path, kind, head):
             if frame is None:
                 return None
-            frames.append(frame)
+            frames.append(frame.drop(columns=[c for c in drop if c in frame]))
     except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         # malformed JSON or UTF-8, a field whose type changes or that first appears after the first block, a line
         # longer than a block
@@ -378,8 +473,57 @@ def _well_formed_jsonl(path: Path, kind: str) -> pd.DataFrame | None:
     if len(df) != newline + (0 if last == b"\n" else 1):
         return None  # a blank line (the line numbers would not be the rows')
     if "timestamp" not in head and df["timestamp"].isna().all():
-        df = df.drop(columns=["timestamp"])  # no timestamp in the file (the schema above adds the column)
-    return df.assign(_line=np.arange(1, len(df) + 1, dtype=np.int64))
+        df = df.drop(
+            columns=["timestamp"]
+        )  # no timestamp in the file (`_arrow_frames`' schema adds the column)
+    return df
+
+
+def _arrow_frames(path: Path, kind: str, head: dict) -> Iterator[pd.DataFrame | None]:
+    """Each block of a JSONL file (`_json_blocks`) read by Arrow's JSON reader, as `_well_formed_batch`'s frame
+    with each row's `_line` (its row number: a well-formed file has no blank line), until a block that is not
+    well formed (None). Every block is read with the first block's fields and types: a field that changes type or
+    first appears later raises Arrow's error, as a streaming reader does.
+
+    A block at a time, and read here: reading the whole file at once holds the file beside its table (2.2 GB for
+    the 300x sample world's 1 GB of documents, against 1.3 GB this way), and Arrow's streaming reader
+    (`pyarrow.json.open_json`) takes the whole file into its memory pool when it opens it (318 MiB at 100x)."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    # a timestamp stays the text it is (Arrow would infer its own type): `_parse_timestamps` reads it
+    schema, infer = pa.schema([("timestamp", pa.string())]), "infer"
+    line = 1
+    for block in _json_blocks(path):
+        table = pajson.read_json(
+            pa.BufferReader(block),
+            read_options=pajson.ReadOptions(block_size=JSON_PARSE_BYTES),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=infer),
+        )
+        schema, infer = table.schema, "error"
+        frame = _well_formed_batch(table, kind, head)
+        del table, block
+        if frame is None:
+            yield None
+            return
+        frame["_line"] = np.arange(line, line + len(frame), dtype=np.int64)
+        line += len(frame)
+        yield frame
+
+
+def _json_blocks(path: Path) -> Iterator[bytes]:
+    """The file's bytes in blocks of whole lines, `JSON_BLOCK_BYTES` read at a time (a line longer than that
+    joins the next read)."""
+    with path.open("rb") as fh:
+        rest = b""
+        while read := fh.read(JSON_BLOCK_BYTES):
+            block = rest + read if rest else read
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+        if rest:
+            yield rest
 
 
 def _well_formed_batch(table: Any, kind: str, head: dict) -> pd.DataFrame | None:
@@ -430,11 +574,16 @@ def _well_formed_batch(table: Any, kind: str, head: dict) -> pd.DataFrame | None
     return table.select(order + [c for c in table.column_names if c not in order]).to_pandas()
 
 
-def _jsonl_by_line(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
+def _jsonl_by_line(path: Path, kind: str, q: Quarantine, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     """The records (`_id`, the fields, `_line`) of a corpus/queries JSONL file read line by line, each bad line
-    reported and left out."""
+    reported and left out, less the fields `drop`."""
+    frames = [f.drop(columns=[c for c in drop if c in f]) for f in _line_frames(path, kind, q)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _line_frames(path: Path, kind: str, q: Quarantine) -> Iterator[pd.DataFrame]:
+    """`_jsonl_by_line`'s records, `RECORDS_PER_FRAME` at a time (the last frame possibly empty)."""
     records: list[dict] = []
-    frames: list[pd.DataFrame] = []
     for no, line in _lines(path, q):
         try:
             rec = json.loads(line)
@@ -489,11 +638,9 @@ def _jsonl_by_line(path: Path, kind: str, q: Quarantine) -> pd.DataFrame:
         rec["_line"] = no
         records.append(rec)
         if len(records) == RECORDS_PER_FRAME:  # Python dicts cost far more than a frame's columns
-            frames.append(pd.DataFrame.from_records(records))
+            yield pd.DataFrame.from_records(records)
             records = []
-    frames.append(pd.DataFrame.from_records(records))
-    del records
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    yield pd.DataFrame.from_records(records)
 
 
 def _parse_timestamps(df: pd.DataFrame, path: Path, q: Quarantine) -> tuple[pd.Series, pd.Series]:
@@ -745,8 +892,16 @@ def _check_clicks(df: pd.DataFrame, path: Path, q: Quarantine, first: int = 0) -
     return df.reset_index(drop=True)
 
 
-def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise") -> Dataset:
-    """Load and validate a dataset folder in BEIR layout."""
+# a document's text fields (every document has both: a missing one is empty)
+CORPUS_TEXTS = ("title", "text")
+
+
+def load_beir(
+    path: str | Path, name: str | None = None, on_error: str = "raise", texts: bool = True
+) -> Dataset:
+    """Load and validate a dataset folder in BEIR layout. `texts=False`: the corpus holds no title or text (each
+    block of corpus.jsonl is read, checked and let go of them); a stage that reads them only in order, to
+    tokenise them, reads them again from the file (`CorpusFile`)."""
     root = Path(path)
     if not root.is_dir() or not any((root / n).exists() for n in ("corpus.jsonl", "queries.jsonl", "qrels")):
         raise DataError(
@@ -754,8 +909,17 @@ def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise"
             f"with corpus.jsonl, queries.jsonl and qrels/<split>.tsv"
         )
     q = Quarantine(on_error)
-    corpus = _read_jsonl(root / "corpus.jsonl", "document", q).drop(columns=["_line"])
-    queries = _read_jsonl(root / "queries.jsonl", "query", q).drop(columns=["_line"])
+    path = root / "corpus.jsonl"
+    st = (
+        path.stat() if path.is_file() else None
+    )  # before reading: a file changed while read is not the one read
+    corpus, well_formed = _read_jsonl(path, "document", q, () if texts else CORPUS_TEXTS)
+    fields = {*(c for c in corpus.columns if c not in ("_line", "timestamp")), *CORPUS_TEXTS}
+    assert st is not None  # `_read_jsonl` refuses a missing file
+    stamp = (st.st_size, st.st_mtime_ns)
+    corpus_file = CorpusFile(path, stamp, "document", well_formed, corpus["_line"].to_numpy(), sorted(fields))
+    corpus = corpus.drop(columns=["_line"])
+    queries = _read_jsonl(root / "queries.jsonl", "query", q)[0].drop(columns=["_line"])
     qrels_dir = root / "qrels"
     files = sorted(qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
     if not files:
@@ -764,7 +928,15 @@ def load_beir(path: str | Path, name: str | None = None, on_error: str = "raise"
         )
     qrels = {f.stem: _read_qrels(f, corpus.index, queries.index, q) for f in files}
     clicks_path = root / "logs" / "impressions.parquet"
-    ds = Dataset(name or root.name, corpus, queries, qrels, clicks_path if clicks_path.exists() else None, q)
+    ds = Dataset(
+        name or root.name,
+        corpus,
+        queries,
+        qrels,
+        clicks_path if clicks_path.exists() else None,
+        q,
+        corpus_file,
+    )
     q.report()
     release_arrow_memory()  # what reading the files held in Arrow's pool (about 100 MB at 600,000 documents)
     return ds

@@ -100,8 +100,10 @@ def dataset_dir(cfg: DictConfig) -> Path:
     return dest
 
 
-def load_dataset(cfg: DictConfig) -> Dataset:
-    ds = load_beir(dataset_dir(cfg), name=cfg.data.name, on_error=cfg.data.on_error)
+def load_dataset(cfg: DictConfig, texts: bool = True) -> Dataset:
+    """The configured dataset (`load_beir`); `texts=False` for a stage that reads the corpus's texts only in
+    order, to tokenise them: they are read from corpus.jsonl then, never held."""
+    ds = load_beir(dataset_dir(cfg), name=cfg.data.name, on_error=cfg.data.on_error, texts=texts)
     if "train" not in ds.qrels and "test" in ds.qrels:
         split_test(ds, float(cfg.data.test_fraction), int(cfg.data.split_seed))
     return ds

@@ -1,5 +1,5 @@
 """BM25 features: `bm25` and `bm25_rank` (the candidates' own), `bm25_title` and `bm25_text` (BM25 of the pair
-over that field alone, with the retrieval's tokenisation; dropped when the corpus lacks the field)."""
+over that field alone, with the retrieval's tokenisation; dropped when no document's field holds a term)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,16 @@ class BM25Features(FeatureFamily):
         for field in ("title", "text"):
             if f"bm25_{field}" not in wanted:
                 continue
-            col = ctx.ds.corpus.get(field)
-            if col is None or not col.fillna("").str.strip().astype(bool).any():
+            if not ctx.ds.has_field(field):
                 log.info("feature bm25_%s dropped: the corpus has no %r field", field, field)
+                continue
+            tokens = ctx.corpus_tokens(field)  # read from corpus.jsonl where the dataset holds no texts
+            if not len(tokens.flat):
+                log.info("feature bm25_%s dropped: no document's %r field holds a term", field, field)
                 continue
             self.fields[field] = BM25Index(
                 ctx.ds.lazy_doc_texts([field]),
-                tokens=ctx.corpus_tokens(field),
+                tokens=tokens,
                 pairs_only=True,
                 **bm25_options(ctx.rc),
             )

@@ -50,13 +50,27 @@ def resolve_names(names: list[str], families: list[FeatureFamily]) -> list[str]:
     return list(names) or known
 
 
+def used_families(names: list[str], families: list[FeatureFamily]) -> list[FeatureFamily]:
+    """The families that compute one of `names`, in order."""
+    return [f for f in families if set(names) & set(f.names)]
+
+
+def stage_dataset(cfg: DictConfig) -> Dataset:
+    """The dataset, as the stage (or a Dask worker) reads it: without the corpus's texts where no family used
+    reads them other than tokenised (`FeatureFamily.reads_texts`; the tokens are made from corpus.jsonl, read
+    in order: `load_dataset(texts=False)`)."""
+    families = load_families(cfg.features.families)
+    used = used_families(resolve_names(list(cfg.features.names), families), families)
+    return load_dataset(cfg, texts=any(f.reads_texts for f in used))
+
+
 def prepare(
     ctx: FeatureContext, names: list[str], families: list[FeatureFamily], owns_dataset: bool = False
 ) -> list[FeatureFamily]:
     """Each family that computes one of `names`, prepared once; the corpus's tokens they share are let go once
     no family left reads them, and, where the caller `owns_dataset` (the stage, a Dask worker), so are the corpus's
     texts once no family reads them per chunk."""
-    used = [f for f in families if set(names) & set(f.names)]
+    used = used_families(names, families)
     keep_texts = not owns_dataset or any(f.reads_texts for f in used)
     for i, fam in enumerate(used):
         fam.prepare(ctx, set(names) & set(fam.names))
@@ -145,7 +159,7 @@ def _worker_state(key: str) -> tuple[FeatureContext, list[str], list[FeatureFami
     families = load_families(cfg.features.families)
     names = resolve_names(list(cfg.features.names), families)
     ctx = FeatureContext(
-        load_dataset(cfg),
+        stage_dataset(cfg),
         feature_options(cfg),
         cfg.retrieval,
         candidate_splits(ws.candidates),
@@ -241,7 +255,7 @@ def stale_features(cfg: DictConfig, ws: Workspace) -> list[str]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     t0 = time.perf_counter()
-    ds = load_dataset(cfg)
+    ds = stage_dataset(cfg)
     out = write_features(cfg, ws, ds, checked_candidates(cfg, ws, ds))
     # the options themselves too: an export's features.json says how each feature was computed
     options = {"retrieval": fingerprint.plain(cfg.retrieval), "features": STAGE.config(cfg)[1]}

@@ -59,7 +59,7 @@ class FeatureContext:
     def token_fields(self) -> list[str]:
         """The `retrieval.fields` the corpus has, whose tokens make a document's terms (none of them: all, and
         tokenising names the missing fields in a DataError)."""
-        return [f for f in self.rc.fields if f in self.ds.corpus] or list(self.rc.fields)
+        return [f for f in self.rc.fields if self.ds.has_field(f)] or list(self.rc.fields)
 
     def shared(self, name: str, build: Callable[[], Any]) -> Any:
         """What several families prepare from (the corpus's term sets, the aggregated click log): built by the

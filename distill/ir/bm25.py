@@ -29,6 +29,9 @@ IMPACT = 2
 # Processes tokenising a corpus at most (`tokenised_parts`): bounds the texts in flight (two parts each)
 MAX_WORKERS = 8
 
+# The texts that processes forked by `tokenised_parts` read their parts from (set before they are forked)
+_CORPUS: Sequence[str] | None = None
+
 # Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 0.5 GB at 50 terms per text).
 PAIR_CHUNK = 500_000
 
@@ -175,22 +178,35 @@ def tokenise_part(
 
 
 def tokenised_parts(
-    tokenize: Callable[..., Any], parts: Iterator[Sequence[str]], several: bool, workers: int | None = None
+    tokenize: Callable[..., Any], texts: Sequence[str], chunk: int, workers: int | None = None
 ) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
-    """`tokenise_part` of each part in order: on `workers` forked processes (`forked_pool`; default: one per CPU,
-    at most `MAX_WORKERS`) where there are `several` parts and the tokenisation is the project's own (`Tokenizer`,
-    which a process can rebuild), else here.
+    """`tokenise_part` of each `chunk` of `texts` in order: on `workers` forked processes (`forked_pool`; default:
+    one per CPU, at most `MAX_WORKERS`) where there are several chunks and the tokenisation is the project's own
+    (`Tokenizer`, which a process can rebuild), else here.
 
     bm25s tokenises in Python, one text at a time under the interpreter's lock (most of preparing BM25 over a
-    corpus), so threads would not help. The parts go to the processes as texts and come back as arrays, at most
-    two per process in flight."""
+    corpus), so threads would not help. Each process reads its chunks of `texts` itself (forked with them: a
+    corpus read from its file, `CorpusFile`, is read there), and only the chunks' arrays come back, at most two
+    per process in flight: this process never holds a chunk's texts for them."""
+    global _CORPUS
+    bounds = [(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)]
     workers = min(workers or os.cpu_count() or 1, MAX_WORKERS)
-    with forked_pool(workers if several and isinstance(tokenize, Tokenizer) else 1) as pool:
-        if pool is None:
-            yield from (tokenise_part(tokenize, [*p]) for p in parts)
-        else:
-            texts = ([*p] for p in parts)
-            yield from ordered_submit(pool, functools.partial(tokenise_part, tokenize), texts, 2 * workers)
+    _CORPUS = texts
+    try:
+        with forked_pool(workers if len(bounds) > 1 and isinstance(tokenize, Tokenizer) else 1) as pool:
+            if pool is None:
+                yield from (tokenise_part(tokenize, [*texts[a:b]]) for a, b in bounds)
+            else:
+                part = functools.partial(_tokenise_bounds, tokenize)
+                yield from ordered_submit(pool, part, bounds, 2 * workers)
+    finally:
+        _CORPUS = None
+
+
+def _tokenise_bounds(tokenize: Callable[..., Any], bounds: tuple[int, int]) -> Any:
+    """`tokenise_part` of the texts `bounds` of `_CORPUS`, in a forked process."""
+    assert _CORPUS is not None
+    return tokenise_part(tokenize, [*_CORPUS[bounds[0] : bounds[1]]])
 
 
 class CompactTokens(Sequence[list[int]]):
@@ -210,8 +226,7 @@ class CompactTokens(Sequence[list[int]]):
         self.vocab: dict[str, int] = {}
         flat: list[np.ndarray] = [np.zeros(0, np.int32)]
         lengths: list[np.ndarray] = [np.zeros(0, np.int64)]
-        parts = (texts[start : start + chunk] for start in range(0, len(texts), chunk))
-        for words, ids, lens in tokenised_parts(tokenize, parts, len(texts) > chunk, workers):
+        for words, ids, lens in tokenised_parts(tokenize, texts, chunk, workers):
             # each part's own ids in order of first occurrence, renumbered so: the ids one process would give
             remap = np.fromiter(
                 (self.vocab.setdefault(w, len(self.vocab)) for w in words), np.int32, len(words)

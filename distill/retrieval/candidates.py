@@ -369,7 +369,7 @@ def write_candidates(ws: Workspace, ds: Dataset, splits: dict[str, list[str]], c
 def _worker_state(key: str) -> tuple[Dataset, Any, Any]:
     """A Dask worker's dataset and index for the config `key` (JSON), built once per worker process."""
     cfg = OmegaConf.create(json.loads(key))
-    ds = load_dataset(cfg)
+    ds = load_dataset(cfg, texts=False)  # the index reads the corpus's texts from its file, in order
     return ds, build_index(ds, cfg.retrieval, Workspace(Path(cfg.paths.workspace))), cfg.retrieval
 
 
@@ -383,7 +383,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ws = Workspace.from_cfg(cfg)
     with start_run(cfg, stage="candidates") as tracker:
         t0 = time.perf_counter()
-        ds = load_dataset(cfg)
+        # the corpus's texts are read from its file as the index tokenises them: never held (the queries' are)
+        ds = load_dataset(cfg, texts=False)
         splits = queries_per_split(
             ds, list(cfg.retrieval.splits or sorted(ds.qrels, key=lambda s: (s != "train", s)))
         )

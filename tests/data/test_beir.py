@@ -168,6 +168,73 @@ def test_lazy_document_texts_are_the_documents_texts(tiny_beir):
     assert len(lazy) == len(whole) and list(lazy) == whole and lazy[1:3] == whole[1:3] and lazy[2] == whole[2]
 
 
+@pytest.mark.parametrize("well_formed", [True, False])
+def test_a_corpus_loaded_without_texts_reads_them_from_its_file(tiny_beir, monkeypatch, well_formed):
+    """`load_beir(texts=False)`: the corpus holds no title or text; its texts, read again from corpus.jsonl a
+    block at a time (Arrow's blocks, or the line reader's frames for a file with a bad line), are those of the
+    corpus loaded with them, past a repeated id and a bad timestamp: in order from one pass over the file, and at
+    any positions."""
+    import numpy as np
+
+    from distill.data import beir
+
+    root = tiny_beir()
+    extra = [f'{{"_id": "e{i}", "title": "T{i}", "text": "extra words {i}"}}' for i in range(9)]
+    extra[2] = '{"_id": "d2", "text": "a repeated id"}'
+    extra[5] = '{"_id": "e5", "text": "late", "timestamp": "not a time"}'
+    if not well_formed:
+        extra[7] = '{"_id": "e7", "text": '  # malformed: the whole file goes line by line
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write("\n".join(extra) + "\n")
+    monkeypatch.setattr(beir, "JSON_BLOCK_BYTES", 256)
+    monkeypatch.setattr(beir, "RECORDS_PER_FRAME", 3)
+    passes = []
+    for name in ("_arrow_frames", "_line_frames"):
+        real = getattr(beir, name)
+        monkeypatch.setattr(beir, name, lambda *a, _real=real, _name=name: passes.append(_name) or _real(*a))
+    held = load_beir(root, on_error="drop")
+    bare = load_beir(root, on_error="drop", texts=False)
+    assert bare.corpus_file is not None and bare.corpus_file.well_formed == well_formed
+    assert "text" in held.corpus and not {"title", "text"} & set(bare.corpus.columns)
+    pd.testing.assert_frame_equal(bare.corpus, held.corpus.drop(columns=["title", "text"]))
+    want = held.doc_texts(held.corpus.index)
+    passes.clear()
+    lazy = bare.lazy_doc_texts()
+    assert [t for a in range(0, len(lazy), 2) for t in lazy[a : a + 2]] == want
+    assert passes == ["_arrow_frames" if well_formed else "_line_frames"]  # one pass, a block at a time
+    at = np.array([9, 0, 4, 4, 1])
+    assert bare.texts_at(at) == [want[i] for i in at] and lazy[3] == want[3]
+    assert bare.texts_at(slice(0, 0)) == [] and bare.texts_at(at, ["text"]) == held.texts_at(at, ["text"])
+    assert bare.has_field("title") and not bare.has_field("body")
+
+
+def test_texts_read_again_refuse_a_corpus_file_changed_since_loading(tiny_beir):
+    root = tiny_beir()
+    ds, later = load_beir(root, texts=False), load_beir(root, texts=False)
+    assert ds.texts_at(slice(0, 2)) == ["Cats the cat sat on the mat", "Dogs dogs chase cats in the park"]
+    with (root / "corpus.jsonl").open("a") as fh:
+        fh.write('{"_id": "d9", "text": "new"}\n')
+    # the block read before the change is still the loaded file's
+    assert ds.texts_at(slice(1, 2)) == ["Dogs dogs chase cats in the park"]
+    with pytest.raises(DataError, match=r"corpus.jsonl: changed or removed since the dataset was loaded"):
+        later.texts_at(slice(0, 2))
+
+
+def test_dropped_texts_are_read_from_the_file_and_gone_without_one(tiny_beir):
+    """`drop_texts`: a dataset loaded from a folder reads them from its corpus file when asked again; one made in
+    memory has none to read them from, and says so."""
+    import dataclasses
+
+    ds = load_beir(tiny_beir())
+    want = ds.doc_texts(ds.corpus.index)
+    ds.drop_texts()
+    assert "text" not in ds.corpus and ds.doc_texts(ds.corpus.index) == want
+    loose = dataclasses.replace(load_beir(tiny_beir()), corpus_file=None)
+    loose.drop_texts()
+    with pytest.raises(DataError, match=r"the corpus has none of the fields \['title', 'text'\]"):
+        loose.doc_texts(["d1"])
+
+
 def test_whole_file_checks_report_the_lines_in_order_across_frames(tiny_beir, monkeypatch):
     """Repeated ids and the qrels' known-id and repeated-pair checks run on the whole frame (memory): each
     offending line is still named, in the file's order, with the line of the first occurrence, also when the
@@ -301,9 +368,9 @@ def test_jsonl_read_at_once_equals_jsonl_read_by_line(tmp_path, kind, lines, fas
     if at_once is not None:
         pd.testing.assert_frame_equal(at_once, beir._jsonl_by_line(path, kind, Quarantine("drop")))
         q_fast, q_line = Quarantine("drop"), Quarantine("drop")
-        read_fast = beir._read_jsonl(path, kind, q_fast)
+        read_fast = beir._read_jsonl(path, kind, q_fast)[0]
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(beir, "_well_formed_jsonl", lambda *a: None)
-            read_line = beir._read_jsonl(path, kind, q_line)
+            read_line = beir._read_jsonl(path, kind, q_line)[0]
         pd.testing.assert_frame_equal(read_fast, read_line)
         assert q_fast.rows == q_line.rows

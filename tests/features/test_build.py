@@ -153,6 +153,52 @@ def test_chunks_smaller_than_the_data_give_identical_features(tiny_sample_cfg, c
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
+def test_the_stage_reads_the_corpus_texts_from_its_file_and_never_holds_them(tiny_sample_cfg, monkeypatch):
+    """No default family reads the corpus's texts other than tokenised, so the stage loads the dataset without
+    them (`stage_dataset`): the tokens come from corpus.jsonl. Its features are those of a dataset that holds
+    them; with a family that reads texts, the stage loads them."""
+    from distill.features import build
+
+    cfg = tiny_sample_cfg("retrieval.k=15")
+    run_candidates(cfg)
+    loaded = []  # the columns of each dataset the stage loads, as loaded
+
+    def spy(cfg, **kwargs):
+        ds = load_dataset(cfg, **kwargs)
+        loaded.append(set(ds.corpus.columns))
+        return ds
+
+    monkeypatch.setattr(build, "load_dataset", spy)
+    run_features(cfg)
+    assert len(loaded) == 1 and not {"title", "text"} & loaded[0]
+    got = pd.read_parquet(f"{cfg.paths.workspace}/features.parquet")
+    cands = pd.read_parquet(f"{cfg.paths.workspace}/candidates.parquet")
+    want = build_features(load_dataset(cfg), cands, [], None, cfg.retrieval)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    from distill.features.bm25 import BM25Features
+
+    monkeypatch.setattr(BM25Features, "reads_texts", True)
+    build.stage_dataset(cfg)
+    assert {"title", "text"} <= loaded[-1]
+
+
+def test_bm25_of_a_field_no_document_fills_is_dropped(tiny_beir, make_cfg, caplog):
+    import logging
+
+    docs = [{"_id": f"d{i}", "title": " " if i % 2 else "", "text": f"cats and dogs {i}"} for i in range(4)]
+    cfg = make_cfg("data=beir", f"data.path={tiny_beir(corpus=docs)}")
+    cands = pd.DataFrame(
+        {"qid": ["q1", "q1"], "docid": ["d1", "d2"], "rank": [1, 2], "bm25": [2.0, 0.5], "split": "test"}
+    )
+    with caplog.at_level(logging.INFO, logger="distill.features"):
+        df = build_features(load_dataset(cfg), cands, ["bm25_title", "bm25_text"], {}, cfg.retrieval)
+    assert "bm25_title" not in df and (df.bm25_text > 0).all()
+    assert any(
+        "bm25_title dropped: no document's 'title' field holds a term" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 @pytest.mark.parametrize("column,value,held", [("docid", "d404", "corpus"), ("qid", "q404", "queries")])
 def test_candidates_naming_what_the_dataset_lacks_are_refused(tiny_beir, make_cfg, column, value, held):
     """Every family reads the positions found once per chunk; an id the dataset lacks is refused with its name

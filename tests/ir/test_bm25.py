@@ -148,6 +148,32 @@ def test_a_corpus_tokenised_on_several_processes_equals_one_tokenised_here():
     assert one[4] == [] and one[1] == [one.vocab[t] for t in ("cat", "ran")]
 
 
+def test_tokenising_processes_read_a_corpus_from_its_file_themselves(tiny_beir, monkeypatch):
+    """A corpus loaded without its texts is tokenised by forked processes that read their parts from
+    corpus.jsonl themselves: the tokens are those of the texts held in memory, and this process never reads the
+    file (only the parts' arrays come back)."""
+    import sys
+
+    from distill.data import beir
+    from distill.data.beir import load_beir
+    from distill.ir.bm25 import CompactTokens, Tokenizer
+
+    docs = [
+        {"_id": f"d{i}", "title": f"T{i % 4}", "text": f"cats {'dogs ' * (i % 5)}ran {i}"} for i in range(30)
+    ]
+    root = tiny_beir(corpus=docs)
+    monkeypatch.setattr(beir, "JSON_BLOCK_BYTES", 300)  # several blocks
+    held = CompactTokens(load_beir(root).lazy_doc_texts(), Tokenizer(), chunk=30)
+    bare = load_beir(root, texts=False)
+    for workers in (2, 1):
+        forked = CompactTokens(bare.lazy_doc_texts(), Tokenizer(), chunk=7, workers=workers)
+        assert forked.vocab == held.vocab and forked.flat.tolist() == held.flat.tolist()
+        assert forked.offsets.tolist() == held.offsets.tolist()
+        assert bare.corpus_file is not None
+        read_here = bare.corpus_file._frames is not None
+        assert read_here == (workers == 1 or sys.platform != "linux")
+
+
 def _postings(bm):
     sc = bm.scores
     return sc["data"], sc["indices"], sc["indptr"], getattr(bm, "nonoccurrence_array", None)

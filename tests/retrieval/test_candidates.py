@@ -204,3 +204,36 @@ def test_the_stage_lets_the_corpus_texts_go_once_the_index_has_tokenised_them(
     assert "text" in held.corpus
     want = got[got.split == "test"].reset_index(drop=True)
     pd.testing.assert_frame_equal(want[rows.columns], rows.reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("engine", ["bm25s", "tantivy"])
+def test_the_stage_reads_the_corpus_texts_from_its_file_and_never_holds_them(
+    tiny_sample_cfg, engine, monkeypatch, tmp_path
+):
+    """The stage loads the dataset without the corpus's texts (`load_dataset(texts=False)`): the index reads
+    them from corpus.jsonl as it tokenises them. Its candidates are those of an index over a dataset that holds
+    them."""
+    from distill.data.prepare import load_dataset
+    from distill.retrieval import candidates as stage
+    from distill.workspace import Workspace
+
+    cfg = tiny_sample_cfg(*(["retrieval=tantivy"] if engine == "tantivy" else []))
+    loaded = []  # the columns of each dataset the stage loads, as loaded
+
+    def spy(cfg, **kwargs):
+        ds = load_dataset(cfg, **kwargs)
+        loaded.append(set(ds.corpus.columns))
+        return ds
+
+    monkeypatch.setattr(stage, "load_dataset", spy)
+    run_candidates(cfg)
+    assert len(loaded) == 1 and not {"title", "text"} & loaded[0]
+    got = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
+    held = load_dataset(cfg)
+    assert {"title", "text"} <= set(held.corpus.columns)
+    index = stage.build_index(held, cfg.retrieval, Workspace(tmp_path / "held"))
+    for split in ("train", "test"):
+        qids = list(got[got.split == split].qid.unique())
+        rows, _ = stage.chunk_result(held, index, (split, qids), cfg.retrieval.k)
+        want = got[got.split == split].reset_index(drop=True)
+        pd.testing.assert_frame_equal(want[rows.columns], rows.reset_index(drop=True), check_dtype=False)
