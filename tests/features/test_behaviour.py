@@ -67,3 +67,27 @@ def test_behaviour_features_equal_the_hand_worked_figures(tmp_path, monkeypatch,
 def test_a_click_log_batch_of_no_rows_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="batch_rows=0: a click-log batch needs at least one row"):
         next(dataset(tmp_path).iter_clicks(0))
+
+
+def test_the_propensity_pass_neither_counts_bad_rows_twice_nor_lets_them_through(tmp_path):
+    """The propensities are estimated in a first pass over the log: a bad row is dropped from both passes and
+    counted once (`data.on_error=drop`), or refused by the first (`raise`)."""
+    from distill.data.quarantine import Quarantine
+    from distill.errors import DataError
+
+    ds = dataset(tmp_path)
+    log = pd.read_parquet(ds.clicks_source)
+    log.loc[len(log)] = (5, "q1", "d1", 0, True, 1.0, pd.Timestamp("2025-01-04", tz="UTC"))  # position 0
+    log.to_parquet(ds.clicks_source)
+    opts = FeatureOptions(click_cutoff="2025-01-15T00:00:00Z")
+    ds.quarantine = Quarantine("drop")
+    ctx = FeatureContext(ds, opts, None, {"train": ["q1", "q2"]}, chunk_rows=3)
+    fam = BehaviourFeatures()
+    fam.prepare(ctx, set(fam.names))
+    assert [r["detail"] for r in ds.quarantine.rows] == [
+        "row 9: position must be a whole number >= 1 (1 = the top result)"
+    ]
+    assert fam.table is not None and fam.table.impr.sum() == 6  # the seven used rows less d9's (unknown)
+    ds.quarantine = Quarantine("raise")
+    with pytest.raises(DataError, match=r"impressions.parquet: row 9: position must be a whole number >= 1"):
+        BehaviourFeatures().prepare(FeatureContext(ds, opts, None, {"train": ["q1"]}, chunk_rows=3), {"ctr"})
