@@ -62,6 +62,21 @@ def tiny_sample_cfg(make_cfg, tmp_path):
     return lambda *o: make_cfg(f"data.path={tmp_path / 'sample'}", *TINY_SAMPLE, *o)
 
 
+def spy_loaded_corpus_columns(monkeypatch, module) -> list[set]:
+    """The corpus columns of each dataset `module` loads through its `load_dataset`, as loaded."""
+    from distill.data.prepare import load_dataset
+
+    loaded: list[set] = []
+
+    def spy(cfg, **kwargs):
+        ds = load_dataset(cfg, **kwargs)
+        loaded.append(set(ds.corpus.columns))
+        return ds
+
+    monkeypatch.setattr(module, "load_dataset", spy)
+    return loaded
+
+
 def write_jsonl(path: Path, rows: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))

@@ -281,19 +281,20 @@ class Dataset:
     def texts_at(self, where: np.ndarray | slice, fields: Iterable[str] = ("title", "text")) -> list[str]:
         """`doc_texts` of the documents at positions `where` (an array, or a slice: read in place) of the corpus:
         each field from the corpus, or, where the corpus holds it no more, from its file (`CorpusFile`)."""
-        fields = [f for f in fields if self.has_field(f)] or list(fields)
-        if not any(self.has_field(f) for f in fields):
+        asked = list(fields)
+        present = [f for f in asked if self.has_field(f)]
+        if not present:
             have = sorted(c for c in self.corpus.columns if self.corpus[c].dtype == object)
             have = sorted({*have, *(self.corpus_file.fields if self.corpus_file else ())})
             raise DataError(
-                f"dataset {self.name!r}: the corpus has none of the fields {fields} (retrieval.fields); it has {have}"
+                f"dataset {self.name!r}: the corpus has none of the fields {asked} (retrieval.fields); it has {have}"
             )
-        on_disk = [f for f in fields if f not in self.corpus]
+        on_disk = [f for f in present if f not in self.corpus]
         read: dict[str, list[Any]] = {}
         if on_disk:
             assert self.corpus_file is not None  # `has_field`
             read = dict(zip(on_disk, self.corpus_file.values(on_disk, where), strict=True))
-        return self._joined([read[f] if f in read else self.corpus[f].iloc[where].tolist() for f in fields])
+        return self._joined([read[f] if f in read else self.corpus[f].iloc[where].tolist() for f in present])
 
     def has_field(self, name: str) -> bool:
         """Whether the documents have the field `name`: held by the corpus, or read from its file."""
@@ -473,9 +474,8 @@ def _well_formed_jsonl(path: Path, kind: str, drop: tuple[str, ...] = ()) -> pd.
     if len(df) != newline + (0 if last == b"\n" else 1):
         return None  # a blank line (the line numbers would not be the rows')
     if "timestamp" not in head and df["timestamp"].isna().all():
-        df = df.drop(
-            columns=["timestamp"]
-        )  # no timestamp in the file (`_arrow_frames`' schema adds the column)
+        # no timestamp in the file (`_arrow_frames`' schema adds the column)
+        df = df.drop(columns=["timestamp"])
     return df
 
 
@@ -910,9 +910,8 @@ def load_beir(
         )
     q = Quarantine(on_error)
     path = root / "corpus.jsonl"
-    st = (
-        path.stat() if path.is_file() else None
-    )  # before reading: a file changed while read is not the one read
+    # stamped before reading: a file changed while it is read is not the one read
+    st = path.stat() if path.is_file() else None
     corpus, well_formed = _read_jsonl(path, "document", q, () if texts else CORPUS_TEXTS)
     fields = {*(c for c in corpus.columns if c not in ("_line", "timestamp")), *CORPUS_TEXTS}
     assert st is not None  # `_read_jsonl` refuses a missing file

@@ -195,7 +195,7 @@ def tokenised_parts(
     try:
         with forked_pool(workers if len(bounds) > 1 and isinstance(tokenize, Tokenizer) else 1) as pool:
             if pool is None:
-                yield from (tokenise_part(tokenize, [*texts[a:b]]) for a, b in bounds)
+                yield from (_tokenise_bounds(tokenize, b) for b in bounds)
             else:
                 part = functools.partial(_tokenise_bounds, tokenize)
                 yield from ordered_submit(pool, part, bounds, 2 * workers)
@@ -204,7 +204,7 @@ def tokenised_parts(
 
 
 def _tokenise_bounds(tokenize: Callable[..., Any], bounds: tuple[int, int]) -> Any:
-    """`tokenise_part` of the texts `bounds` of `_CORPUS`, in a forked process."""
+    """`tokenise_part` of the texts `bounds` of `_CORPUS` (here, or in a forked process)."""
     assert _CORPUS is not None
     return tokenise_part(tokenize, [*_CORPUS[bounds[0] : bounds[1]]])
 

@@ -11,6 +11,7 @@ from distill.retrieval.candidates import run as run_candidates
 from distill.students.base import Context, load_scorers
 from distill.students.gbdt import train_gbdt
 from distill.workspace import Workspace
+from tests.conftest import spy_loaded_corpus_columns
 
 
 def test_features_are_complete_and_sensible(tiny_sample_cfg):
@@ -161,14 +162,7 @@ def test_the_stage_reads_the_corpus_texts_from_its_file_and_never_holds_them(tin
 
     cfg = tiny_sample_cfg("retrieval.k=15")
     run_candidates(cfg)
-    loaded = []  # the columns of each dataset the stage loads, as loaded
-
-    def spy(cfg, **kwargs):
-        ds = load_dataset(cfg, **kwargs)
-        loaded.append(set(ds.corpus.columns))
-        return ds
-
-    monkeypatch.setattr(build, "load_dataset", spy)
+    loaded = spy_loaded_corpus_columns(monkeypatch, build)
     run_features(cfg)
     assert len(loaded) == 1 and not {"title", "text"} & loaded[0]
     got = pd.read_parquet(f"{cfg.paths.workspace}/features.parquet")

@@ -10,6 +10,7 @@ from distill.errors import DataError
 from distill.ir.bm25 import BM25Index
 from distill.retrieval.candidates import run
 from distill.retrieval.candidates import run as run_candidates
+from tests.conftest import spy_loaded_corpus_columns
 
 
 def test_bm25_ranks_matching_documents_and_drops_non_matching():
@@ -218,14 +219,7 @@ def test_the_stage_reads_the_corpus_texts_from_its_file_and_never_holds_them(
     from distill.workspace import Workspace
 
     cfg = tiny_sample_cfg(*(["retrieval=tantivy"] if engine == "tantivy" else []))
-    loaded = []  # the columns of each dataset the stage loads, as loaded
-
-    def spy(cfg, **kwargs):
-        ds = load_dataset(cfg, **kwargs)
-        loaded.append(set(ds.corpus.columns))
-        return ds
-
-    monkeypatch.setattr(stage, "load_dataset", spy)
+    loaded = spy_loaded_corpus_columns(monkeypatch, stage)
     run_candidates(cfg)
     assert len(loaded) == 1 and not {"title", "text"} & loaded[0]
     got = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
