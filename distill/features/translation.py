@@ -43,9 +43,9 @@ from distill.ir.bm25 import Tokenizer, count_matrix, pair_dots
 log = logging.getLogger(__name__)
 
 WORDS = ("query_only", "all")
-# (source query, word) incidences whose shares are added up at a time: a block's work arrays hold about this many
-# times a marked document's terms
-BLOCK_INCIDENCES = 20_000
+# the most (source query, word, term) shares added up at a time, counted before a query's marked documents' terms
+# are merged (so an upper bound): a block's work arrays hold about this many float64 values, whatever the corpus
+BLOCK_SHARES = 2_000_000
 
 
 class TranslationFeatures(FeatureFamily):
@@ -154,36 +154,50 @@ class TranslationFeatures(FeatureFamily):
 
     def _tables(self, marked: sp.csr_matrix, source: np.ndarray, fold: np.ndarray) -> list[sp.csr_matrix]:
         """Words x terms: the table of each fold's complement, then of every source query. Words are taken a
-        block at a time (their source queries' shares of marked documents holding each term, summed per fold), so
-        memory holds one block's sums and the tables, never the queries x terms shares."""
+        block at a time, and a block's (word, source query) incidences a piece at a time: each piece's shares of
+        marked documents holding each term are summed into the block's words per fold. Blocks and pieces are cut
+        by their shares' count (`BLOCK_SHARES`, bounded above by the marked documents' terms), so memory holds one
+        piece's shares, one block's sums and the tables, never the queries x terms shares, however many queries
+        hold a word or documents are marked for a query."""
         n_words, n_terms = self.query_words.shape[1], self.held.shape[1]
         background = np.asarray(self.held.sum(axis=0), dtype=np.float64).ravel() / max(self.held.shape[0], 1)
         by_word = self.query_words[source].T.tocsr()  # words x source queries
         query_of = np.flatnonzero(source)
         # each source query's share of its marked documents that hold each term comes from this
         per_doc = (sp.diags(1.0 / np.maximum(np.diff(marked.indptr), 1)) @ marked).tocsr()
+        # per incidence (in by_word's order), the terms of its query's marked documents: the running total, at
+        # each incidence and at each word's first
+        cost = np.asarray(marked @ np.diff(self.held.indptr).astype(np.float64)).ravel()[query_of]
+        total_cost = np.r_[0.0, np.cumsum(np.maximum(cost, 1.0)[by_word.indices])]
+        word_cost = total_cost[by_word.indptr]
         parts: list[list[sp.csr_matrix]] = [[] for _ in range(self.folds + 1)]
         start = 0
         while start < n_words:
-            end = start + 1  # words while their incidences fit the block (at least one word)
-            while end < n_words and by_word.indptr[end + 1] - by_word.indptr[start] <= BLOCK_INCIDENCES:
-                end += 1
-            block = by_word[start:end].tocoo()
-            queries = query_of[block.col]
-            # one row per (word, query) incidence, from the term sets of the block's marked documents only (the
-            # corpus's are int8, and a product would convert them all)
-            sub = per_doc[queries]
-            docs = np.unique(sub.indices)
-            shares = (sub[:, docs] @ self.held[docs].astype(np.float64)).tocsr()
-            sums = []
-            counts = []
-            for f in range(self.folds):
-                mine = sp.csr_matrix(
-                    ((fold[queries] == f).astype(np.float64), (block.row, np.arange(len(queries)))),
-                    shape=(end - start, len(queries)),
-                )
-                sums.append((mine @ shares).tocsr())
-                counts.append(np.asarray(mine.sum(axis=1)).ravel())
+            # words while their shares fit the block (at least one word)
+            end = int(np.searchsorted(word_cost, word_cost[start] + BLOCK_SHARES, side="right")) - 1
+            end = min(max(end, start + 1), n_words)
+            sums = [sp.csr_matrix((end - start, n_terms)) for _ in range(self.folds)]
+            counts = [np.zeros(end - start) for _ in range(self.folds)]
+            at, last = by_word.indptr[start], by_word.indptr[end]
+            while at < last:
+                # incidences while their shares fit the piece (at least one)
+                stop = int(np.searchsorted(total_cost, total_cost[at] + BLOCK_SHARES, side="right")) - 1
+                stop = min(max(stop, at + 1), last)
+                row = np.searchsorted(by_word.indptr, np.arange(at, stop), side="right") - 1 - start
+                queries = query_of[by_word.indices[at:stop]]
+                # one row per (word, query) incidence, from the term sets of the piece's marked documents only
+                # (the corpus's are int8, and a product would convert them all)
+                sub = per_doc[queries]
+                docs = np.unique(sub.indices)
+                shares = (sub[:, docs] @ self.held[docs].astype(np.float64)).tocsr()
+                for f in range(self.folds):
+                    mine = sp.csr_matrix(
+                        ((fold[queries] == f).astype(np.float64), (row, np.arange(len(queries)))),
+                        shape=(end - start, len(queries)),
+                    )
+                    sums[f] = sums[f] + mine @ shares
+                    counts[f] += np.asarray(mine.sum(axis=1)).ravel()
+                at = stop
             total, total_count = sum(sums[1:], sums[0]), np.sum(counts, axis=0)
             for f in range(self.folds):
                 parts[f].append(self._finish(total - sums[f], total_count - counts[f], background, start))

@@ -168,7 +168,7 @@ def random_world() -> tuple[Dataset, list[tuple[str, str]], list[tuple[str, str]
 @pytest.mark.parametrize("block", [1, 7, 1_000_000])
 @pytest.mark.parametrize("options", [dict(), dict(folds=3, min_queries=1, most=2, close=0.5, threshold=0.05)])
 def test_features_equal_a_dense_reference_at_any_block_of_words(monkeypatch, block, options):
-    monkeypatch.setattr(translation, "BLOCK_INCIDENCES", block)
+    monkeypatch.setattr(translation, "BLOCK_SHARES", block)
     ds, rows, marks = random_world()
     o = dict(threshold=0.2, close=0.0, most=3, min_queries=2, folds=5) | options
     got = features(ds, rows, **o)["judged_translation"]
