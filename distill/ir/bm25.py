@@ -285,19 +285,16 @@ class ArrayBM25(bm25s.BM25):
         tokens, n_terms = corpus_token_ids, len(unique_token_ids)
         lengths = np.diff(tokens.offsets)
         n_docs, avg_len = len(lengths), lengths.mean()
-        # each document's distinct terms (sorted) and their counts, a step of documents at a time
-        steps = [
-            _term_counts(tokens, a, min(a + BUILD_DOCS, n_docs), n_terms)
-            for a in range(0, n_docs, BUILD_DOCS)
-        ]
-        tf = np.concatenate([np.zeros(0, np.float32), *(c.data for c in steps)])
-        terms = np.concatenate([np.zeros(0, np.int32), *(c.indices.astype(np.int32) for c in steps)])
-        per_doc = np.concatenate(
-            [np.zeros(0, np.int64), *(np.diff(c.indptr).astype(np.int64) for c in steps)]
-        )
-        del steps
+        steps = [(a, min(a + BUILD_DOCS, n_docs)) for a in range(0, n_docs, BUILD_DOCS)]
+        # a first pass over the steps counts each document's distinct terms and each term's documents, so that the
+        # second writes the postings where they go: memory holds them once, never a copy to concatenate or sort
+        per_doc = np.zeros(n_docs, np.int64)
+        doc_freq = np.zeros(n_terms, np.int64)
+        for a, b in steps:
+            counts = _term_counts(tokens, a, b, n_terms)
+            per_doc[a:b] = np.diff(counts.indptr)
+            doc_freq += np.bincount(counts.indices, minlength=n_terms)
         indptr = np.concatenate([[0], np.cumsum(per_doc)]).astype(np.int64)
-        doc_freq = np.bincount(terms, minlength=n_terms)
         freqs = dict(enumerate(doc_freq.tolist()))
         idf_fn, tfc_fn = scoring._select_idf_scorer(self.idf_method), scoring._select_tfc_scorer(self.method)
         self.nonoccurrence_array = None
@@ -317,29 +314,36 @@ class ArrayBM25(bm25s.BM25):
         idf = scoring._build_idf_array(
             doc_frequencies=freqs, n_docs=n_docs, compute_idf_fn=idf_fn, dtype=self.dtype
         )
-        for a in range(0, n_docs, BUILD_DOCS):  # the weights replace the counts, in bm25s's arithmetic
-            lo, hi = indptr[a], indptr[min(a + BUILD_DOCS, n_docs)]
-            doc_len = np.repeat(lengths[a : a + BUILD_DOCS].astype(np.float64), per_doc[a : a + BUILD_DOCS])
-            t = terms[lo:hi]
+        # the term-major offsets (each term's document frequency), and where each term's next posting goes
+        by_term = np.concatenate([[0], np.cumsum(doc_freq)]).astype(np.int64)
+        cursor = by_term[:-1].copy()
+        data, indices = np.empty(int(indptr[-1]), self.dtype), np.empty(int(indptr[-1]), np.int32)
+        for a, b in steps:  # the weights of the counts, in bm25s's arithmetic (its float32, then its dtype)
+            counts = _term_counts(tokens, a, b, n_terms)
+            t = counts.indices.astype(np.int32)
+            doc_len = np.repeat(lengths[a:b].astype(np.float64), per_doc[a:b])
             w = idf[t] * tfc_fn(
-                tf_array=tf[lo:hi], l_d=doc_len, l_avg=avg_len, k1=self.k1, b=self.b, delta=self.delta
+                tf_array=counts.data, l_d=doc_len, l_avg=avg_len, k1=self.k1, b=self.b, delta=self.delta
             )
             if self.nonoccurrence_array is not None:
                 w -= self.nonoccurrence_array[t]
-            tf[lo:hi] = w
-        weights = sp.csr_matrix((tf.astype(self.dtype, copy=False), terms, indptr), shape=(n_docs, n_terms))
+            w = w.astype(np.float32).astype(self.dtype, copy=False)
+            if not self.term_major:
+                data[indptr[a] : indptr[b]], indices[indptr[a] : indptr[b]] = w, t
+                continue
+            # term-major: each term's postings in document order (a stable sort of the step by term), after the
+            # earlier steps' postings of the term
+            order = np.argsort(t, kind="stable")
+            t = t[order]
+            at = cursor[t] + np.arange(len(t)) - np.searchsorted(t, t)
+            data[at] = w[order]
+            indices[at] = np.repeat(np.arange(a, b, dtype=np.int32), per_doc[a:b])[order]
+            cursor += np.bincount(t, minlength=n_terms)
         if not self.term_major:
-            self.doc_major = weights
-            # the term-major offsets alone (each term's document frequency), as a searchable index has them
-            return {"indptr": np.concatenate([[0], np.cumsum(doc_freq)]).astype(np.int64), "num_docs": n_docs}
-        by_term = weights.tocsc()
-        del weights
-        return {
-            "data": by_term.data,
-            "indices": by_term.indices.astype(np.int32, copy=False),
-            "indptr": by_term.indptr.astype(np.int64, copy=False),
-            "num_docs": n_docs,
-        }
+            self.doc_major = sp.csr_matrix((data, indices, indptr), shape=(n_docs, n_terms))
+            # the term-major offsets alone, as a searchable index has them
+            return {"indptr": by_term, "num_docs": n_docs}
+        return {"data": data, "indices": indices, "indptr": by_term, "num_docs": n_docs}
 
 
 def _term_counts(tokens: CompactTokens, a: int, b: int, n_terms: int) -> sp.csr_matrix:

@@ -217,9 +217,14 @@ def test_the_array_build_gives_bm25s_own_postings_on_a_real_corpus(method, share
     _assert_same_index(ds.doc_texts(ds.corpus.index), method)
 
 
+@pytest.mark.parametrize("step", [2, 100_000])
 @pytest.mark.parametrize("method", ["lucene", "bm25l"])
-def test_an_index_built_for_pairs_only_scores_them_as_a_full_one(method):
-    """`pairs_only` never builds the term-major postings: the pair scores equal a searchable index's exactly."""
+def test_an_index_built_for_pairs_only_scores_them_as_a_full_one(method, step, monkeypatch):
+    """`pairs_only` never builds the term-major postings: the pair scores equal a searchable index's exactly,
+    whether the documents are taken in one step or two at a time."""
+    import distill.ir.bm25 as bm25_mod
+
+    monkeypatch.setattr(bm25_mod, "BUILD_DOCS", step)
     q_idx, d_idx = np.repeat(np.arange(len(QUERIES)), len(DOCS)), np.tile(np.arange(len(DOCS)), len(QUERIES))
     full, pairs = BM25Index(DOCS, method=method), BM25Index(DOCS, method=method, pairs_only=True)
     assert "data" not in pairs.retriever.scores and pairs.n_terms == full.n_terms
