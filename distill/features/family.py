@@ -18,14 +18,18 @@ from distill.errors import ConfigError, DataError
 from distill.features.schema import FeatureOptions
 from distill.ir.bm25 import CompactTokens, Tokenizer
 
+# Documents per step of the corpus's term sets (`FeatureContext.doc_terms`): bounds one step's (document, term) keys.
+TERM_STEP_DOCS = 20_000
+
 
 @dataclass
 class DocTerms:
-    """The corpus as term sets: `vocab` (term -> column) and `held` (documents x terms, 1 where the document
-    holds the term, int8)."""
+    """The corpus as term sets: `vocab` (term -> column), `held` (documents x terms, 1 where the document
+    holds the term, int8) and `doc_freq` (per term, the documents holding it)."""
 
     vocab: dict[str, int]
     held: sp.csr_matrix
+    doc_freq: np.ndarray
 
 
 @dataclass
@@ -80,28 +84,42 @@ class FeatureContext:
 
     def _doc_terms(self) -> DocTerms:
         vocab: dict[str, int] = {}
-        docs: sp.csr_matrix | None = None
+        fields = []
         for name in self.token_fields():
             part = self.corpus_tokens(name)
-            # the field's term ids in the vocabulary of every field; its tokens as a documents x terms matrix
-            # whose repeated entries add up (the token arrays are its indices: nothing else is built)
+            # the field's term ids in the vocabulary of every field
             remap = np.fromiter(
                 (vocab.setdefault(t, len(vocab)) for t in part.vocab), np.int32, len(part.vocab)
             )
-            field_docs = sp.csr_matrix(
-                (np.ones(len(part.flat), dtype=np.float32), remap[part.flat], part.offsets),
-                shape=(len(self.ds.corpus), len(vocab)),
+            fields.append((part, remap))
+        assert fields  # rc.fields is never empty (RetrievalConfig)
+        n_docs, n_terms = len(self.ds.corpus), len(vocab)
+        # each document's distinct terms over its fields, sorted, a step of documents at a time: memory holds one
+        # step's tokens as (document, term) keys, never the corpus's
+        indices, per_doc = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+        doc_freq = np.zeros(n_terms, np.int64)
+        for a in range(0, n_docs, TERM_STEP_DOCS):
+            b = min(a + TERM_STEP_DOCS, n_docs)
+            keys = np.unique(
+                np.concatenate(
+                    [
+                        np.repeat(
+                            np.arange(b - a, dtype=np.int64) * n_terms, np.diff(part.offsets[a : b + 1])
+                        )
+                        + remap[part.flat[part.offsets[a] : part.offsets[b]]]
+                        for part, remap in fields
+                    ]
+                )
             )
-            field_docs.sum_duplicates()
-            if docs is not None:
-                docs.resize(field_docs.shape)
-                field_docs = docs + field_docs
-            docs = field_docs
-        assert docs is not None  # rc.fields is never empty (RetrievalConfig)
+            indices.append((keys % max(n_terms, 1)).astype(np.int32))
+            doc_freq += np.bincount(indices[-1], minlength=n_terms)
+            per_doc.append(np.bincount(keys // max(n_terms, 1), minlength=b - a))
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(per_doc))])
+        terms = np.concatenate(indices)
         # whether the document holds the term, one byte per entry: the matrix is held for the whole corpus, and
         # float32 counts would take four
-        held = sp.csr_matrix((np.ones(docs.nnz, dtype=np.int8), docs.indices, docs.indptr), shape=docs.shape)
-        return DocTerms(vocab, held)
+        held = sp.csr_matrix((np.ones(len(terms), dtype=np.int8), terms, indptr), shape=(n_docs, n_terms))
+        return DocTerms(vocab, held, doc_freq)
 
     def release_texts(self) -> None:
         """Drop the corpus's text columns (title, text, `retrieval.fields`) from the dataset itself, once the

@@ -85,7 +85,7 @@ class TranslationFeatures(FeatureFamily):
         """The query words to translate, and per feature asked for its tables (one per fold, and one of every
         source query) and which fold each query's rows use (-1: the table of every source query)."""
         terms = ctx.doc_terms()
-        self.held = terms.held
+        self.held, self.doc_freq = terms.held, terms.doc_freq
         rc = ctx.rc
         tokens = Tokenizer(rc.stemmer, rc.stopwords, rc.lowercase)(ctx.ds.queries["text"].tolist())
         # word ids in order of first appearance: a set's order of strings changes with each process's hash seed,
@@ -160,7 +160,9 @@ class TranslationFeatures(FeatureFamily):
         piece's shares, one block's sums and the tables, never the queries x terms shares, however many queries
         hold a word or documents are marked for a query."""
         n_words, n_terms = self.query_words.shape[1], self.held.shape[1]
-        background = np.asarray(self.held.sum(axis=0), dtype=np.float64).ravel() / max(self.held.shape[0], 1)
+        # each term's share of the corpus (from the counts the term sets were built with: a sum over the matrix
+        # would first copy it as int64, 8 bytes per entry of the whole corpus)
+        background = self.doc_freq / max(self.held.shape[0], 1)
         by_word = self.query_words[source].T.tocsr()  # words x source queries
         query_of = np.flatnonzero(source)
         # each source query's share of its marked documents that hold each term comes from this
