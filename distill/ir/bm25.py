@@ -251,7 +251,7 @@ class CompactTokens(Sequence[list[int]]):
 
 
 # Documents per step of `ArrayBM25`'s build: bounds the memory of one step's counts and weights.
-BUILD_DOCS = 100_000
+BUILD_DOCS = 20_000
 
 
 class ArrayBM25(bm25s.BM25):
