@@ -171,7 +171,9 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path, **kwargs: Any) -> None:
 
 def release_arrow_memory() -> None:
     """Hand the Arrow memory pool's freed buffers back to the system: a reader that goes through a file a row group
-    at a time would otherwise keep the pool's high-water mark (the allocator holds what it freed)."""
+    at a time would otherwise keep the pool's high-water mark (the allocator holds what it freed). With the C
+    library's allocator as Arrow's pool (`distill/__init__.py`), Arrow does this with glibc's `malloc_trim`, which
+    hands back what NumPy and Python freed too."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
