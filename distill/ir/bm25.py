@@ -32,8 +32,9 @@ MAX_WORKERS = 8
 # The texts that processes forked by `tokenised_parts` read their parts from (set before they are forked)
 _CORPUS: Sequence[str] | None = None
 
-# Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 0.5 GB at 50 terms per text).
-PAIR_CHUNK = 500_000
+# Pairs per step of `pair_dots`: bounds the memory of the gathered rows (about 50 MB at 50 terms per text; the
+# features stage computes a chunk of `features.chunk_rows` pairs, 200,000 by default, in steps of this many).
+PAIR_CHUNK = 50_000
 
 
 def pair_dots(

@@ -347,3 +347,18 @@ def test_an_index_of_several_parts_tokenises_them_on_processes(monkeypatch):
     assert idx.retriever.vocab_dict == here.retriever.vocab_dict
     for key in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(idx.retriever.scores[key], here.retriever.scores[key])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1_000])
+def test_pair_dots_equal_the_dense_rows_products_at_any_step_of_pairs(chunk):
+    import scipy.sparse as sp
+
+    from distill.ir.bm25 import pair_dots
+
+    rng = np.random.default_rng(0)
+    a = sp.random(6, 9, density=0.4, format="csr", random_state=1, dtype=np.float64)
+    b = sp.random(8, 9, density=0.4, format="csr", random_state=2, dtype=np.float64)
+    a_idx, b_idx = rng.integers(0, 6, 20), rng.integers(0, 8, 20)
+    expected = (a.toarray()[a_idx] * b.toarray()[b_idx]).sum(axis=1)
+    assert expected.any()
+    np.testing.assert_allclose(pair_dots(a, b, a_idx, b_idx, chunk=chunk), expected, rtol=1e-12)
