@@ -221,8 +221,11 @@ class Dataset:
         first = 0
         for batch in pf.iter_batches(batch_size=batch_rows):
             df = batch.to_pandas()
+            del batch
             yield _check_clicks(df, src, q, first)
             first += len(df)
+            del df
+            release_arrow_memory()  # what the batch's reading and use freed, back to the system
         if first == 0:  # a log with no row: one empty batch with the columns
             yield _check_clicks(pf.schema_arrow.empty_table().to_pandas(), src, q)
         if quarantine is None:  # a pass with its own quarantine is not the one that reports

@@ -136,6 +136,8 @@ def write_log(root, log: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[int, in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from distill.workspace import release_arrow_memory
+
     (Path(root) / "logs").mkdir(exist_ok=True)
     writer, rows, clicks = None, 0, 0
     try:
@@ -144,6 +146,8 @@ def write_log(root, log: pd.DataFrame | Iterable[pd.DataFrame]) -> tuple[int, in
             writer = writer or pq.ParquetWriter(Path(root) / "logs" / "impressions.parquet", table.schema)
             writer.write_table(table)
             rows, clicks = rows + len(batch), clicks + int(batch["clicked"].sum())
+            del table, batch
+            release_arrow_memory()  # what making the batch freed, back to the system before the next
     finally:
         if writer is not None:
             writer.close()

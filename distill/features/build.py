@@ -36,7 +36,7 @@ from distill.features.schema import FeatureOptions
 from distill.ir import fingerprint
 from distill.retrieval.candidates import candidate_splits, checked_candidates, iter_shards
 from distill.stamps import Stage
-from distill.workspace import Workspace, write_json_atomic
+from distill.workspace import Workspace, release_arrow_memory, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ def prepare(
             ctx.release_tokens()
             if not keep_texts:  # before the families still to prepare (the click log's aggregation) run
                 ctx.release_texts()
+        release_arrow_memory()  # what preparing the family freed, back to the system before the next
     ctx.release_shared()
+    release_arrow_memory()
     return used
 
 
@@ -195,6 +197,8 @@ def write_features(
                 raise RuntimeError(f"a chunk's features {list(df.columns)} differ from the first's {columns}")
             writer.write_table(table.cast(writer.schema))
             rows += len(df)
+            del df, table
+            release_arrow_memory()  # what the chunk's features freed, back to the system before the next
         if writer is None:
             raise DataError(f"{ws.candidates} holds no candidate: re-run `make candidates`")
         writer.close()

@@ -30,7 +30,7 @@ from distill.ir.pools import forked_pool, ordered_submit
 from distill.ir.tantivy_index import TantivyIndex
 from distill.stamps import Stage, data_config
 from distill.tracking import start_run
-from distill.workspace import Workspace, write_json_atomic
+from distill.workspace import Workspace, release_arrow_memory, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_index(
         if release_texts:
             ds.drop_texts(rc.fields)
         return index
-    return BM25Index(
+    bm25 = BM25Index(
         texts,
         k1=rc.k1,
         b=rc.b,
@@ -66,6 +66,8 @@ def build_index(
         lowercase=rc.lowercase,
         after_tokens=(lambda: ds.drop_texts(rc.fields)) if release_texts else None,
     )
+    release_arrow_memory()  # what tokenising and the build freed (token parts, a step's counts), back to the system
+    return bm25
 
 
 def queries_per_split(ds: Dataset, splits: list[str]) -> dict[str, list[str]]:
@@ -295,6 +297,7 @@ class CandidatesWriter:
             metrics = chunk_metrics(self.qrels.get(split), rows, qids)
         if metrics is not None:
             self.per_query.setdefault(split, []).append(metrics)
+        release_arrow_memory()  # what the chunk's search and rows freed, back to the system before the next
 
     def close(self) -> dict[str, dict[str, float]]:
         """Rename the file into place; BM25's metrics per split (queries with a relevant judgement)."""
