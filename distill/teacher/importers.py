@@ -42,7 +42,7 @@ from distill.teacher.soft_labels import (
     write_manifest,
     write_part,
 )
-from distill.workspace import Workspace, staged_dir
+from distill.workspace import Workspace, release_arrow_memory, staged_dir
 
 F32_MAX = float(np.finfo(np.float32).max)
 CHUNK_ROWS = 250_000  # pairs read, checked and written at a time (--chunk-rows)
@@ -202,18 +202,34 @@ def known_pairs(
 class PairLedger:
     """Every pair imported so far as a sorted integer key, with its score (12 bytes per pair): a pair repeated in a
     later chunk is dropped (the same score) or refused (another score). The refusal names both lines; the earlier
-    one is found by reading the file again up to it (`first_line`), which only a refusal pays for."""
+    one is found by reading the file again up to it (`first_line`), which only a refusal pays for.
 
-    def __init__(self) -> None:
-        self.keys = np.zeros(0, np.int64)
-        self.scores = np.zeros(0, np.float32)
+    Written by hand because NumPy has no sorted set that grows in place: `np.insert` makes a new copy of the
+    whole ledger at every chunk (twice the ledger at the end of an import). Here the arrays grow by `resize`
+    (the C library's `realloc`, which moves a large block's pages without copying them) and each chunk's new keys
+    are merged in place from the back (`_merge`), `MERGE_BLOCK` keys moved at a time."""
+
+    MERGE_BLOCK = 1 << 18
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._keys = np.zeros(max(capacity, 1), np.int64)
+        self._scores = np.zeros(max(capacity, 1), np.float32)
+        self.n = 0
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._keys[: self.n]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._scores[: self.n]
 
     def add(self, df: pd.DataFrame, keys: np.ndarray, path: Path, fmt: str) -> tuple[pd.DataFrame, int]:
         """The rows of `df` (pairs once each, keys `keys`) not imported before; the number dropped."""
-        at = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
-        again = (self.keys[at] == keys) if len(self.keys) else np.zeros(len(keys), bool)
+        at = np.minimum(np.searchsorted(self.keys, keys), max(self.n - 1, 0))
+        again = (self.keys[at] == keys) if self.n else np.zeros(len(keys), bool)
         score = df.score.to_numpy(np.float32)
-        differs = again & (self.scores[at] != score) if len(self.keys) else again
+        differs = again & (self.scores[at] != score) if self.n else again
         if differs.any():
             i = int(np.flatnonzero(differs)[0])
             q, d = df.qid.iloc[i], df.docid.iloc[i]
@@ -222,11 +238,32 @@ class PairLedger:
                 f"{first_line(path, fmt, q, d)}; keep one score per pair"
             )
         new = ~again
-        keys, order = keys[new], np.argsort(keys[new], kind="stable")
-        where = np.searchsorted(self.keys, keys[order])
-        self.keys = np.insert(self.keys, where, keys[order])
-        self.scores = np.insert(self.scores, where, score[new][order])
+        order = np.argsort(keys[new], kind="stable")
+        self._merge(keys[new][order], score[new][order])
         return df[new].reset_index(drop=True), int(again.sum())
+
+    def _merge(self, keys: np.ndarray, scores: np.ndarray) -> None:
+        """Merge sorted `keys` (none held yet) and their scores into the ledger, in place. Each held key moves
+        back by the number of new keys below it; moving the held keys from the last block to the first never
+        writes over one not yet moved (a key's place only grows), and the new keys then fill the gaps."""
+        n, m = self.n, len(keys)
+        if not m:
+            return
+        if n + m > len(self._keys):
+            size = max(n + m, len(self._keys) + len(self._keys) // 4)
+            self._keys.resize(size, refcheck=False)
+            self._scores.resize(size, refcheck=False)
+        held, held_scores = self._keys, self._scores
+        places = np.searchsorted(held[:n], keys) + np.arange(m)
+        for stop in range(n, 0, -self.MERGE_BLOCK):
+            start = max(0, stop - self.MERGE_BLOCK)
+            shift = np.searchsorted(keys, held[start:stop])
+            if not shift[-1]:
+                break  # no new key below this block: it and every block before it stay where they are
+            to = np.arange(start, stop) + shift
+            held[to], held_scores[to] = held[start:stop].copy(), held_scores[start:stop].copy()
+        held[places], held_scores[places] = keys, scores
+        self.n = n + m
 
 
 def first_line(path: Path, fmt: str, qid: str, docid: str) -> int:
@@ -297,10 +334,12 @@ def import_soft_labels(
             key = f"{len(shards):05d}"
             sha = write_part(df[["qid", "docid", "score"]], tmp / part_name(len(shards)), identity)
             shards[key] = {"file": part_name(len(shards)), "rows": len(df), "sha256": sha}
+            del df, chunk
+            release_arrow_memory()  # what the chunk's reading and checks freed, back to the system before the next
         if not shards:
             raise DataError(f"{path}: no soft label left to import")
         summary = {
-            "pairs": len(ledger.keys),
+            "pairs": ledger.n,
             "queries": int(queries.sum()),
             "duplicates_dropped": repeats,
             **facts,

@@ -487,3 +487,26 @@ def test_parquet_import_read_in_chunks_names_the_row_in_the_file(tmp_path):
         DataError, match=r"scores.parquet: 1 non-finite score\(s\) \(NaN/inf\), first at row 4 "
     ):
         import_soft_labels("parquet", f, tmp_path / "ws", dataset=data, chunk_rows=3)
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 18])
+def test_pair_ledger_merges_chunks_in_place_into_the_sorted_pairs(monkeypatch, block):
+    """Chunks of random keys, some repeated from earlier chunks with their score: the ledger holds each key once,
+    sorted, with its first score, and counts the repeats, whatever the merge's block and however it grew."""
+    from distill.teacher.importers import PairLedger
+
+    monkeypatch.setattr(PairLedger, "MERGE_BLOCK", block)
+    rng = np.random.default_rng(0)
+    score_of = {int(k): np.float32(rng.normal()) for k in rng.choice(10_000, 2_000, replace=False)}
+    pool = np.array(sorted(score_of))
+    ledger, seen, dropped = PairLedger(capacity=3), set(), 0
+    for _ in range(12):
+        keys = rng.choice(pool, rng.integers(0, 300), replace=False)
+        df = pd.DataFrame({"qid": "q", "docid": "d", "score": [score_of[int(k)] for k in keys], "line": 1})
+        kept, again = ledger.add(df, keys, Path("x"), "parquet")
+        assert again == sum(int(k) in seen for k in keys) and len(kept) == len(keys) - again
+        seen |= {int(k) for k in keys}
+        dropped += again
+    assert ledger.keys.tolist() == sorted(seen)
+    assert ledger.scores.tolist() == [score_of[k] for k in sorted(seen)]
+    assert dropped > 0 and ledger.n == len(seen)
