@@ -120,6 +120,11 @@ def scale_run(
 MSMARCO = {"documents": 8_841_823, "pairs": 50_000_000}
 
 
+def _less_index(r: dict[str, Any]) -> float:
+    """A record's peak RSS (MiB) less its BM25 index's bytes."""
+    return r["peak_rss_mib"] - r["index_bytes_per_doc"] * r["documents"] / 2**20
+
+
 def extrapolate(records: list[dict[str, Any]], target: dict[str, int] = MSMARCO) -> list[dict[str, Any]]:
     """Each stage at the target size, from its two largest measured scales: seconds in proportion to the pairs
     (time per pair as measured at the largest), peak RSS along the line through the two points by pairs and,
@@ -146,6 +151,13 @@ def extrapolate(records: list[dict[str, Any]], target: dict[str, int] = MSMARCO)
                 ),
                 # peak RSS and pairs of the largest scale over the one before it (10x from 10 to 100, 3x to 300)
                 "rss_growth": round(b["peak_rss_mib"] / a["peak_rss_mib"], 2),
+                # the same less the BM25 index's own bytes (the one structure that grows with the corpus), for
+                # a stage that builds one
+                **(
+                    {"rss_growth_less_index": round(_less_index(b) / _less_index(a), 2)}
+                    if a.get("index_bytes_per_doc") and b.get("index_bytes_per_doc")
+                    else {}
+                ),
                 "pairs_growth": round(b["pairs"] / max(1, a["pairs"]), 2),
                 "seconds_per_million_pairs": round(1e6 * b["seconds"] / b["pairs"], 2),
             }

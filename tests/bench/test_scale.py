@@ -43,9 +43,17 @@ def test_extrapolation_follows_the_two_largest_scales():
     r = out[0]
     assert r["from_scales"] == [10, 100] and r["seconds"] == 1200.0  # time per pair of the largest scale
     assert r["peak_rss_mib"] == 300.0 + (100.0 / 90_000) * 900_000  # along the line through the last two
-    assert r["rss_growth"] == 1.5 and r["pairs_growth"] == 10.0
+    assert r["rss_growth"] == 1.5 and r["pairs_growth"] == 10.0 and "rss_growth_less_index" not in r
     # the bound by documents: 5x as many documents per pair as measured, the same line by documents
     assert r["peak_rss_mib_by_documents"] == round(300.0 + (100.0 / 9_000) * 490_000)
+    # a stage that builds the BM25 index: its growth also without the index's own bytes (1 MiB per 1,000
+    # documents here: 1 and 10 MiB at the two scales)
+    for rec in records:
+        if rec["stage"] == "candidates":
+            rec["index_bytes_per_doc"] = 2**20 / 1_000
+    grown = {r["stage"]: r for r in extrapolate(records)}
+    assert grown["candidates"]["rss_growth_less_index"] == round(290.0 / 199.0, 2)
+    assert "rss_growth_less_index" not in grown["features"]
 
 
 def test_a_small_scale_run_gives_one_record_per_stage(tmp_path):
