@@ -42,7 +42,7 @@ def click_batches(
     """`simulate_clicks`' rows, `batch_sessions` sessions at a time (at least one frame, empty when there is no
     session). Each of the model's draws (swaps, examination, attraction, dwell, time) covers every session before
     the next begins, in the order one call over all sessions would draw them, so the log is the same for any batch
-    size; memory holds the draws' outcomes (a byte or two per shown slot, and the dwell times) and one batch's
+    size; memory holds the draws' outcomes (a byte or two per shown slot, and the clicks' dwell times) and one batch's
     random numbers and rows (strings and timestamps: several times the numbers' size)."""
     rng = np.random.default_rng(seed)
     ranking = ranking.sort_values(["qid", "rank"], kind="stable")
@@ -85,19 +85,22 @@ def click_batches(
         s = shown(a, b)
         clicked[a:b] = examined[a:b] & (rng.random((b - a, width)) < attract[np.where(s >= 0, s, 0)])
     del examined
-    dwell = np.empty((n, width))
+    dwell = []  # per span, the dwell times of its clicked slots only (in row order): most slots get no click
     for a, b in spans:
         s = shown(a, b)
         g = grades[np.where(s >= 0, s, 0)]
-        dwell[a:b] = np.where(clicked[a:b], rng.lognormal(np.log(8 + 25 * g), 0.6), 0.0)
+        dwell.append(rng.lognormal(np.log(8 + 25 * g), 0.6)[clicked[a:b]])
     t0 = pd.Timestamp(start, tz="UTC").value // 10**9
     t1 = pd.Timestamp(end, tz="UTC").value // 10**9
     ts = rng.integers(t0, t1, size=n)
     qid, docid = ranking["qid"].astype(str).to_numpy(), ranking["docid"].astype(str).to_numpy()
-    for a, b in spans or [(0, 0)]:
+    for i, (a, b) in enumerate(spans or [(0, 0)]):
         s = shown(a, b)
         v = s >= 0
         flat = s[v]
+        dwell_ab = np.zeros((b - a, width))
+        if spans:
+            dwell_ab[clicked[a:b]] = dwell[i]
         out = pd.DataFrame(
             {
                 "session": np.broadcast_to(np.arange(a, b)[:, None], v.shape)[v],
@@ -105,7 +108,7 @@ def click_batches(
                 "docid": docid[flat],
                 "position": np.broadcast_to(pos, v.shape)[v],
                 "clicked": clicked[a:b][v],
-                "dwell_s": dwell[a:b][v].round(1),
+                "dwell_s": dwell_ab[v].round(1),
                 "timestamp": pd.to_datetime(np.broadcast_to(ts[a:b, None], v.shape)[v], unit="s", utc=True),
             }
         )
