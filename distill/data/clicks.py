@@ -10,7 +10,7 @@ Dwell times are log-normal, longer for relevant documents.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,7 +118,12 @@ def click_batches(
 
 
 def logged_ranking(
-    docids: list[str], doc_texts: list[str], qids: list[str], query_texts: list[str], depth: int = 10, **bm25
+    docids: list[str],
+    doc_texts: Sequence[str],
+    qids: list[str],
+    query_texts: list[str],
+    depth: int = 10,
+    **bm25,
 ) -> pd.DataFrame:
     """BM25's top `depth` of each query (qid, docid, rank): the ranking a production system would have shown and
     logged. `bm25`: `BM25Index` options (e.g. stemmer=None)."""

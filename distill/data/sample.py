@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from distill.data.beir import write_jsonl, write_qrels
+from distill.data.beir import load_beir, write_jsonl, write_qrels
 from distill.data.schema import SampleOptions
 
 _CONS = list("bdfgklmnprstvz") + ["ch", "sh", "tr", "st"]
@@ -139,18 +139,16 @@ def _build_world(o: SampleOptions, rng: np.random.Generator) -> World:
 
 def _docs(
     o: SampleOptions, w: World, rng: np.random.Generator, corpus: Path
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Documents, written to `corpus` (JSONL) as they are drawn, `CHUNK_DOCS` at a time: no record is held.
-    Returns (each document's title and text joined, for the logged ranking; topic per doc; focus concepts per
-    doc, one row each padded with -1; day of each document since `o.start`; intent per doc, -1 without
-    intents)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Documents, written to `corpus` (JSONL) as they are drawn, `CHUNK_DOCS` at a time: no record or text is
+    held. Returns (topic per doc; focus concepts per doc, one row each padded with -1; day of each document since
+    `o.start`; intent per doc, -1 without intents)."""
     topic_p = rng.dirichlet(np.full(o.n_topics, 2.0))
     topics = rng.choice(o.n_topics, size=o.n_docs, p=topic_p)
     start = pd.Timestamp(o.start, tz="UTC")
     span_days = (pd.Timestamp(o.cutoff, tz="UTC") - start).days
     days = rng.integers(0, span_days, size=o.n_docs)
     base = np.datetime64(start.tz_localize(None), "s")
-    joined: list[str] = []
     focus_of = np.full((o.n_docs, MAX_FOCUS), -1, dtype=np.int64)
     intents = np.full(o.n_docs, -1, dtype=np.int64)
     seconds = np.empty(o.n_docs, dtype=np.int64)
@@ -180,7 +178,6 @@ def _docs(
             seconds[i] = rng.integers(86400)
             record = {"_id": f"d{i}", "title": " ".join(title), "text": " ".join(toks)}
             pending.append(record)
-            joined.append(f"{record['title']} {record['text']}")
             focus_of[i, : len(focus)] = focus
             if len(pending) == CHUNK_DOCS or i == o.n_docs - 1:  # the chunk's timestamps, then its records
                 first = i + 1 - len(pending)
@@ -191,7 +188,7 @@ def _docs(
                 pending = []
 
     write_jsonl(corpus, records())
-    return joined, topics, focus_of, days, intents
+    return topics, focus_of, days, intents
 
 
 def _queries(
@@ -276,16 +273,17 @@ def _queries(
 
 def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, Any]:
     """Write the sample world in BEIR layout (plus `logs/impressions.parquet`) into `dest`. The documents are
-    written as they are drawn and the judgements are held as integers, so memory holds the documents' joined
-    texts (for the logged BM25 ranking) and a few numbers per document, not their records."""
+    written as they are drawn and the judgements are held as integers, so memory holds a few numbers per
+    document, not their records or texts (the logged BM25 ranking reads them again from corpus.jsonl)."""
     from distill.data.clicks import click_batches, logged_ranking, write_log
+    from distill.workspace import release_arrow_memory
 
     o = opts or SampleOptions()
     rng = np.random.default_rng(o.seed)
     world = _build_world(o, rng)
     dest = Path(dest)
     (dest / "qrels").mkdir(parents=True, exist_ok=True)
-    texts, doc_topics, focus, doc_days, doc_intents = _docs(o, world, rng, dest / "corpus.jsonl")
+    doc_topics, focus, doc_days, doc_intents = _docs(o, world, rng, dest / "corpus.jsonl")
     queries, qrels, splits = _queries(o, world, rng, doc_topics, focus, doc_days, doc_intents)
     del doc_topics, focus, doc_days, doc_intents
     is_train = np.array([s == "train" for s in splits], dtype=bool)[qrels[:, 0]]
@@ -298,17 +296,26 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
         },
     )
 
-    # The logged ranking: BM25 top 10 of every query, as the production system would have shown it.
+    # The logged ranking: BM25 top 10 of every query, as the production system would have shown it, over the
+    # documents' title and text read again from corpus.jsonl as they are tokenised (never held at once).
+    written = load_beir(dest, texts=False)
+    n_docs = len(written.corpus)
     logged = logged_ranking(
-        [f"d{i}" for i in range(len(texts))],
-        texts,
+        [f"d{i}" for i in range(n_docs)],
+        written.lazy_doc_texts(),
         [q["_id"] for q in queries],
         [q["text"] for q in queries],
         10,
         stemmer=None,
     )
-    n_docs = len(texts)
-    del texts
+    del written
+    # The click model asks only the logged pairs' grades: the judgements of other pairs are not made strings (at
+    # 100x, 2M judgements against the few hundred thousand the logged ranking shows).
+    n_qrels = len(qrels)
+    q_shown, d_shown = (logged[c].str[1:].astype(np.int64).to_numpy() for c in ("qid", "docid"))
+    qrels = qrels[np.isin(qrels[:, 0] * n_docs + qrels[:, 1], q_shown * n_docs + d_shown)]
+    del q_shown, d_shown
+    release_arrow_memory()  # the ranking's index, freed, back to the system before the click log
     qrels_df = pd.DataFrame(
         {
             "qid": np.char.add("q", qrels[:, 0].astype(str)).astype(object),
@@ -330,7 +337,7 @@ def generate(dest: str | Path, opts: SampleOptions | None = None) -> dict[str, A
         "queries": len(queries),
         "train_queries": splits.count("train"),
         "test_queries": splits.count("test"),
-        "qrels": len(qrels),
+        "qrels": n_qrels,
         "impressions": impressions,
         "clicks": clicks,
         "log_cutoff": o.cutoff,
