@@ -440,7 +440,8 @@ class BM25Index:
             return None
         sc = self.retriever.scores
         data, ind, ptr = sc["data"], sc["indices"], np.asarray(sc["indptr"], dtype=np.int64)
-        rising = np.diff(ind.astype(np.int64)) > 0
+        # compared where they are: a difference in int64 held two int64 copies of the postings' document ids
+        rising = ind[1:] > ind[:-1]
         inner = ptr[1:-1]
         rising[inner[(inner > 0) & (inner < len(ind))] - 1] = True  # a new term starts: any order across
         if not rising.all() or (len(data) and data.min() <= 0):
