@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -108,9 +109,11 @@ class GroupObjective:
         s, t = np.asarray(s, np.float64), np.asarray(t, np.float64)
         return float(sum(self._loss(s[r], t[r], b) for r, b in g.buckets(self.power)))
 
-    def grad_hess(self, s, t, g: Groups) -> tuple[np.ndarray, np.ndarray]:
+    def grad_hess(self, s, t, g: Groups, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, in `dtype`: each bucket is computed in float64 and stored (rounded) as `dtype`, e.g. float32
+        for LightGBM, which takes its gradients so (given float64 it holds a float32 copy of both arrays)."""
         s, t = np.asarray(s, np.float64), np.asarray(t, np.float64)
-        grad, hess = np.empty(len(s)), np.empty(len(s))
+        grad, hess = np.empty(len(s), dtype), np.empty(len(s), dtype)
         for r, b in g.buckets(self.power):
             grad[r], hess[r] = self._grad_hess(s[r], t[r], b)
         return grad, hess

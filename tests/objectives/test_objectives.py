@@ -275,3 +275,40 @@ def test_objectives_are_built_by_name_or_dotted_path():
         build_objective("numpy.mean")
     with pytest.raises(ConfigError, match=r"student.objective: cannot import 'nowhere.Objective'"):
         build_objective("nowhere.Objective")
+
+
+@pytest.mark.parametrize("name", ["listnet_kd", "ranknet_kd", "regression"])
+def test_lightgbm_gets_float32_gradients_that_train_the_same_booster(name):
+    """The LightGBM adapter hands float32 gradients and floored hessians over (computed so for a GroupObjective):
+    the numbers LightGBM's own cast of the float64 ones gives, so the trees are the same as from float64."""
+    import lightgbm as lgb
+
+    from distill.objectives.adapters import MIN_HESS, floor_hessian, lightgbm_objective
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 30, 60)
+    n = int(sizes.sum())
+    X, soft = rng.normal(size=(n, 5)), rng.normal(size=n) * 3
+    obj = OBJECTIVES[name]()
+    s = rng.normal(size=n) * 20  # saturated softmaxes: hessians under the floor
+    data = lgb.Dataset(X, soft, group=sizes).construct()
+    grad, hess = lightgbm_objective(obj)(s, data)
+    g64, h64 = obj.grad_hess(
+        s, data.get_label(), Groups.from_sizes(sizes)
+    )  # LightGBM keeps labels as float32
+    assert grad.dtype == hess.dtype == np.float32
+    np.testing.assert_array_equal(grad, g64.astype(np.float32))
+    np.testing.assert_array_equal(hess, floor_hessian(h64, MIN_HESS).astype(np.float32))
+
+    def float64_objective(preds, data):  # the adapter as it was: float64 arrays, cast by LightGBM
+        g, h = obj.grad_hess(preds, data.get_label(), Groups.from_sizes(data.get_group()))
+        return g, floor_hessian(h, MIN_HESS)
+
+    params = {"learning_rate": 0.1, "num_leaves": 7, "verbose": -1, "deterministic": True, "num_threads": 1}
+    trees = [
+        lgb.train(
+            {**params, "objective": f}, lgb.Dataset(X, soft, group=sizes), num_boost_round=10
+        ).dump_model()["tree_info"]
+        for f in (lightgbm_objective(obj), float64_objective)
+    ]
+    assert trees[0] == trees[1]
