@@ -236,7 +236,13 @@ class CompactTokens(Sequence[list[int]]):
             lengths.append(lens)
         self.flat = np.concatenate(flat)
         self.offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths), dtype=np.int64)])
-        self.ids = self
+
+    @property
+    def ids(self) -> CompactTokens:
+        """Itself (bm25s reads a tokenised corpus's `ids`). A property, not an attribute: `self.ids = self` made each
+        a reference cycle, whose arrays (155 MiB at 100x the sample world) only the cyclic collector freed, at a
+        time of its choosing, long after the last family that read them was prepared."""
+        return self
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
