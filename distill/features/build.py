@@ -74,7 +74,7 @@ def prepare(
     keep_texts = not owns_dataset or any(f.reads_texts for f in used)
     for i, fam in enumerate(used):
         fam.prepare(ctx, set(names) & set(fam.names))
-        if not any(later.reads_corpus_tokens for later in used[i + 1 :]):
+        if not any(ctx.needs_tokens(later) for later in used[i + 1 :]):
             ctx.release_tokens()
             if not keep_texts:  # before the families still to prepare (the click log's aggregation) run
                 ctx.release_texts()

@@ -60,6 +60,11 @@ class FeatureContext:
         """Forget the corpus's tokens (once no family left to prepare reads them)."""
         self._tokens.clear()
 
+    def needs_tokens(self, family: FeatureFamily) -> bool:
+        """Whether `family`'s `prepare` would read the corpus's tokens: itself, or through term sets not yet made
+        (at 100x the sample world the tokens are 155 MiB, held otherwise while the click log is aggregated)."""
+        return family.reads_corpus_tokens or (family.reads_doc_terms and "doc_terms" not in self._shared)
+
     def token_fields(self) -> list[str]:
         """The `retrieval.fields` the corpus has, whose tokens make a document's terms (none of them: all, and
         tokenising names the missing fields in a DataError)."""
@@ -162,6 +167,9 @@ class FeatureFamily:
     names: ClassVar[tuple[str, ...]] = ()
     # whether `prepare` reads `ctx.corpus_tokens` (they are kept until the last such family is prepared)
     reads_corpus_tokens: ClassVar[bool] = False
+    # whether `prepare` reads `ctx.doc_terms` (made from the corpus's tokens: they are kept for such a family only
+    # while the term sets are not yet made, `FeatureContext.needs_tokens`)
+    reads_doc_terms: ClassVar[bool] = False
     # whether the family reads the corpus's texts (title, text, `retrieval.fields`) itself, in `compute` or in
     # `prepare`, other than while a family that `reads_corpus_tokens` prepares; when no family used does, the
     # stage drops them with the tokens (`FeatureContext.release_texts`)

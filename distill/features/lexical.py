@@ -21,6 +21,7 @@ class LexicalFeatures(FeatureFamily):
     }
 
     reads_corpus_tokens = True
+    reads_doc_terms = True
 
     def prepare(self, ctx: FeatureContext, wanted: set[str]) -> None:
         """Every document's length and term set (the corpus's size), in the retrieval's tokenisation, from each

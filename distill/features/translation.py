@@ -51,7 +51,7 @@ BLOCK_SHARES = 2_000_000
 class TranslationFeatures(FeatureFamily):
     names = ("click_translation", "judged_translation")
     reads_texts = False
-    reads_corpus_tokens = True
+    reads_doc_terms = True  # the corpus's tokens only through them
     about = {
         "click_translation": "summed scores of the terms the document holds in a translation table of the query's "
         "words, learned from the documents clicked for other queries (out-of-fold for a logged query)",

@@ -279,3 +279,39 @@ def load_families_of(cfg):
     from distill.features.family import load_families
 
     return load_families(cfg.features.families)
+
+
+def test_the_corpus_tokens_go_once_the_term_sets_are_made(tiny_sample_cfg, monkeypatch):
+    """The translation family reads the corpus's tokens only through the term sets, which the lexical family
+    makes first: the tokens are let go before the behaviour family between them prepares (at 100x the sample
+    world, while the click log is aggregated), the corpus is tokenised once per field, and the features equal
+    those made with the tokens held until the translation family is prepared."""
+    from distill.features import family
+    from distill.features.behaviour import BehaviourFeatures
+    from distill.features.family import FeatureContext
+
+    cfg = tiny_sample_cfg("retrieval.k=5", "feature@features.families=[lexical,behaviour,translation]")
+    run_candidates(cfg)
+    cands = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
+    events: list[str] = []
+    tokens, release, behaviour = (
+        family.CompactTokens,
+        FeatureContext.release_tokens,
+        BehaviourFeatures.prepare,
+    )
+    monkeypatch.setattr(family, "CompactTokens", lambda *a: events.append("tokenise") or tokens(*a))
+    monkeypatch.setattr(
+        FeatureContext, "release_tokens", lambda self: events.append("release") or release(self)
+    )
+    monkeypatch.setattr(
+        BehaviourFeatures, "prepare", lambda self, *a: events.append("behaviour") or behaviour(self, *a)
+    )
+    got = build_features(load_dataset(cfg), cands, [], None, cfg.retrieval, load_families_of(cfg))
+    assert events[:4] == ["tokenise", "tokenise", "release", "behaviour"]
+    assert events.count("tokenise") == 2  # title and text, never again for the term sets
+    monkeypatch.setattr(
+        FeatureContext, "needs_tokens", lambda self, f: f.reads_corpus_tokens or f.reads_doc_terms
+    )
+    held = build_features(load_dataset(cfg), cands, [], None, cfg.retrieval, load_families_of(cfg))
+    assert {"coverage", "click_translation", "judged_translation"} <= set(got.columns)
+    pd.testing.assert_frame_equal(got, held)
