@@ -41,6 +41,10 @@ CLICK_COLUMNS = {
 }
 
 
+# ids hashed at a time when a lookup is made (each block is read as Python strings while it is hashed)
+HASH_BLOCK = 1_000_000
+
+
 class IdPositions:
     """Each asked id's position in a fixed list of string ids (a dataset's docids or qids), -1 where absent.
 
@@ -53,8 +57,16 @@ class IdPositions:
     id asked many times (a query's qid on each of its candidate rows, a click log's ids) is looked up once."""
 
     def __init__(self, ids: Any):
-        self.ids = np.asarray(ids, dtype=object)
-        hashes = pd.util.hash_array(self.ids, categorize=False)
+        # the ids as Arrow strings (the dataset's index already is: no copy), not as Python objects: at 600,000
+        # documents those were 39 MiB of the 48 this lookup held, and the hashes are taken a block at a time
+        self.ids = pd.array(ids, dtype="str", copy=False)
+        hashes = np.concatenate(
+            [np.empty(0, np.uint64)]
+            + [
+                pd.util.hash_array(self.ids[i : i + HASH_BLOCK], categorize=False)
+                for i in range(0, len(self.ids), HASH_BLOCK)
+            ]
+        )
         self.order = np.argsort(hashes, kind="stable")
         self.hashes = hashes[self.order]
 
@@ -79,7 +91,7 @@ class IdPositions:
         at = np.minimum(at, len(self.hashes) - 1)
         pos = self.order[at]
         same_hash = self.hashes[at] == h
-        found = same_hash & (self.ids[pos] == asked)
+        found = same_hash & (np.asarray(self.ids[pos], dtype=object) == asked)
         shared = same_hash & ~found  # another id has this hash: look it up exactly
         out = np.where(found, pos, -1).astype(np.int64)
         if shared.any():
