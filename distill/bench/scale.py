@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distill.workspace import Workspace
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"n_docs": 6000, "n_train": 600, "n_test": 250, "n_topics": 120}
 STAGES = ("data", "candidates", "import_labels", "features", "train_student")
@@ -101,7 +103,12 @@ def scale_run(
         measured.append((stage, run_measured(argv, tmp / f"{stage}{scale}.log")))
     with open(data / "corpus.jsonl") as f:
         docs = sum(1 for _ in f)
-    facts = json.loads((ws / "candidates_metrics.json").read_text())
+    # the BM25 indexes' bytes per document of the stages that build one (the one structure allowed to grow with
+    # the corpus): the candidates' search index, the features' per-field indexes
+    index_bytes = {
+        "candidates": json.loads(Workspace(ws).candidates_metrics.read_text()).get("index_bytes_per_doc"),
+        "features": json.loads(Workspace(ws).features_record.read_text()).get("index_bytes_per_doc"),
+    }
     for stage, figures in measured:
         yield {
             "setting": "scale",
@@ -112,7 +119,7 @@ def scale_run(
             "engine": engine,
             "student": student,
             **figures,
-            **({"index_bytes_per_doc": facts.get("index_bytes_per_doc")} if stage == "candidates" else {}),
+            **({"index_bytes_per_doc": index_bytes[stage]} if index_bytes.get(stage) else {}),
         }
 
 

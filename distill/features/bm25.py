@@ -47,6 +47,9 @@ class BM25Features(FeatureFamily):
                 **bm25_options(ctx.rc),
             )
 
+    def index_bytes(self) -> int:
+        return sum(idx.nbytes() for idx in getattr(self, "fields", {}).values())
+
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         if "bm25" in wanted:

@@ -125,10 +125,11 @@ CANDIDATE_COLUMNS = ("qid", "docid", "rank", "bm25", "split")
 
 def feature_chunks(
     cfg: DictConfig, ws: Workspace, ds: Dataset, splits: dict[str, list[str]]
-) -> tuple[list[str], Iterator[pd.DataFrame]]:
-    """(the features' names, each chunk of features.parquet in order): computed here, or on the Dask cluster of
-    `features.dask` (each worker prepares the families once; the same rows either way). `splits`: the candidates'
-    queries of each split (`checked_candidates`)."""
+) -> tuple[list[str], Iterator[pd.DataFrame], dict[str, float]]:
+    """(the features' names, each chunk of features.parquet in order, facts on the prepared state): computed
+    here, or on the Dask cluster of `features.dask` (each worker prepares the families once; the same rows either
+    way). `splits`: the candidates' queries of each split (`checked_candidates`). The facts, computed here only:
+    `index_bytes_per_doc`, the families' BM25 indexes per document (`FeatureFamily.index_bytes`)."""
     families = load_families(cfg.features.families)
     names = resolve_names(list(cfg.features.names), families)
     chunks = iter_shards(ws.candidates, cfg.features.chunk_rows, CANDIDATE_COLUMNS)
@@ -142,7 +143,8 @@ def feature_chunks(
             str(ws.candidates),
         )
         used = prepare(ctx, names, families, owns_dataset=True)
-        return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks)
+        facts = {"index_bytes_per_doc": round(sum(f.index_bytes() for f in used) / max(1, len(ds.corpus)), 1)}
+        return names, (chunk_features(ctx, c.reset_index(drop=True), names, used) for c in chunks), facts
 
     def on_dask() -> Iterator[pd.DataFrame]:
         key = json.dumps(to_container(cfg), default=str)  # its own order: the families' order is the columns'
@@ -150,7 +152,7 @@ def feature_chunks(
             window = 2 * max(1, len(client.scheduler_info()["workers"]))
             yield from ordered_map(client, features_task, chunks, window, key)
 
-    return names, on_dask()
+    return names, on_dask(), {}
 
 
 @functools.lru_cache(maxsize=2)
@@ -181,8 +183,9 @@ def write_features(
     cfg: DictConfig, ws: Workspace, ds: Dataset, splits: dict[str, list[str]]
 ) -> dict[str, Any]:
     """features.parquet from the candidates, `features.chunk_rows` pairs (whole queries) at a time, one row group
-    each, into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk."""
-    names, chunks = feature_chunks(cfg, ws, ds, splits)
+    each, into a temp sibling renamed when whole: memory holds the families' prepared state and one chunk. Returns
+    the rows, the features and `feature_chunks`' facts."""
+    names, chunks, facts = feature_chunks(cfg, ws, ds, splits)
     tmp = ws.features.with_name(ws.features.name + ".tmp")
     writer: pq.ParquetWriter | None = None
     rows = 0
@@ -211,7 +214,7 @@ def write_features(
     dropped = [n for n in names if n not in columns]
     if dropped:
         log.warning("features dropped for missing sources: %s", dropped)
-    return {"rows": rows, "features": [c for c in columns if c not in ("qid", "docid", "split")]}
+    return {"rows": rows, "features": [c for c in columns if c not in ("qid", "docid", "split")], **facts}
 
 
 def default_families() -> list[FeatureFamily]:
@@ -263,10 +266,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = write_features(cfg, ws, ds, checked_candidates(cfg, ws, ds))
     # the options themselves too: an export's features.json says how each feature was computed
     options = {"retrieval": fingerprint.plain(cfg.retrieval), "features": STAGE.config(cfg)[1]}
-    write_json_atomic(features_record(cfg, ws) | {"options": options}, ws.features_record)
+    # and the facts of the run that built it (the size of the BM25 indexes it held, which the scale bench reads)
+    facts = {k: out[k] for k in ("index_bytes_per_doc",) if k in out}
+    write_json_atomic(features_record(cfg, ws) | {"options": options} | facts, ws.features_record)
     print(
         f"features: {out['rows']} rows x {len(out['features'])} features ({', '.join(out['features'])}) in "
         f"{time.perf_counter() - t0:.1f}s -> {ws.features}"
+        + (
+            f" (BM25 indexes {facts['index_bytes_per_doc']} bytes per document)"
+            if facts.get("index_bytes_per_doc")
+            else ""
+        )
     )
     return out
 

@@ -183,6 +183,11 @@ class FeatureFamily:
     def compute(self, ctx: FeatureContext, rows: pd.DataFrame, wanted: set[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def index_bytes(self) -> int:
+        """The bytes of the BM25 index the prepared family holds (none by default): the one structure allowed to
+        grow with the corpus, which the stage reports per document (`index_bytes_per_doc`)."""
+        return 0
+
 
 def load_families(node: Any) -> list[FeatureFamily]:
     """The configured families (`features.families`: {name: {_target_: ...}}), in order."""

@@ -413,10 +413,19 @@ class BM25Index:
         token strings with `ids=False`."""
         return self.tokenizer(texts, ids=ids)
 
-    def bytes_per_doc(self) -> float:
-        """The index's postings (BM25 weights, term ids, offsets) per document: what grows with the corpus."""
+    def nbytes(self) -> int:
+        """The index's postings (BM25 weights, term ids, offsets) as held: term-major for `search`, document-major
+        for `score_pairs` (`pairs_only`: that one alone): what grows with the corpus."""
         sc = self.retriever.scores
-        return sum(sc[k].nbytes for k in ("data", "indices", "indptr")) / max(1, self.n_docs)
+        doc_major = self.__dict__.get("_doc_terms")
+        parts = [sc[k] for k in ("data", "indices", "indptr") if k in sc]
+        if doc_major is not None:
+            parts += [doc_major.data, doc_major.indices, doc_major.indptr]
+        return sum(np.asarray(p).nbytes for p in parts)
+
+    def bytes_per_doc(self) -> float:
+        """`nbytes` per document."""
+        return self.nbytes() / max(1, self.n_docs)
 
     @staticmethod
     def _top_k(

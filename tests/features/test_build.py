@@ -267,7 +267,7 @@ def test_the_stage_lets_the_texts_go_only_when_no_family_reads_them(tiny_sample_
         cands = pd.read_parquet(Workspace.from_cfg(cfg).candidates)
         held = build_features(load_dataset(cfg), cands, [], {}, cfg.retrieval, load_families_of(cfg))
         ws = Workspace.from_cfg(cfg)
-        names, chunks = feature_chunks(cfg, ws, ds, checked_candidates(cfg, ws, ds))
+        names, chunks, _ = feature_chunks(cfg, ws, ds, checked_candidates(cfg, ws, ds))
         got = pd.concat(list(chunks), ignore_index=True)
         assert ("text" in ds.corpus) == kept and "timestamp" in ds.corpus
         pd.testing.assert_frame_equal(got, held.reset_index(drop=True), check_dtype=False)

@@ -381,3 +381,18 @@ def test_pair_dots_equal_the_dense_rows_products_at_any_step_of_pairs(chunk):
     expected = (a.toarray()[a_idx] * b.toarray()[b_idx]).sum(axis=1)
     assert expected.any()
     np.testing.assert_allclose(pair_dots(a, b, a_idx, b_idx, chunk=chunk), expected, rtol=1e-12)
+
+
+def test_an_index_reports_the_postings_it_holds():
+    """`nbytes`: 4 bytes of weight and 4 of term or document id per distinct (document, term) entry, plus the
+    offsets of the layout held: terms for a searchable index (and documents too once pairs are scored: it then
+    holds both layouts), documents and terms for a `pairs_only` one. Counted from the tokens, not the arrays."""
+    full, pairs = BM25Index(DOCS), BM25Index(DOCS, pairs_only=True)
+    entries = sum(len(set(toks)) for toks in full.tokenize(DOCS, ids=False))
+    n_docs, n_terms = len(DOCS), full.n_terms
+    by_doc = (n_docs + 1) * pairs._doc_terms.indptr.itemsize  # SciPy keeps small offsets as int32
+    assert full.nbytes() == 8 * entries + 8 * (n_terms + 1)
+    assert pairs.nbytes() == 8 * entries + by_doc + 8 * (n_terms + 1)
+    assert pairs.bytes_per_doc() == pairs.nbytes() / n_docs
+    full.score_pairs(QUERIES[:1], np.zeros(1, int), np.zeros(1, int))  # the document-major layout made too
+    assert full.nbytes() == 16 * entries + by_doc + 8 * (n_terms + 1)
